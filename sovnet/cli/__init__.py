@@ -1,0 +1,1 @@
+"""The ``sovnet`` command-line interface."""

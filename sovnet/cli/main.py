@@ -1,0 +1,540 @@
+"""The ``sovnet`` command line.
+
+This module reads argv and the environment (once, here) and calls the library;
+it holds no logic of its own beyond presenting results. Heavy modules are
+imported inside the commands that need them, so ``sovnet --help`` stays fast.
+Exit codes are those of sovnet.errors (README.md, "Exit codes").
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from sovnet.cli.output import byte_progress, emit_json, human_size, report_error, say, table
+from sovnet.errors import InvalidInputError, SovnetError
+
+if TYPE_CHECKING:
+    from sovnet.cid import CID
+    from sovnet.keyfiles import NodeFiles
+    from sovnet.store import Store
+    from sovnet.trust import OpenedManifest, SignerReport
+
+
+@dataclass
+class Context:
+    state_override: str | None = None
+    json: bool = False
+
+    @property
+    def state_dir(self) -> Path:
+        from sovnet.locations import state_dir
+
+        return state_dir(os.environ, Path.home(), self.state_override)
+
+    def store(self) -> Store:
+        from sovnet.store import Store
+
+        return Store(self.state_dir)
+
+    def node_files(self) -> NodeFiles:
+        from sovnet.keyfiles import NodeFiles
+
+        return NodeFiles(self.state_dir)
+
+
+pass_context = click.make_pass_decorator(Context)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def _use_json(ctx: Context, as_json: bool) -> None:
+    ctx.json = as_json
+
+
+def _parse_cid(text: str) -> CID:
+    from sovnet.cid import CID
+
+    return CID.parse(text)
+
+
+def _signer_label(signer: SignerReport) -> str:
+    if not signer.valid:
+        return f"{signer.key_id} (INVALID signature)"
+    if signer.trusted_as is None:
+        return f"{signer.key_id} (not trusted)"
+    return f"{signer.key_id} ({signer.trusted_as})"
+
+
+def _signers_json(opened: OpenedManifest) -> list[dict[str, object]]:
+    return [
+        {
+            "key_id": str(s.key_id),
+            "public_key": str(s.public_key),
+            "valid": s.valid,
+            "trusted_as": s.trusted_as,
+        }
+        for s in opened.signers
+    ]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    help="Where this node keeps its store and keys "
+    "[default: $SOVNET_STATE_DIR, $STATE_DIRECTORY or ~/.local/share/sovnet].",
+)
+@click.version_option(package_name="sovnet")
+@click.pass_context
+def cli(ctx: click.Context, state_dir: str | None) -> None:
+    """sovnet: own and share open model weights.
+
+    Publish a model under a content address (CID), sign it, verify it anywhere.
+    """
+    ctx.ensure_object(Context).state_override = state_dir
+
+
+# -- keys ------------------------------------------------------------------------
+
+
+@cli.group()
+def key() -> None:
+    """This node's publisher key (Ed25519)."""
+
+
+@key.command("gen")
+@click.option("--force", is_flag=True, help="Replace an existing key.")
+@json_option
+@pass_context
+def key_gen(ctx: Context, force: bool, as_json: bool) -> None:
+    """Create this node's publisher key (and trust it as "this node")."""
+    _use_json(ctx, as_json)
+    files = ctx.node_files()
+    private = files.generate_key(force=force)
+    public = private.public_key
+    if as_json:
+        emit_json(
+            {"key_id": str(public.key_id), "public_key": str(public), "path": str(files.key_path)}
+        )
+        return
+    click.echo(str(public.key_id))
+    say(f"Created a publisher key; its key id is {public.key_id}")
+    say(f"  public key: {public}")
+    say(f"  stored in:  {files.key_path} (mode 0600)")
+    say('This node trusts its own key as "this node".')
+
+
+@key.command("show")
+@json_option
+@pass_context
+def key_show(ctx: Context, as_json: bool) -> None:
+    """Print this node's key id and public key."""
+    _use_json(ctx, as_json)
+    public = ctx.node_files().load_key().public_key
+    if as_json:
+        emit_json({"key_id": str(public.key_id), "public_key": str(public)})
+        return
+    click.echo(f"key id:     {public.key_id}")
+    click.echo(f"public key: {public}")
+
+
+# -- trust ------------------------------------------------------------------------
+
+
+@cli.group()
+def trust() -> None:
+    """Publisher keys this node trusts."""
+
+
+@trust.command("add")
+@click.argument("key_ref", metavar="KEY_ID_OR_PUBLIC_KEY")
+@click.option("--name", required=True, help="Who this key belongs to, for your eyes.")
+@json_option
+@pass_context
+def trust_add(ctx: Context, key_ref: str, name: str, as_json: bool) -> None:
+    """Trust a publisher key: its signatures make manifests trusted here."""
+    from sovnet.trust import TrustedKey, check_name, parse_key_reference
+
+    _use_json(ctx, as_json)
+    key_id, public = parse_key_reference(key_ref)
+    entry = TrustedKey(key_id, check_name(name), public)
+    ctx.node_files().update_trust(lambda store: store.with_key(entry))
+    if as_json:
+        emit_json({"key_id": str(key_id), "name": name, "public_key": public and str(public)})
+        return
+    say(f'Trusting {key_id} as "{name}".')
+
+
+@trust.command("ls")
+@json_option
+@pass_context
+def trust_ls(ctx: Context, as_json: bool) -> None:
+    """List trusted publisher keys."""
+    _use_json(ctx, as_json)
+    keys = ctx.node_files().load_trust().keys
+    if as_json:
+        emit_json(
+            [
+                {
+                    "key_id": str(k.key_id),
+                    "name": k.name,
+                    "public_key": k.public_key and str(k.public_key),
+                }
+                for k in keys
+            ]
+        )
+        return
+    if not keys:
+        say("No trusted keys. `sovnet key gen` trusts this node's own; `sovnet trust add` others.")
+        return
+    table(["KEY ID", "NAME"], [[str(k.key_id), k.name] for k in keys])
+
+
+@trust.command("rm")
+@click.argument("key_ref", metavar="KEY_ID_OR_PUBLIC_KEY_OR_NAME")
+@json_option
+@pass_context
+def trust_rm(ctx: Context, key_ref: str, as_json: bool) -> None:
+    """Stop trusting a publisher key."""
+    from sovnet.errors import NotFoundError
+    from sovnet.trust import TrustStore, parse_key_reference
+
+    _use_json(ctx, as_json)
+    files = ctx.node_files()
+    try:
+        key_id, _ = parse_key_reference(key_ref)
+    except InvalidInputError:
+        named = [k for k in files.load_trust().keys if k.name == key_ref]
+        if len(named) != 1:
+            raise NotFoundError(
+                f"no trusted key has the id or the name {key_ref!r}"
+                if not named
+                else f"{len(named)} trusted keys are named {key_ref!r}; give the key id",
+                hint="`sovnet trust ls` lists them",
+            ) from None
+        key_id = named[0].key_id
+
+    def remove(store: TrustStore) -> TrustStore:
+        return store.without(key_id)
+
+    files.update_trust(remove)
+    if as_json:
+        emit_json({"removed": str(key_id)})
+        return
+    say(f"No longer trusting {key_id}.")
+
+
+# -- models ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="ORG/MODEL, e.g. acme/llama-7b.")
+@click.option("--version", "model_version", help="The model's version, e.g. 1.0.")
+@click.option("--license", "license_text", help="Its licence, e.g. apache-2.0.")
+@click.option(
+    "--copy", is_flag=True, help="Copy files into the store even where a hard link would do."
+)
+@json_option
+@pass_context
+def publish(
+    ctx: Context,
+    path: Path,
+    name: str,
+    model_version: str | None,
+    license_text: str | None,
+    copy: bool,
+    as_json: bool,
+) -> None:
+    """Publish a model directory or file: validate, hash, sign, store. Prints the CID.
+
+    Files on the store's filesystem are hard-linked into the store, not copied, and
+    made read-only: replace them rather than edit them in place afterwards.
+    """
+    from sovnet.publish import publish as do_publish
+
+    _use_json(ctx, as_json)
+    key_ = ctx.node_files().load_key()
+    store = ctx.store().init()
+    with byte_progress("hashing", enabled=not as_json) as bar:
+        result = do_publish(
+            store,
+            key_,
+            path,
+            name=name,
+            version=model_version,
+            license=license_text,
+            copy=copy,
+            on_scanned=bar.start,
+            progress=bar.advance,
+        )
+    manifest = result.manifest
+    if as_json:
+        emit_json(
+            {
+                "cid": str(result.cid),
+                "name": manifest.name,
+                "version": manifest.version,
+                "size": manifest.total_size,
+                "files": len(manifest.files),
+                "signer": str(result.signer),
+                "linked": result.linked,
+                "copied": result.copied,
+            }
+        )
+        return
+    click.echo(str(result.cid))
+    label = f"{manifest.name} {manifest.version or ''}".rstrip()
+    say(f"Published {label}: {len(manifest.files)} files, {human_size(manifest.total_size)}")
+    say(f"  signed by {result.signer}")
+    if result.linked:
+        say(f"  {result.linked} file(s) hard-linked into the store and made read-only (no copy)")
+    if result.copied:
+        say(f"  {result.copied} file(s) copied into the store")
+
+
+@cli.command("ls")
+@json_option
+@pass_context
+def ls(ctx: Context, as_json: bool) -> None:
+    """List the models in this node's store."""
+    _use_json(ctx, as_json)
+    store = ctx.store()
+    trust_store = ctx.node_files().load_trust()
+    rows: list[dict[str, object]] = []
+    for cid in store.cids():
+        try:
+            opened = store.open(cid, trust_store, require_trusted=False)
+        except SovnetError as exc:
+            rows.append({"cid": str(cid), "error": exc.message})
+            continue
+        m = opened.manifest
+        rows.append(
+            {
+                "cid": str(cid),
+                "name": m.name,
+                "version": m.version,
+                "size": m.total_size,
+                "files": len(m.files),
+                "trusted": opened.trusted,
+                "signers": _signers_json(opened),
+            }
+        )
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        say("The store is empty. `sovnet publish PATH --name ORG/MODEL` adds a model.")
+        return
+    cells = []
+    for row in rows:
+        if "error" in row:
+            cells.append(["(damaged)", "", str(row["cid"]), "", "", str(row["error"])])
+            continue
+        signers = row["signers"]
+        assert isinstance(signers, list)
+        labels = [
+            (
+                s["trusted_as"]
+                if s["valid"] and s["trusted_as"]
+                else f"{str(s['key_id'])[:9]}… (untrusted)"
+            )
+            for s in signers
+        ]
+        size = row["size"]
+        assert isinstance(size, int)
+        cells.append(
+            [
+                str(row["name"]),
+                str(row["version"] or "-"),
+                str(row["cid"]),
+                human_size(size),
+                str(row["files"]),
+                ", ".join(str(label) for label in labels) or "(unsigned)",
+            ]
+        )
+    table(["NAME", "VERSION", "CID", "SIZE", "FILES", "SIGNERS"], cells)
+
+
+def _facts_summary(facts: object) -> str:
+    from sovnet.formats.gguf import GGUFFacts
+    from sovnet.formats.safetensors import SafetensorsFacts
+
+    if isinstance(facts, GGUFFacts):
+        parts = [
+            facts.architecture or "?",
+            f"file_type {facts.file_type}",
+            f"{facts.tensor_count} tensors",
+        ]
+        if facts.split_no is not None and facts.split_count is not None:
+            parts.append(f"split {facts.split_no + 1}/{facts.split_count}")
+        return ", ".join(parts)
+    if isinstance(facts, SafetensorsFacts):
+        return f"{facts.tensor_count} tensors, {'/'.join(facts.dtypes) or 'no dtypes'}"
+    return ""
+
+
+@cli.command()
+@click.argument("cid_text", metavar="CID")
+@click.option("--raw", is_flag=True, help="Write the exact canonical manifest bytes to stdout.")
+@json_option
+@pass_context
+def show(ctx: Context, cid_text: str, raw: bool, as_json: bool) -> None:
+    """Show a stored model's manifest and signers."""
+    _use_json(ctx, as_json)
+    if raw and as_json:
+        raise InvalidInputError("--raw and --json do not go together")
+    cid = _parse_cid(cid_text)
+    store = ctx.store()
+    if raw:
+        data = store.manifest_bytes(cid)
+        if not cid.matches(data):
+            from sovnet.errors import IntegrityError
+
+            raise IntegrityError(f"the stored manifest of {cid} does not match its CID")
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    opened = store.open(cid, ctx.node_files().load_trust(), require_trusted=False)
+    m = opened.manifest
+    if as_json:
+        emit_json(
+            {
+                "cid": str(cid),
+                "manifest": m.to_json(),
+                "trusted": opened.trusted,
+                "signers": _signers_json(opened),
+            }
+        )
+        return
+    click.echo(f"name:       {m.name}")
+    click.echo(f"version:    {m.version or '-'}")
+    click.echo(f"license:    {m.license or '-'}")
+    click.echo(f"cid:        {cid}")
+    click.echo(f"size:       {human_size(m.total_size)} in {len(m.files)} files")
+    click.echo(f"piece size: {human_size(m.piece_size)}")
+    click.echo(f"trusted:    {'yes' if opened.trusted else 'NO'}")
+    for signer in opened.signers:
+        click.echo(f"signed by:  {_signer_label(signer)}")
+    click.echo("")
+    table(
+        ["PATH", "SIZE", "FORMAT", "BLAKE3", "FACTS"],
+        [
+            [
+                f.path,
+                human_size(f.size),
+                f.format.value,
+                f.blake3.hex()[:16] + "…",
+                _facts_summary(f.facts),
+            ]
+            for f in m.files
+        ],
+    )
+
+
+@cli.command()
+@click.argument("cid_text", metavar="CID")
+@json_option
+@pass_context
+def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
+    """Re-hash every file of a stored model and check its signatures.
+
+    Exits 0 only if every file matches and a trusted key signed.
+    """
+    from sovnet.errors import IntegrityError, TrustError
+    from sovnet.trust import UNTRUSTED_HINT, untrusted_reason
+    from sovnet.verify import verify as do_verify
+
+    _use_json(ctx, as_json)
+    cid = _parse_cid(cid_text)
+    store = ctx.store()
+    trust_store = ctx.node_files().load_trust()
+    with byte_progress("verifying", enabled=not as_json) as bar:
+        opened_size = store.open(cid, trust_store, require_trusted=False).manifest.total_size
+        bar.start(opened_size)
+        report = do_verify(store, cid, trust_store, progress=bar.advance)
+    m = report.opened.manifest
+    if as_json:
+        emit_json(
+            {
+                "cid": str(cid),
+                "ok": report.ok,
+                "intact": report.intact,
+                "trusted": report.opened.trusted,
+                "files": [{"path": f.path, "ok": f.ok, "problem": f.problem} for f in report.files],
+                "signers": _signers_json(report.opened),
+            }
+        )
+    else:
+        for check in report.files:
+            click.echo(
+                f"{'ok  ' if check.ok else 'FAIL'}  {check.path}"
+                + (f": {check.problem}" if check.problem else "")
+            )
+        for signer in report.opened.signers:
+            click.echo(f"{'ok  ' if signer.counts else 'FAIL'}  signed by {_signer_label(signer)}")
+        if not report.opened.signers:
+            click.echo("FAIL  no signatures")
+    bad = [f for f in report.files if not f.ok]
+    if bad:
+        error: SovnetError = IntegrityError(
+            f"{len(bad)} of {len(report.files)} files of {m.name} differ from the manifest: "
+            + ", ".join(f.path for f in bad),
+            hint="remove the model (`sovnet rm`) and publish or fetch it again",
+        )
+    elif not report.opened.trusted:
+        error = TrustError(untrusted_reason(cid, report.opened.signers), hint=UNTRUSTED_HINT)
+    else:
+        if not as_json:
+            say(f"{m.name} is intact and signed by a trusted key.")
+        return
+    if as_json:
+        sys.exit(error.exit_code)  # the report above already says why, as JSON
+    raise error
+
+
+@cli.command()
+@click.argument("cid_text", metavar="CID")
+@json_option
+@pass_context
+def rm(ctx: Context, cid_text: str, as_json: bool) -> None:
+    """Remove a model from the store (blobs other models use are kept)."""
+    _use_json(ctx, as_json)
+    cid = _parse_cid(cid_text)
+    store = ctx.store()
+    with store.locked():
+        result = store.remove(cid)
+    if as_json:
+        emit_json(
+            {
+                "removed": str(cid),
+                "freed_bytes": result.freed_bytes,
+                "blobs_removed": result.blobs_removed,
+            }
+        )
+        return
+    say(f"Removed {cid}; freed {human_size(result.freed_bytes)} ({result.blobs_removed} blobs).")
+
+
+def main() -> None:
+    ctx = Context()
+    try:
+        code = cli.main(obj=ctx, standalone_mode=False)
+    except click.exceptions.Abort:
+        say("Aborted.")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SovnetError as exc:
+        report_error(exc, ctx.json)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        say("Interrupted.")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,107 @@
+"""How the CLI shows things: sizes, tables, JSON, errors and progress bars.
+
+Data goes to stdout (a CID, a table, JSON); everything meant for a person only
+(summaries, progress, errors) goes to stderr, so ``cid=$(sovnet publish ...)``
+and ``sovnet ls --json | jq`` work. rich is imported only when a progress bar is
+actually drawn, which keeps ``sovnet --help`` fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import click
+
+from sovnet.errors import SovnetError
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def emit_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def say(message: str = "") -> None:
+    """A line for the person at the terminal (stderr)."""
+    click.echo(message, err=True)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    for row in [list(headers), *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def report_error(error: SovnetError, as_json: bool) -> None:
+    if as_json:
+        emit_json({"error": error.to_json()})
+        return
+    click.echo(f"sovnet: error: {error.message}", err=True)
+    if error.hint:
+        click.echo(f"  hint: {error.hint}", err=True)
+
+
+class ProgressSink(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def advance(self, amount: int) -> None: ...
+
+
+class _Silent:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, amount: int) -> None:
+        pass
+
+
+@contextmanager
+def byte_progress(description: str, *, enabled: bool) -> Iterator[ProgressSink]:
+    """A bytes/rate/ETA bar on stderr when it is a terminal and ``enabled``."""
+    if not enabled or not sys.stderr.isatty():
+        yield _Silent()
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+    class _Bar:
+        task: Any = None
+
+        def start(self, total: int) -> None:
+            self.task = progress.add_task(description, total=total)
+
+        def advance(self, amount: int) -> None:
+            if self.task is not None:
+                progress.advance(self.task, amount)
+
+    with progress:
+        yield _Bar()

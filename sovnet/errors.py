@@ -1,0 +1,117 @@
+"""The one exception tree of sovnet.
+
+Every error sovnet raises on purpose is a :class:`SovnetError`. Each class has a
+stable machine-readable ``code`` and an ``exit_code`` for the CLI; the families
+below are documented in README.md and never reuse each other's exit codes, so a
+script can tell "the content is tampered" from "you typed it wrong".
+
+    SovnetError                      exit 1   (only as a base; never raised bare)
+    ├── NotFoundError                exit 3   a CID, key or model is not here
+    ├── InvalidInputError            exit 4   malformed input: CID, name, key, manifest
+    │   ├── InvalidCIDError
+    │   ├── ManifestFormatError
+    │   ├── InvalidKeyError
+    │   └── ModelRejectedError       a model sovnet will not publish
+    │       ├── UnsafeFileError      could run code, a symlink, a device, ...
+    │       └── MalformedFileError   a GGUF/safetensors/JSON file that does not parse
+    ├── IntegrityError               exit 5   bytes differ from what the manifest says
+    ├── TrustError                   exit 6   a signature is invalid or nobody trusted signed
+    └── LocalStateError              exit 7   the store or key files cannot be used
+        └── StoreLockedError
+
+Foreign exceptions (OSError, json errors, cryptography's) are wrapped where they
+enter, with ``raise ... from exc``, so the cause stays visible in tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class SovnetError(Exception):
+    """Base of every deliberate sovnet error: a message and what to do about it."""
+
+    code = "error"
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_json(self) -> dict[str, str | int | None]:
+        return {
+            "code": self.code,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class NotFoundError(SovnetError):
+    """Something named by the user (a CID, a key, a model) is not present."""
+
+    code = "not-found"
+    exit_code = 3
+
+
+class InvalidInputError(SovnetError):
+    """Input that does not have the required form; nothing was changed."""
+
+    code = "invalid-input"
+    exit_code = 4
+
+
+class InvalidCIDError(InvalidInputError):
+    code = "invalid-cid"
+
+
+class ManifestFormatError(InvalidInputError):
+    """Manifest or signature bytes that are not in sovnet's canonical format."""
+
+    code = "invalid-manifest"
+
+
+class InvalidKeyError(InvalidInputError):
+    code = "invalid-key"
+
+
+class ModelRejectedError(InvalidInputError):
+    """A model directory or file that sovnet refuses to publish."""
+
+    code = "model-rejected"
+
+
+class UnsafeFileError(ModelRejectedError):
+    """A file that could execute code when loaded, or is not a regular file."""
+
+    code = "unsafe-file"
+
+
+class MalformedFileError(ModelRejectedError):
+    """A file whose declared format does not parse within sovnet's limits."""
+
+    code = "malformed-file"
+
+
+class IntegrityError(SovnetError):
+    """Bytes on disk or from a peer differ from what a manifest says."""
+
+    code = "integrity"
+    exit_code = 5
+
+
+class TrustError(SovnetError):
+    """A signature does not verify, or no trusted publisher signed."""
+
+    code = "not-trusted"
+    exit_code = 6
+
+
+class LocalStateError(SovnetError):
+    """The local store, key or trust files cannot be read or written."""
+
+    code = "local-state"
+    exit_code = 7
+
+
+class StoreLockedError(LocalStateError):
+    code = "store-locked"

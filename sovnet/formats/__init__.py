@@ -1,0 +1,1 @@
+"""Bounded, pure parsers for model file formats."""

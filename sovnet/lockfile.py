@@ -1,0 +1,50 @@
+"""An inter-process lock on a file (``flock``), so two processes never mutate the
+store, the key or the trust file at once.
+
+The holder writes its pid into the lock file, so the error a waiting process
+gives can say who holds it. The kernel drops the lock when the holder dies, so a
+crash never leaves the store locked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sovnet.errors import LocalStateError, StoreLockedError
+
+
+@contextmanager
+def exclusive_lock(path: Path, *, what: str, timeout: float = 30.0) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for the ``with`` block."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise LocalStateError(f"cannot open lock file {path}: {exc.strerror}") from exc
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                    raise StoreLockedError(
+                        f"{what} is locked by another process (pid {holder})",
+                        hint="wait for it to finish; if sovnetd runs, use the CLI through it",
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,90 @@
+"""Keys, key ids and signatures over CIDs."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sovnet.cid import CID
+from sovnet.errors import InvalidKeyError, ManifestFormatError
+from sovnet.signing import KeyId, PrivateKey, PublicKey, SignatureBundle, signed_message
+
+ALICE = PrivateKey.from_seed(b"\x01" * 32)
+BOB = PrivateKey.from_seed(b"\x02" * 32)
+CID_A = CID.of(b"manifest a")
+CID_B = CID.of(b"manifest b")
+
+
+def test_signature_binds_the_cid_with_a_domain_prefix() -> None:
+    signature = ALICE.sign(CID_A)
+    assert signature.verify(CID_A)
+    assert not signature.verify(CID_B)
+    assert signed_message(CID_A).startswith(b"sovnet manifest signature v1\x00")
+    assert signed_message(CID_A).endswith(CID_A.binary)
+
+
+def test_a_flipped_signature_bit_fails() -> None:
+    signature = ALICE.sign(CID_A)
+    bad = bytes([signature.value[0] ^ 1]) + signature.value[1:]
+    assert not ALICE.public_key.verify(CID_A, bad)
+
+
+def test_key_id_is_grouped_base32_and_parses_loosely() -> None:
+    key_id = ALICE.public_key.key_id
+    text = str(key_id)
+    assert len(text.split("-")) == 8 and all(len(g) == 4 for g in text.split("-"))
+    assert KeyId.parse(text) == key_id
+    assert KeyId.parse(text.lower().replace("-", " ")) == key_id
+    assert ALICE.public_key.key_id != BOB.public_key.key_id
+
+
+@pytest.mark.parametrize("text", ["", "ABCD", "0" * 32, "ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ23-456"])
+def test_bad_key_ids_are_refused(text: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        KeyId.parse(text)
+
+
+def test_public_key_text_round_trips() -> None:
+    public = ALICE.public_key
+    assert PublicKey.parse(str(public)) == public
+    assert PublicKey.parse(public.raw.hex()) == public
+    with pytest.raises(InvalidKeyError):
+        PublicKey.parse("ed25519:zz")
+
+
+def test_pem_round_trip_keeps_the_key() -> None:
+    again = PrivateKey.from_pem(ALICE.to_pem())
+    assert again.public_key == ALICE.public_key
+    with pytest.raises(InvalidKeyError):
+        PrivateKey.from_pem(b"-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+    assert "seed" not in repr(ALICE).lower()
+
+
+def test_bundles_hold_one_signature_per_key_and_merge() -> None:
+    bundle = SignatureBundle(CID_A).with_signature(ALICE.sign(CID_A))
+    bundle = bundle.with_signature(BOB.sign(CID_A)).with_signature(ALICE.sign(CID_A))
+    assert len(bundle.signatures) == 2
+    assert SignatureBundle.from_bytes(bundle.to_bytes(), CID_A) == bundle
+    other = SignatureBundle(CID_A).with_signature(BOB.sign(CID_A))
+    assert SignatureBundle(CID_A).with_signature(ALICE.sign(CID_A)).merged(other) == bundle
+
+
+def test_merging_drops_signatures_that_do_not_verify() -> None:
+    forged = SignatureBundle(CID_A).with_signature(BOB.sign(CID_B))
+    assert SignatureBundle(CID_A).merged(forged).signatures == ()
+
+
+def test_a_bundle_for_another_cid_is_refused() -> None:
+    bundle = SignatureBundle(CID_A).with_signature(ALICE.sign(CID_A))
+    with pytest.raises(ManifestFormatError, match="not"):
+        SignatureBundle.from_bytes(bundle.to_bytes(), CID_B)
+
+
+@given(st.binary(max_size=400))
+def test_hostile_bundle_bytes_give_a_bundle_or_a_typed_error(data: bytes) -> None:
+    try:
+        bundle = SignatureBundle.from_bytes(data, CID_A)
+    except ManifestFormatError:
+        return
+    assert bundle.to_bytes() == data

@@ -1,0 +1,92 @@
+"""The trust gate: hash first, then signatures, then trust, and only then parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from sovnet.cid import CID
+from sovnet.errors import IntegrityError, ManifestFormatError, NotFoundError, TrustError
+from sovnet.manifest import FileEntry, FileFormat, Manifest
+from sovnet.signing import PrivateKey, SignatureBundle
+from sovnet.trust import TrustedKey, TrustStore, open_manifest, parse_key_reference
+
+PUBLISHER = PrivateKey.from_seed(b"\x07" * 32)
+STRANGER = PrivateKey.from_seed(b"\x08" * 32)
+MANIFEST = Manifest(
+    name="acme/tiny",
+    piece_size=1 << 22,
+    files=(FileEntry("config.json", 2, b"\x01" * 32, b"\x02" * 32, FileFormat.JSON),),
+)
+RAW = MANIFEST.to_bytes()
+CID_ = CID.of(RAW)
+TRUSTED = TrustStore((TrustedKey(PUBLISHER.public_key.key_id, "acme", PUBLISHER.public_key),))
+
+
+def _bundle(*keys: PrivateKey, cid: CID = CID_) -> SignatureBundle:
+    bundle = SignatureBundle(cid)
+    for key in keys:
+        bundle = bundle.with_signature(key.sign(cid))
+    return bundle
+
+
+def test_a_trusted_signature_opens_the_manifest() -> None:
+    opened = open_manifest(CID_, RAW, _bundle(PUBLISHER, STRANGER), TRUSTED)
+    assert opened.manifest == MANIFEST
+    assert opened.trusted
+    assert {s.trusted_as for s in opened.signers} == {"acme", None}
+
+
+def test_bytes_that_do_not_hash_to_the_cid_fail_before_parsing() -> None:
+    # Garbage that would also fail to parse: the integrity error must come first.
+    with pytest.raises(IntegrityError):
+        open_manifest(CID_, b"\x00not json", _bundle(PUBLISHER), TRUSTED)
+
+
+def test_untrusted_signers_are_refused_and_named() -> None:
+    with pytest.raises(TrustError) as info:
+        open_manifest(CID_, RAW, _bundle(STRANGER), TRUSTED)
+    assert str(STRANGER.public_key.key_id) in info.value.message
+    assert "trust add" in (info.value.hint or "")
+
+
+def test_unsigned_manifests_are_refused() -> None:
+    with pytest.raises(TrustError, match="not signed"):
+        open_manifest(CID_, RAW, SignatureBundle(CID_), TRUSTED)
+
+
+def test_a_signature_over_another_cid_does_not_count() -> None:
+    other = CID.of(b"other")
+    moved = SignatureBundle(CID_, _bundle(PUBLISHER, cid=other).signatures)
+    with pytest.raises(TrustError, match="invalid signature"):
+        open_manifest(CID_, RAW, moved, TRUSTED)
+
+
+def test_untrusted_can_still_be_inspected_when_asked() -> None:
+    opened = open_manifest(CID_, RAW, _bundle(STRANGER), TRUSTED, require_trusted=False)
+    assert not opened.trusted
+
+
+def test_a_signed_but_malformed_manifest_fails_as_a_format_error() -> None:
+    raw = b'{"not":"a manifest"}'
+    cid = CID.of(raw)
+    with pytest.raises(ManifestFormatError):
+        open_manifest(cid, raw, _bundle(PUBLISHER, cid=cid), TRUSTED)
+
+
+def test_trust_store_round_trips_and_updates() -> None:
+    key_id, public = parse_key_reference(str(STRANGER.public_key))
+    store = TRUSTED.with_key(TrustedKey(key_id, "bob", public))
+    assert TrustStore.from_bytes(store.to_bytes()) == store
+    renamed = store.with_key(TrustedKey(key_id, "robert"))
+    entry = renamed.get(key_id)
+    assert entry is not None and entry.name == "robert" and entry.public_key == public
+    assert renamed.without(key_id).get(key_id) is None
+    with pytest.raises(NotFoundError):
+        TRUSTED.without(key_id)
+
+
+def test_trusting_by_key_id_alone_is_enough_to_trust_signatures() -> None:
+    key_id, public = parse_key_reference(str(PUBLISHER.public_key.key_id))
+    assert public is None
+    opened = open_manifest(CID_, RAW, _bundle(PUBLISHER), TrustStore((TrustedKey(key_id, "acme"),)))
+    assert opened.trusted
