@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sovnet.cid import CID
 from sovnet.errors import IntegrityError, LocalStateError, ModelRejectedError
-from sovnet.filehash import FileDigest, hash_stream
+from sovnet.filehash import FileDigest, hash_fd
 from sovnet.manifest import FileEntry, Manifest, check_identity, piece_size_for
 from sovnet.scan import ScannedFile, scan_model
 from sovnet.signing import KeyId, PrivateKey, SignatureBundle
@@ -53,10 +53,11 @@ def _import_file(
     item: ScannedFile,
     executor: ThreadPoolExecutor,
     copy: bool,
+    piece_size: int,
     progress: Progress | None,
 ) -> _Imported:
     fd = os.open(item.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb", buffering=0) as source:
+    with os.fdopen(fd, "rb", buffering=0):  # closes fd however we leave
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             raise ModelRejectedError(f"refusing {item.relpath}: not a regular file")
@@ -75,10 +76,12 @@ def _import_file(
                 linked = False  # another filesystem, or links not permitted: copy
         try:
             if linked:
-                digest = hash_stream(source, executor, progress=progress)
+                digest = hash_fd(fd, executor, piece_size=piece_size, progress=progress)
             else:
                 with open(temp, "xb") as sink:
-                    digest = hash_stream(source, executor, sink=sink, progress=progress)
+                    digest = hash_fd(
+                        fd, executor, piece_size=piece_size, sink=sink, progress=progress
+                    )
                     sink.flush()
                     os.fsync(sink.fileno())
             after = os.fstat(fd)
@@ -111,13 +114,14 @@ def publish(
     check_identity(name, version, license)  # before the long part, not after it
     scanned = scan_model(model)
     total = sum(item.size for item in scanned)
+    piece_size = piece_size_for(total)
     if on_scanned is not None:
         on_scanned(total)
     imported: list[_Imported] = []
     try:
         with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as executor:
             for item in scanned:
-                imported.append(_import_file(store, item, executor, copy, progress))
+                imported.append(_import_file(store, item, executor, copy, piece_size, progress))
         entries = tuple(
             FileEntry(
                 path=item.relpath,
@@ -133,7 +137,7 @@ def publish(
             name=name,
             version=version,
             license=license,
-            piece_size=piece_size_for(total),
+            piece_size=piece_size,
             files=entries,
         )
         raw = manifest.to_bytes()
@@ -144,6 +148,7 @@ def publish(
             for done in imported:
                 if not store.adopt_blob(done.temp, done.digest.blake3):
                     stored += 1
+                store.put_layer(done.digest.blake3, piece_size, done.digest.piece_layer)
             store.commit(manifest, raw, SignatureBundle(cid).with_signature(signature))
     except OSError as exc:
         raise LocalStateError(f"cannot write to the store at {store.root}: {exc.strerror}") from exc

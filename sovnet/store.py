@@ -3,6 +3,7 @@
     <root>/blobs/<blake3 hex>       verified file contents, read-only, shared by models
     <root>/manifests/<cid>          exact canonical manifest bytes
     <root>/manifests/<cid>.sig      the signature bundle for that CID
+    <root>/layers/<b3hex>.<piece>   a blob's BitTorrent v2 piece layer for one piece size
     <root>/models/<cid>/<path>      the model as its files are named (hard links to blobs)
     <root>/partial/<cid>/...        downloads in progress; never handed to anyone
     <root>/tmp/<pid>-...            files being written; removed when their process is gone
@@ -54,6 +55,7 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.blobs = root / "blobs"
+        self.layers = root / "layers"
         self.manifests = root / "manifests"
         self.models = root / "models"
         self.partial = root / "partial"
@@ -66,7 +68,14 @@ class Store:
         """Create the directories (0700: the store is private to its node)."""
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for directory in (self.blobs, self.manifests, self.models, self.partial, self.tmp):
+            for directory in (
+                self.blobs,
+                self.layers,
+                self.manifests,
+                self.models,
+                self.partial,
+                self.tmp,
+            ):
                 directory.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise LocalStateError(
@@ -95,6 +104,16 @@ class Store:
     def blob_path(self, blake3: bytes) -> Path:
         return self.blobs / blake3.hex()
 
+    def layer_path(self, blake3: bytes, piece_size: int) -> Path:
+        return self.layers / f"{blake3.hex()}.{piece_size}"
+
+    def layer(self, blake3: bytes, piece_size: int) -> bytes | None:
+        """The stored piece layer of a blob, unchecked (filehash.layer_matches checks it)."""
+        try:
+            return self.layer_path(blake3, piece_size).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def model_dir(self, cid: CID) -> Path:
         return self.models / str(cid)
 
@@ -116,13 +135,16 @@ class Store:
                     continue  # not ours; never acted on
         return sorted(found)
 
+    def require(self, cid: CID) -> None:
+        """Raise NotFoundError unless ``cid`` is committed here."""
+        if not self.has(cid):
+            raise _not_here(cid)
+
     def manifest_bytes(self, cid: CID) -> bytes:
         try:
             return self.manifest_path(cid).read_bytes()
         except FileNotFoundError:
-            raise NotFoundError(
-                f"{cid} is not in this store", hint="`sovnet ls` lists what is here"
-            ) from None
+            raise _not_here(cid) from None
 
     def bundle(self, cid: CID) -> SignatureBundle:
         try:
@@ -148,6 +170,11 @@ class Store:
         os.chmod(temp, 0o444)
         os.replace(temp, target)
         return True
+
+    def put_layer(self, blake3: bytes, piece_size: int, layer: bytes) -> None:
+        """Keep a blob's piece layer (nothing to keep for a file of one piece)."""
+        if layer and not self.layer_path(blake3, piece_size).exists():
+            write_atomic(self.layer_path(blake3, piece_size), layer, mode=0o444)
 
     def commit(self, manifest: Manifest, raw: bytes, bundle: SignatureBundle) -> CID:
         """Record a model whose blobs are all in blobs/ and whose bytes are ``raw``."""
@@ -207,7 +234,12 @@ class Store:
                     freed += blob.stat().st_size
                     blob.unlink()
                     count += 1
+                    self._drop_layers(entry.blake3)
         return RemoveResult(cid, freed, count)
+
+    def _drop_layers(self, blake3: bytes) -> None:
+        for layer in self.layers.glob(f"{blake3.hex()}.*"):
+            layer.unlink(missing_ok=True)
 
     def _referenced_blobs(self) -> set[bytes]:
         used: set[bytes] = set()
@@ -235,6 +267,14 @@ class Store:
         for blob in list(self.blobs.iterdir()) if self.blobs.is_dir() else []:
             if _BLOB_NAME.fullmatch(blob.name) and bytes.fromhex(blob.name) not in used:
                 blob.unlink(missing_ok=True)
+        for layer in list(self.layers.iterdir()) if self.layers.is_dir() else []:
+            blob_name = layer.name.split(".")[0]
+            if _BLOB_NAME.fullmatch(blob_name) and bytes.fromhex(blob_name) not in used:
+                layer.unlink(missing_ok=True)
+
+
+def _not_here(cid: CID) -> NotFoundError:
+    return NotFoundError(f"{cid} is not in this store", hint="`sovnet ls` lists what is here")
 
 
 def _pid_alive(pid: int) -> bool:

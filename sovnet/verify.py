@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sovnet.cid import CID
-from sovnet.filehash import hash_stream
+from sovnet.filehash import hash_fd
 from sovnet.manifest import FileEntry
 from sovnet.store import Store
 from sovnet.trust import OpenedManifest, TrustStore
@@ -58,13 +58,15 @@ def _check_file(
         return FileCheck(entry.path, "missing from the model view")
     except OSError as exc:
         return FileCheck(entry.path, f"cannot be opened ({exc.strerror})")
-    with os.fdopen(fd, "rb", buffering=0) as handle:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return FileCheck(entry.path, "is not a regular file")
         if info.st_size != entry.size:
             return FileCheck(entry.path, f"is {info.st_size} bytes, the manifest says {entry.size}")
-        digest = hash_stream(handle, executor, progress=progress)
+        digest = hash_fd(fd, executor, progress=progress)
+    finally:
+        os.close(fd)
     if digest.blake3 != entry.blake3:
         return FileCheck(
             entry.path,

@@ -507,6 +507,7 @@ def rm(ctx: Context, cid_text: str, as_json: bool) -> None:
     _use_json(ctx, as_json)
     cid = _parse_cid(cid_text)
     store = ctx.store()
+    store.require(cid)  # before the lock, which would create the state directory
     with store.locked():
         result = store.remove(cid)
     if as_json:
