@@ -14,8 +14,12 @@ Pure: no I/O.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
+from typing import Any
 
-BValue = int | bytes | str | list["BValue"] | dict[bytes, "BValue"] | dict[str, "BValue"]
+# Containers are typed loosely (Any inside): mypy's invariant dicts would otherwise
+# reject every literal nested dictionary; _encode checks each value at run time.
+BValue = int | bytes | str | list[Any] | Mapping[bytes, Any] | Mapping[str, Any]
 
 
 def _key(key: bytes | str) -> bytes:
@@ -36,7 +40,7 @@ def _encode(value: BValue, out: list[bytes]) -> None:
         for item in value:
             _encode(item, out)
         out.append(b"e")
-    elif isinstance(value, dict):
+    elif isinstance(value, Mapping):
         items = sorted(((_key(k), v) for k, v in value.items()), key=lambda kv: kv[0])
         for (a, _), (b, _) in itertools.pairwise(items):
             if a == b:

@@ -11,13 +11,16 @@ script can tell "the content is tampered" from "you typed it wrong".
     │   ├── InvalidCIDError
     │   ├── ManifestFormatError
     │   ├── InvalidKeyError
+    │   ├── ConfigError              a daemon setting that cannot be used
     │   └── ModelRejectedError       a model sovnet will not publish
     │       ├── UnsafeFileError      could run code, a symlink, a device, ...
     │       └── MalformedFileError   a GGUF/safetensors/JSON file that does not parse
     ├── IntegrityError               exit 5   bytes differ from what the manifest says
     ├── TrustError                   exit 6   a signature is invalid or nobody trusted signed
-    └── LocalStateError              exit 7   the store or key files cannot be used
-        └── StoreLockedError
+    ├── LocalStateError              exit 7   the store or key files cannot be used
+    │   └── StoreLockedError
+    ├── TransferError                exit 8   peers had the model but the transfer failed
+    └── DaemonError                  exit 9   sovnetd is not running or not reachable
 
 Foreign exceptions (OSError, json errors, cryptography's) are wrapped where they
 enter, with ``raise ... from exc``, so the cause stays visible in tracebacks.
@@ -74,6 +77,12 @@ class InvalidKeyError(InvalidInputError):
     code = "invalid-key"
 
 
+class ConfigError(InvalidInputError):
+    """A daemon setting (file, environment or flag) that cannot be used."""
+
+    code = "invalid-config"
+
+
 class ModelRejectedError(InvalidInputError):
     """A model directory or file that sovnet refuses to publish."""
 
@@ -115,3 +124,39 @@ class LocalStateError(SovnetError):
 
 class StoreLockedError(LocalStateError):
     code = "store-locked"
+
+
+class TransferError(SovnetError):
+    """Peers were found, but the bytes did not arrive (stalled, or only bad data came)."""
+
+    code = "transfer-failed"
+    exit_code = 8
+
+
+class DaemonError(SovnetError):
+    """The local daemon is not running, not reachable, or stopped mid-request."""
+
+    code = "daemon"
+    exit_code = 9
+
+
+def _all_classes() -> list[type[SovnetError]]:
+    found: list[type[SovnetError]] = []
+    pending: list[type[SovnetError]] = [SovnetError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def error_from_json(value: object) -> SovnetError:
+    """Rebuild an error that crossed the local API (``to_json``), by its code."""
+    if not isinstance(value, dict):
+        return DaemonError(f"sovnetd sent a malformed error: {value!r}"[:300])
+    code, message, hint = value.get("code"), value.get("message"), value.get("hint")
+    cls = next((c for c in _all_classes() if c.code == code), SovnetError)
+    return cls(
+        str(message) if message is not None else "unknown error",
+        hint=str(hint) if hint is not None else None,
+    )

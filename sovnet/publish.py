@@ -40,6 +40,19 @@ class PublishResult:
     copied: int
     already_stored: int
 
+    def summary(self) -> dict[str, object]:
+        """What `sovnet publish --json` (and the daemon's publish) report."""
+        return {
+            "cid": str(self.cid),
+            "name": self.manifest.name,
+            "version": self.manifest.version,
+            "size": self.manifest.total_size,
+            "files": len(self.manifest.files),
+            "signer": str(self.signer),
+            "linked": self.linked,
+            "copied": self.copied,
+        }
+
 
 @dataclass(frozen=True)
 class _Imported:

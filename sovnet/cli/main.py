@@ -8,58 +8,31 @@ Exit codes are those of sovnet.errors (README.md, "Exit codes").
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from sovnet.cli.output import byte_progress, emit_json, human_size, report_error, say, table
+from sovnet.cli import daemon_commands
+from sovnet.cli.context import Context, json_option, parse_cid, pass_context, use_json
+from sovnet.cli.output import (
+    ProgressSink,
+    byte_progress,
+    emit_json,
+    human_size,
+    report_error,
+    say,
+    table,
+)
 from sovnet.errors import InvalidInputError, SovnetError
 
 if TYPE_CHECKING:
-    from sovnet.cid import CID
-    from sovnet.keyfiles import NodeFiles
-    from sovnet.store import Store
     from sovnet.trust import OpenedManifest, SignerReport
 
 
-@dataclass
-class Context:
-    state_override: str | None = None
-    json: bool = False
-
-    @property
-    def state_dir(self) -> Path:
-        from sovnet.locations import state_dir
-
-        return state_dir(os.environ, Path.home(), self.state_override)
-
-    def store(self) -> Store:
-        from sovnet.store import Store
-
-        return Store(self.state_dir)
-
-    def node_files(self) -> NodeFiles:
-        from sovnet.keyfiles import NodeFiles
-
-        return NodeFiles(self.state_dir)
-
-
-pass_context = click.make_pass_decorator(Context)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-
-
-def _use_json(ctx: Context, as_json: bool) -> None:
-    ctx.json = as_json
-
-
-def _parse_cid(text: str) -> CID:
-    from sovnet.cid import CID
-
-    return CID.parse(text)
+_use_json = use_json
+_parse_cid = parse_cid
 
 
 def _signer_label(signer: SignerReport) -> str:
@@ -89,14 +62,23 @@ def _signers_json(opened: OpenedManifest) -> list[dict[str, object]]:
     help="Where this node keeps its store and keys "
     "[default: $SOVNET_STATE_DIR, $STATE_DIRECTORY or ~/.local/share/sovnet].",
 )
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False),
+    help="sovnetd's API socket [default: $SOVNET_SOCKET, else sovnetd.sock in the state dir].",
+)
 @click.version_option(package_name="sovnet")
 @click.pass_context
-def cli(ctx: click.Context, state_dir: str | None) -> None:
+def cli(ctx: click.Context, state_dir: str | None, socket_path: str | None) -> None:
     """sovnet: own and share open model weights.
 
-    Publish a model under a content address (CID), sign it, verify it anywhere.
+    Publish a model under a content address (CID), sign it, verify it anywhere;
+    with sovnetd running, share it with trusted peers and fetch by CID.
     """
-    ctx.ensure_object(Context).state_override = state_dir
+    context = ctx.ensure_object(Context)
+    context.state_override = state_dir
+    context.socket_override = socket_path
 
 
 # -- keys ------------------------------------------------------------------------
@@ -256,46 +238,63 @@ def publish(
     Files on the store's filesystem are hard-linked into the store, not copied, and
     made read-only: replace them rather than edit them in place afterwards.
     """
+    _use_json(ctx, as_json)
+    daemon = ctx.daemon()
+    with byte_progress("hashing", enabled=not as_json) as bar:
+        if daemon is not None:
+            # The daemon publishes and starts seeding at once.
+            summary: dict[str, Any] = {}
+            hashed = 0
+            for event in daemon.publish(path, name, model_version, license_text, copy):
+                if event.kind == "scanned":
+                    bar.start(int(event.data["total"]))
+                elif event.kind == "hashed":
+                    bar.advance(int(event.data["bytes"]) - hashed)
+                    hashed = int(event.data["bytes"])
+                elif event.kind == "result":
+                    summary = {k: v for k, v in event.data.items() if k != "event"}
+        else:
+            summary = _publish_locally(ctx, path, name, model_version, license_text, copy, bar)
+    if as_json:
+        emit_json({**summary, "seeding": daemon is not None})
+        return
+    click.echo(summary["cid"])
+    label = f"{summary['name']} {summary['version'] or ''}".rstrip()
+    say(f"Published {label}: {summary['files']} files, {human_size(summary['size'])}")
+    say(f"  signed by {summary['signer']}")
+    if summary["linked"]:
+        say(
+            f"  {summary['linked']} file(s) hard-linked into the store and made read-only (no copy)"
+        )
+    if summary["copied"]:
+        say(f"  {summary['copied']} file(s) copied into the store")
+    if daemon is not None:
+        say("  sovnetd is seeding it to the network.")
+
+
+def _publish_locally(
+    ctx: Context,
+    path: Path,
+    name: str,
+    model_version: str | None,
+    license_text: str | None,
+    copy: bool,
+    bar: ProgressSink,
+) -> dict[str, object]:
     from sovnet.publish import publish as do_publish
 
-    _use_json(ctx, as_json)
-    key_ = ctx.node_files().load_key()
-    store = ctx.store().init()
-    with byte_progress("hashing", enabled=not as_json) as bar:
-        result = do_publish(
-            store,
-            key_,
-            path,
-            name=name,
-            version=model_version,
-            license=license_text,
-            copy=copy,
-            on_scanned=bar.start,
-            progress=bar.advance,
-        )
-    manifest = result.manifest
-    if as_json:
-        emit_json(
-            {
-                "cid": str(result.cid),
-                "name": manifest.name,
-                "version": manifest.version,
-                "size": manifest.total_size,
-                "files": len(manifest.files),
-                "signer": str(result.signer),
-                "linked": result.linked,
-                "copied": result.copied,
-            }
-        )
-        return
-    click.echo(str(result.cid))
-    label = f"{manifest.name} {manifest.version or ''}".rstrip()
-    say(f"Published {label}: {len(manifest.files)} files, {human_size(manifest.total_size)}")
-    say(f"  signed by {result.signer}")
-    if result.linked:
-        say(f"  {result.linked} file(s) hard-linked into the store and made read-only (no copy)")
-    if result.copied:
-        say(f"  {result.copied} file(s) copied into the store")
+    result = do_publish(
+        ctx.store().init(),
+        ctx.node_files().load_key(),
+        path,
+        name=name,
+        version=model_version,
+        license=license_text,
+        copy=copy,
+        on_scanned=bar.start,
+        progress=bar.advance,
+    )
+    return result.summary()
 
 
 @cli.command("ls")
@@ -506,20 +505,29 @@ def rm(ctx: Context, cid_text: str, as_json: bool) -> None:
     """Remove a model from the store (blobs other models use are kept)."""
     _use_json(ctx, as_json)
     cid = _parse_cid(cid_text)
-    store = ctx.store()
-    store.require(cid)  # before the lock, which would create the state directory
-    with store.locked():
-        result = store.remove(cid)
+    daemon = ctx.daemon()
+    if daemon is not None:
+        summary = daemon.remove(str(cid))  # it stops seeding first
+    else:
+        store = ctx.store()
+        store.require(cid)  # before the lock, which would create the state directory
+        with store.locked():
+            result = store.remove(cid)
+        summary = {
+            "removed": str(cid),
+            "freed_bytes": result.freed_bytes,
+            "blobs_removed": result.blobs_removed,
+        }
     if as_json:
-        emit_json(
-            {
-                "removed": str(cid),
-                "freed_bytes": result.freed_bytes,
-                "blobs_removed": result.blobs_removed,
-            }
-        )
+        emit_json(summary)
         return
-    say(f"Removed {cid}; freed {human_size(result.freed_bytes)} ({result.blobs_removed} blobs).")
+    say(
+        f"Removed {cid}; freed {human_size(summary['freed_bytes'])} "
+        f"({summary['blobs_removed']} blobs)."
+    )
+
+
+daemon_commands.register(cli)
 
 
 def main() -> None:

@@ -47,7 +47,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 def report_error(error: SovnetError, as_json: bool) -> None:
     if as_json:
-        emit_json({"error": error.to_json()})
+        # One line, so that it also ends a stream of JSON lines (`sovnet fetch --json`).
+        click.echo(json.dumps({"error": error.to_json()}, sort_keys=True, ensure_ascii=False))
         return
     click.echo(f"sovnet: error: {error.message}", err=True)
     if error.hint:
@@ -102,6 +103,54 @@ def byte_progress(description: str, *, enabled: bool) -> Iterator[ProgressSink]:
         def advance(self, amount: int) -> None:
             if self.task is not None:
                 progress.advance(self.task, amount)
+
+    with progress:
+        yield _Bar()
+
+
+class TransferSink(Protocol):
+    def update(self, done: int, total: int, peers: int) -> None: ...
+
+
+class _SilentTransfer:
+    def update(self, done: int, total: int, peers: int) -> None:
+        pass
+
+
+@contextmanager
+def transfer_progress(*, enabled: bool) -> Iterator[TransferSink]:
+    """A download bar on stderr (bytes, rate, peers, ETA) when it is a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield _SilentTransfer()
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    progress = Progress(
+        "fetching",
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[peers]} peers"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+    class _Bar:
+        task: Any = None
+
+        def update(self, done: int, total: int, peers: int) -> None:
+            if self.task is None:
+                self.task = progress.add_task("fetching", total=total, peers=peers)
+            progress.update(self.task, completed=done, total=total, peers=peers)
 
     with progress:
         yield _Bar()

@@ -1,0 +1,74 @@
+"""What every ``sovnet`` command shares: where the node's state is, how to reach
+its daemon, and the ``--json`` switch. Read from argv and the environment once,
+at the entry point; nothing heavy is imported until a command needs it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from sovnet.cid import CID
+    from sovnet.client import Client
+    from sovnet.keyfiles import NodeFiles
+    from sovnet.store import Store
+
+
+@dataclass
+class Context:
+    state_override: str | None = None
+    socket_override: str | None = None
+    json: bool = False
+
+    @property
+    def state_dir(self) -> Path:
+        from sovnet.locations import state_dir
+
+        return state_dir(os.environ, Path.home(), self.state_override)
+
+    @property
+    def socket_path(self) -> Path:
+        from sovnet.config import default_socket
+
+        if self.socket_override:
+            return Path(self.socket_override).expanduser()
+        return default_socket(os.environ, self.state_dir)
+
+    def store(self) -> Store:
+        from sovnet.store import Store
+
+        return Store(self.state_dir)
+
+    def node_files(self) -> NodeFiles:
+        from sovnet.keyfiles import NodeFiles
+
+        return NodeFiles(self.state_dir)
+
+    def client(self) -> Client:
+        from sovnet.client import Client
+
+        return Client(self.socket_path)
+
+    def daemon(self) -> Client | None:
+        """The daemon's client if one runs for this node, else None."""
+        client = self.client()
+        return client if client.running() else None
+
+
+pass_context = click.make_pass_decorator(Context)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def use_json(ctx: Context, as_json: bool) -> None:
+    """Errors are printed as JSON too once a command knows it was asked for JSON."""
+    ctx.json = as_json
+
+
+def parse_cid(text: str) -> CID:
+    from sovnet.cid import CID
+
+    return CID.parse(text)

@@ -1,0 +1,332 @@
+"""The commands that work with sovnetd and the network: status, fetch, peers, network.
+
+``status``, ``fetch`` and ``peers`` talk to the running daemon through its
+local API (client.py); when it is not running they say so and how to start
+it. ``network`` manages this node's certificates on disk (networkfiles.py);
+the daemon reads them when it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sovnet.cli.context import Context, json_option, parse_cid, pass_context, use_json
+from sovnet.cli.output import emit_json, human_size, say, table, transfer_progress
+
+
+def _restart_note(ctx: Context) -> None:
+    if ctx.daemon() is not None:
+        say("sovnetd is running: restart it to use this network.")
+
+
+@click.command()
+@json_option
+@pass_context
+def status(ctx: Context, as_json: bool) -> None:
+    """Show the running daemon: network, ports, seeding, fetches, bans."""
+    use_json(ctx, as_json)
+    info = ctx.client().status()
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"node:        {info['node']} ({info['node_id']})")
+    click.echo(f"network:     {info['network']} ({info['network_id']})")
+    click.echo(f"swarm port:  {info['swarm_port']}   control port: {info['control_port']}")
+    click.echo(f"seeding:     {info['seeding']} model(s), {human_size(info['uploaded'])} uploaded")
+    click.echo(f"peers:       {info['peers']} known")
+    for fetch in info["fetches"]:
+        done, total = fetch.get("done"), fetch.get("total")
+        where = f"{human_size(done)} of {human_size(total)}" if total else ""
+        click.echo(f"fetching:    {fetch['cid']} {fetch['state']} {where}".rstrip())
+    if info["hash_failures"]:
+        click.echo(f"hash fails:  {info['hash_failures']} piece(s) failed their hash check")
+    for ban in info["banned_peers"]:
+        click.echo(f"banned:      {ban['peer']} ({ban['reason']})")
+    for cid, problem in info["damaged"].items():
+        click.echo(f"DAMAGED:     {cid}: {problem}")
+
+
+@click.command()
+@click.argument("cid_text", metavar="CID")
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    help="Also ask this peer (HOST:PORT of its control plane); repeatable.",
+)
+@json_option
+@pass_context
+def fetch(ctx: Context, cid_text: str, peers: tuple[str, ...], as_json: bool) -> None:
+    """Fetch a model by CID from trusted peers, verify it, and start seeding it.
+
+    The manifest must be signed by a publisher this node trusts. With --json,
+    prints one JSON object a line: progress events, then the result.
+    """
+    from sovnet.address import PeerAddress
+
+    use_json(ctx, as_json)
+    cid = parse_cid(cid_text)
+    addresses = [str(PeerAddress.parse(p)) for p in peers]
+    events = ctx.client().fetch(str(cid), addresses)
+    if as_json:
+        for event in events:
+            click.echo(json.dumps(event.data, sort_keys=True))
+        return
+    result: dict[str, Any] = {}
+    with transfer_progress(enabled=True) as bar:
+        for event in events:
+            if event.kind == "manifest":
+                signers = ", ".join(s["trusted_as"] for s in event.data["signers"])
+                say(
+                    f"{event.data['name']} {event.data['version'] or ''}: "
+                    f"{event.data['files']} files, {human_size(event.data['size'])}, "
+                    f"signed by {signers}"
+                )
+            elif event.kind == "progress":
+                bar.update(event.data["done"], event.data["total"], event.data["peers"])
+            elif event.kind == "result":
+                result = event.data
+    click.echo(result["cid"])
+    if result.get("already_here"):
+        say(f"{result['name']} was already here, verified: {result['path']}")
+    else:
+        say(
+            f"Fetched and verified {result['name']}: {human_size(result['size'])} "
+            f"({human_size(result['downloaded'])} downloaded); seeding it now."
+        )
+        say(f"  files: {result['path']}")
+
+
+# -- peers -------------------------------------------------------------------------
+
+
+@click.group()
+def peers() -> None:
+    """The peers sovnetd asks for models (HOST:PORT of their control plane)."""
+
+
+@peers.command("add")
+@click.argument("address", metavar="HOST:PORT")
+@json_option
+@pass_context
+def peers_add(ctx: Context, address: str, as_json: bool) -> None:
+    """Add a peer; it is kept across restarts."""
+    from sovnet.address import PeerAddress
+
+    use_json(ctx, as_json)
+    result = ctx.client().add_peer(str(PeerAddress.parse(address)))
+    if as_json:
+        emit_json(result)
+        return
+    say(f"Added peer {result['address']}.")
+
+
+@peers.command("ls")
+@json_option
+@pass_context
+def peers_ls(ctx: Context, as_json: bool) -> None:
+    """List known peers: configured, added, and learned from other peers."""
+    use_json(ctx, as_json)
+    known = ctx.client().peers()
+    if as_json:
+        emit_json(known)
+        return
+    if not known:
+        say("No peers yet. `sovnet peers add HOST:PORT` adds one.")
+        return
+    table(
+        ["ADDRESS", "SOURCE", "NODE"],
+        [[p["address"], p["source"], p["name"] or "-"] for p in known],
+    )
+
+
+@peers.command("rm")
+@click.argument("address", metavar="HOST:PORT")
+@json_option
+@pass_context
+def peers_rm(ctx: Context, address: str, as_json: bool) -> None:
+    """Forget a peer."""
+    from sovnet.address import PeerAddress
+
+    use_json(ctx, as_json)
+    result = ctx.client().remove_peer(str(PeerAddress.parse(address)))
+    if as_json:
+        emit_json(result)
+        return
+    say(f"Removed peer {result['removed']}.")
+
+
+# -- network ----------------------------------------------------------------------
+
+
+def _node_name(name: str | None) -> str:
+    if name:
+        return name
+    host = socket.gethostname().split(".")[0]
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in host)[:63] or "node"
+
+
+def _membership_json(membership: Any, owner: bool) -> dict[str, Any]:
+    return {
+        "network": membership.network,
+        "network_id": membership.network_id,
+        "node": membership.node_name,
+        "node_id": str(membership.node_id),
+        "valid_until": membership.not_after.isoformat(),
+        "owner": owner,
+    }
+
+
+@click.group()
+def network() -> None:
+    """This node's network of trusted peers (a CA and node certificates)."""
+
+
+@network.command("create")
+@click.argument("name")
+@click.option("--node-name", help="This node's name in the network [host name].")
+@click.option("--force", is_flag=True, help="Leave the current network for a new one.")
+@json_option
+@pass_context
+def network_create(
+    ctx: Context, name: str, node_name: str | None, force: bool, as_json: bool
+) -> None:
+    """Create a network: its CA stays on this node, which joins it at once."""
+    from sovnet.networkfiles import NetworkFiles
+
+    use_json(ctx, as_json)
+    files = NetworkFiles(ctx.state_dir)
+    membership = files.create(name, _node_name(node_name), force=force)
+    if as_json:
+        emit_json(_membership_json(membership, True))
+        return
+    say(f"Created network {membership.network!r} (id {membership.network_id}).")
+    say(f"This node is {membership.node_name!r} in it; the CA key is {files.ca_key}.")
+    say("Invite another node: it runs `sovnet network request -o node.req`, you run")
+    say("`sovnet network invite node.req -o node.invite`, it runs")
+    say("`sovnet network join node.invite`.")
+    _restart_note(ctx)
+
+
+@network.command("request")
+@click.option("--node-name", help="This node's name in the network [host name].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File.")
+@pass_context
+def network_request(ctx: Context, node_name: str | None, output: Path | None) -> None:
+    """Ask to join a network: write a certificate request for this node's key.
+
+    Send the request to the network's owner; the private key stays here.
+    """
+    from sovnet.networkfiles import NetworkFiles
+
+    request = NetworkFiles(ctx.state_dir).request(_node_name(node_name))
+    if output is None:
+        sys.stdout.write(request.decode("ascii"))
+        return
+    output.write_bytes(request)
+    say(f"Wrote {output}. Send it to the network's owner, who runs `sovnet network invite`.")
+
+
+@network.command("invite")
+@click.argument("request_file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--new-node", help="Make a key for a node NAME too (the invite then holds it).")
+@click.option("--peer", "peers", multiple=True, help="A peer to start from (HOST:PORT).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the invite.",
+)
+@pass_context
+def network_invite(
+    ctx: Context,
+    request_file: str | None,
+    new_node: str | None,
+    peers: tuple[str, ...],
+    output: Path,
+) -> None:
+    """Admit a node: sign its request (or make its key with --new-node) into an invite."""
+    import os
+
+    from sovnet.address import PeerAddress
+    from sovnet.networkfiles import NetworkFiles
+
+    files = NetworkFiles(ctx.state_dir)
+    addresses = [PeerAddress.parse(p) for p in peers]
+    if not addresses:
+        try:
+            info = ctx.client().status() if ctx.daemon() is not None else None
+        except Exception:  # the invite works without; peers are a convenience
+            info = None
+        if info is not None:
+            addresses = [PeerAddress(socket.gethostname(), int(info["control_port"]))]
+    request = Path(request_file).read_bytes() if request_file else None
+    invite = files.invite(request=request, new_node=new_node, peers=tuple(addresses))
+    # An invite with a key in it is a secret: only its owner may read it.
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(invite.to_bytes())
+    say(f"Wrote {output}: the new node runs `sovnet network join {output.name}`.")
+    if invite.key_pem is not None:
+        say("It holds the new node's private key: hand it over privately, then delete it.")
+
+
+@network.command("join")
+@click.argument("invite_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Leave the current network for this one.")
+@json_option
+@pass_context
+def network_join(ctx: Context, invite_file: Path, force: bool, as_json: bool) -> None:
+    """Join a network with the invite its owner wrote for this node."""
+    from sovnet.network import Invite
+    from sovnet.networkfiles import NetworkFiles
+    from sovnet.peerbook import read_added, write_added
+
+    use_json(ctx, as_json)
+    invite = Invite.from_bytes(invite_file.read_bytes())
+    files = NetworkFiles(ctx.state_dir)
+    membership = files.join(invite, force=force)
+    if invite.peers:
+        path = ctx.state_dir / "peers.json"
+        write_added(path, [*read_added(path), *invite.peers])
+    if as_json:
+        emit_json(_membership_json(membership, files.is_owner()))
+        return
+    say(
+        f"Joined network {membership.network!r} (id {membership.network_id}) "
+        f"as {membership.node_name!r}."
+    )
+    if invite.peers:
+        say("Peers to start from: " + ", ".join(str(p) for p in invite.peers))
+    _restart_note(ctx)
+
+
+@network.command("show")
+@json_option
+@pass_context
+def network_show(ctx: Context, as_json: bool) -> None:
+    """Show this node's network and certificate."""
+    from sovnet.networkfiles import NetworkFiles
+
+    use_json(ctx, as_json)
+    files = NetworkFiles(ctx.state_dir)
+    membership = files.membership()
+    if as_json:
+        emit_json(_membership_json(membership, files.is_owner()))
+        return
+    click.echo(f"network:     {membership.network} (id {membership.network_id})")
+    click.echo(f"node:        {membership.node_name} ({membership.node_id})")
+    click.echo(f"valid until: {membership.not_after:%Y-%m-%d}")
+    click.echo(f"owner:       {'yes (this node holds the CA key)' if files.is_owner() else 'no'}")
+
+
+def register(cli: click.Group) -> None:
+    for command in (status, fetch, peers, network):
+        cli.add_command(command)

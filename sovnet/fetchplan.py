@@ -1,0 +1,124 @@
+"""The decisions of a fetch, without I/O: which manifest to accept, and when a
+transfer has stalled.
+
+:func:`choose_manifest` takes what peers answered for a CID and returns the one
+manifest the node may act on, or the error that explains why there is none.
+Nothing joins a swarm for a manifest that did not pass the trust gate here.
+
+:class:`Progress` follows a download's byte count over time (``now`` is an
+argument) and says when it has made no progress for too long.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sovnet.address import PeerAddress
+from sovnet.cid import CID
+from sovnet.errors import IntegrityError, NotFoundError, SovnetError, TrustError
+from sovnet.signing import SignatureBundle
+from sovnet.trust import UNTRUSTED_HINT, OpenedManifest, TrustStore, open_manifest, untrusted_reason
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one peer said when asked for a CID's manifest."""
+
+    peer: PeerAddress
+    raw: bytes | None = None  # None: the peer does not have it
+    bundle: bytes | None = None
+    error: str | None = None  # the peer could not be asked
+
+
+@dataclass(frozen=True)
+class Accepted:
+    opened: OpenedManifest
+    bundle: SignatureBundle  # every valid signature any peer sent, merged
+    holders: tuple[PeerAddress, ...]  # peers that sent the accepted manifest
+
+
+def choose_manifest(cid: CID, answers: Sequence[Answer], trust: TrustStore) -> Accepted:
+    """The manifest of ``cid`` as peers sent it, through the trust gate."""
+    if not answers:
+        raise NotFoundError(
+            f"{cid}: this node knows no peers to ask",
+            hint="add one with `sovnet peers add HOST:PORT` or pass --peer HOST:PORT",
+        )
+    offered = [a for a in answers if a.raw is not None]
+    if not offered:
+        unreachable = [a for a in answers if a.error]
+        hint = "check the CID, or ask whoever gave it to you which node holds it"
+        if unreachable:
+            hint = "could not ask: " + "; ".join(str(a.error) for a in unreachable[:5])
+        raise NotFoundError(
+            f"{cid} was not found on any of {len(answers)} peer(s)",
+            hint=hint,
+        )
+    genuine = [a for a in offered if a.raw is not None and cid.matches(a.raw)]
+    if not genuine:
+        raise IntegrityError(
+            f"peers sent a manifest for {cid} whose bytes do not hash to it: "
+            + ", ".join(str(a.peer) for a in offered[:5]),
+            hint="those peers are faulty or hostile; nothing was downloaded",
+        )
+    raw = genuine[0].raw
+    assert raw is not None
+    valid = SignatureBundle(cid)  # what is kept: valid signatures only
+    seen = SignatureBundle(cid)  # what is reported: one signature a key, valid if any is
+    for answer in genuine:
+        try:
+            offered_bundle = SignatureBundle.from_bytes(answer.bundle or b"", cid)
+        except SovnetError:
+            continue  # a malformed bundle from one peer does not spoil the others
+        valid = valid.merged(offered_bundle)
+        for signature in offered_bundle.signatures:
+            known = [s for s in seen.signatures if s.key_id == signature.key_id]
+            if not known or (signature.verify(cid) and not known[0].verify(cid)):
+                seen = seen.with_signature(signature)
+    if not open_manifest(cid, raw, valid, trust, require_trusted=False).trusted:
+        reported = open_manifest(cid, raw, seen, trust, require_trusted=False)
+        raise TrustError(untrusted_reason(cid, reported.signers), hint=UNTRUSTED_HINT)
+    opened = open_manifest(cid, raw, valid, trust)
+    return Accepted(opened, valid, tuple(a.peer for a in genuine))
+
+
+@dataclass
+class Progress:
+    """Bytes done over time: rate, ETA and stall detection for one download."""
+
+    total: int
+    stall_timeout: float
+    started: float
+    done: int = 0
+    last_progress: float = field(default=0.0)
+    _samples: list[tuple[float, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.last_progress = self.started
+        self._samples = [(self.started, self.done)]
+
+    def update(self, done: int, now: float) -> None:
+        if done > self.done:
+            self.last_progress = now
+        self.done = done
+        self._samples.append((now, done))
+        # Keep about ten seconds of samples for the rate.
+        while len(self._samples) > 2 and now - self._samples[1][0] > 10:
+            self._samples.pop(0)
+
+    def rate(self) -> float:
+        """Bytes per second over the last few seconds."""
+        (t0, d0), (t1, d1) = self._samples[0], self._samples[-1]
+        return (d1 - d0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def eta(self) -> float | None:
+        rate = self.rate()
+        if self.done >= self.total:
+            return 0.0
+        return (self.total - self.done) / rate if rate > 0 else None
+
+    def stalled(self, now: float) -> bool:
+        return self.done < self.total and now - self.last_progress > self.stall_timeout

@@ -1,0 +1,311 @@
+"""End to end: real sovnetd processes share models over libtorrent on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SOVNET, cli_env
+from tests.e2e.conftest import Cluster, make_model, same_files, wait_for
+
+UNKNOWN_CID = "bafkr4iauqeduauv2vts4spip7cisgg2pf6onw45jehxhdton3o7cclfpqa"
+MIB = 1024 * 1024
+
+
+def _flip_every_piece(blob: Path, piece: int = 4 * MIB) -> None:
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as handle:
+        for offset in range(1000, blob.stat().st_size, piece):
+            handle.seek(offset)
+            byte = handle.read(1)
+            handle.seek(offset)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_publish_fetch_and_seed_onward(cluster: Cluster, tmp_path: Path) -> None:
+    a, b, c = cluster.node("a"), cluster.node("b"), cluster.node("c")
+    for node in (a, b, c):
+        node.start()
+    model = make_model(tmp_path / "model", megabytes=12)
+
+    published = a.sovnet.json("publish", model, "--name", "acme/e2e", "--version", "1")
+    cid = published["cid"]
+    assert published["seeding"] is True  # through the daemon: seeded at once
+
+    b.sovnet("peers", "add", a.control, check=True)
+    fetched = b.sovnet("fetch", cid)
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stdout.strip() == cid
+    assert "Fetched and verified acme/e2e" in fetched.stderr
+
+    assert same_files(model, b.state / "models" / cid)
+    assert a.has(cid) and b.has(cid)
+    assert b.sovnet("verify", cid).returncode == 0
+    # Status figures refresh about twice a second.
+    wait_for("a's upload count", lambda: a.status()["uploaded"] >= 12 * MIB, timeout=5)
+
+    # The second node seeds to a third, with the publisher gone.
+    a.stop()
+    c.sovnet("peers", "add", b.control, check=True)
+    third = c.sovnet("fetch", cid, "--json")
+    assert third.returncode == 0, third.stderr
+    events = [json.loads(line) for line in third.stdout.splitlines()]
+    assert events[0]["event"] == "manifest"
+    assert any(e["event"] == "progress" for e in events)
+    assert events[-1]["event"] == "result" and events[-1]["cid"] == cid
+    assert events[-1]["downloaded"] >= 12 * MIB
+    assert same_files(model, c.state / "models" / cid)
+    wait_for("b's upload count", lambda: b.status()["uploaded"] >= 12 * MIB, timeout=5)
+
+    again = c.sovnet("fetch", cid, "--json", check=True)
+    assert json.loads(again.stdout.splitlines()[-1])["already_here"] is True
+
+
+def test_files_already_in_the_store_are_not_downloaded(cluster: Cluster, tmp_path: Path) -> None:
+    a, b = cluster.node("a"), cluster.node("b")
+    a.start()
+    b.start()
+    first = make_model(tmp_path / "first", megabytes=8, seed=1)
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "model.safetensors").write_bytes((first / "model.safetensors").read_bytes())
+    (second / "config.json").write_text('{"other": true}')
+    cid1 = a.sovnet.json("publish", first, "--name", "acme/one")["cid"]
+    cid2 = a.sovnet.json("publish", second, "--name", "acme/two", "--copy")["cid"]
+    b.sovnet("peers", "add", a.control, check=True)
+    b.sovnet("fetch", cid1, check=True)
+    result = json.loads(b.sovnet("fetch", cid2, "--json", check=True).stdout.splitlines()[-1])
+    assert result["downloaded"] < MIB  # only config.json was new
+    assert same_files(second, b.state / "models" / cid2)
+
+
+def test_manifest_signed_by_an_untrusted_key_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    a = cluster.node("a")
+    b = cluster.node("b", trust_first=False)
+    a.start()
+    b.start()
+    cid = a.sovnet.json("publish", make_model(tmp_path / "m", 2), "--name", "acme/x")["cid"]
+    b.sovnet("peers", "add", a.control, check=True)
+
+    refused = b.sovnet("fetch", cid)
+    assert refused.returncode == 6, refused.stderr
+    assert "no valid signature from a trusted key" in refused.stderr
+    assert a.key_id() in refused.stderr
+    assert "sovnet trust add" in refused.stderr
+    # Nothing joined a swarm or landed anywhere.
+    assert list((b.state / "partial").iterdir()) == []
+    assert not b.has(cid)
+    assert a.status()["uploaded"] == 0
+
+
+def test_a_cid_nobody_has_fails_quickly(cluster: Cluster) -> None:
+    a, b = cluster.node("a"), cluster.node("b")
+    a.start()
+    b.start()
+    b.sovnet("peers", "add", a.control, check=True)
+    started = time.monotonic()
+    missing = b.sovnet("fetch", UNKNOWN_CID)
+    assert missing.returncode == 3, missing.stderr
+    assert "was not found on any of 1 peer(s)" in missing.stderr
+    assert time.monotonic() - started < 15
+
+    alone = cluster.node("alone", network="solo")
+    alone.start()
+    nobody = alone.sovnet("fetch", UNKNOWN_CID)
+    assert nobody.returncode == 3
+    assert "sovnet peers add" in nobody.stderr
+
+
+def test_a_node_of_another_network_gets_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    a = cluster.node("a")
+    stranger = cluster.node("stranger", network="othernet")
+    a.start()
+    stranger.start()
+    cid = a.sovnet.json("publish", make_model(tmp_path / "m", 4), "--name", "acme/x")["cid"]
+
+    refused = stranger.sovnet("fetch", cid, "--peer", a.control)
+    assert refused.returncode == 3, refused.stderr
+    assert "not from this network" in refused.stderr
+    assert not stranger.has(cid)
+    assert a.status()["uploaded"] == 0
+
+
+def test_without_a_daemon_commands_say_how_to_start_it(cluster: Cluster) -> None:
+    a = cluster.node("a")
+    for command in (["status"], ["fetch", UNKNOWN_CID], ["peers", "ls"]):
+        result = a.sovnet(*command)
+        assert result.returncode == 9, command
+        assert "sovnetd is not running" in result.stderr
+        assert "start it with `sovnetd`" in result.stderr
+
+
+def test_a_bad_setting_is_refused_at_start_naming_it(cluster: Cluster) -> None:
+    a = cluster.node("a")
+    env = {**cli_env(a.state), "SOVNET_STALL_TIMEOUT": "soon"}
+    result = subprocess.run(
+        [str(SOVNET.parent / "sovnetd"), "--state-dir", str(a.state)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert result.returncode == 4
+    assert "SOVNET_STALL_TIMEOUT" in result.stderr
+
+
+def test_a_second_daemon_on_one_state_dir_is_refused(cluster: Cluster) -> None:
+    a = cluster.node("a")
+    a.start()
+    result = subprocess.run(
+        [
+            str(SOVNET.parent / "sovnetd"),
+            "--state-dir",
+            str(a.state),
+            "--swarm-listen",
+            "127.0.0.1:0",
+            "--control-listen",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(a.state),
+        timeout=30,
+    )
+    assert result.returncode == 7
+    assert "already running" in result.stderr
+    assert a.sovnet("status").returncode == 0
+
+
+def test_a_corrupt_seeder_does_not_poison_the_fetch(cluster: Cluster, tmp_path: Path) -> None:
+    a, b, c, d = (cluster.node(n) for n in "abcd")
+    # The honest seeder is slow, so the fetching node asks the corrupt one too.
+    a.start(SOVNET_UPLOAD_RATE_LIMIT=str(6 * MIB))
+    c.start()
+    model = make_model(tmp_path / "m", megabytes=16)
+    cid = a.sovnet.json("publish", model, "--name", "acme/x")["cid"]
+    c.sovnet("fetch", cid, "--peer", a.control, check=True)
+    blob = c.state / "models" / cid / "model.safetensors"
+    _flip_every_piece(blob)
+    assert c.sovnet("verify", cid).returncode == 5  # c now serves bad bytes
+
+    b.start()
+    fetched = b.sovnet("fetch", cid, "--peer", c.control, "--peer", a.control)
+    assert fetched.returncode == 0, fetched.stderr + b.log_text()[-2000:]
+    assert same_files(model, b.state / "models" / cid)
+    status = b.status()
+    assert status["hash_failures"] > 0  # c's pieces were caught and thrown away
+    assert any(
+        ban["peer"].endswith(str(c.status()["swarm_port"])) for ban in status["banned_peers"]
+    )
+    assert "banned peer" in b.log_text()
+
+    # With only the corrupt seeder left, the fetch fails loudly, not silently.
+    a.stop()
+    b.stop()  # (d would learn of b from c, and fetch from it)
+    d.start(SOVNET_STALL_TIMEOUT="6")
+    failed = d.sovnet("fetch", cid, "--peer", c.control)
+    assert failed.returncode == 8, failed.stderr
+    assert "failed their hash check" in failed.stderr
+    assert not d.has(cid)
+    assert not any((d.state / "blobs").iterdir()) or not (d.state / "models" / cid).exists()
+
+
+def _fetch_in_background(node_state: Path, cid: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(SOVNET), "fetch", cid, "--json"],
+        env=cli_env(node_state),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_kill_9_mid_download_resumes_without_fetching_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a, b = cluster.node("a"), cluster.node("b")
+    a.start(SOVNET_UPLOAD_RATE_LIMIT=str(4 * MIB))
+    b.start(SOVNET_RESUME_INTERVAL="0.5")
+    model = make_model(tmp_path / "m", megabytes=40)
+    cid = a.sovnet.json("publish", model, "--name", "acme/big")["cid"]
+    total = sum(p.stat().st_size for p in model.iterdir())
+    b.sovnet("peers", "add", a.control, check=True)
+
+    follower = _fetch_in_background(b.state, cid)
+
+    def halfway() -> dict[str, int] | None:
+        for fetch in b.status()["fetches"]:
+            if fetch.get("resumable", 0) >= total * 0.4:
+                return fetch
+        return None
+
+    before = wait_for("the fetch to be 40% done and saved", halfway, timeout=60, every=0.2)
+    b.stop(signal.SIGKILL)
+    out, err = follower.communicate(timeout=30)
+    assert follower.returncode == 9, err  # the CLI says sovnetd went away
+    error = json.loads(out.splitlines()[-1])
+    assert "sovnetd stopped" in error["error"]["message"]
+    assert not b.has(cid)
+
+    b.start()  # the fetch resumes by itself
+    wait_for("the resumed fetch to finish", lambda: b.has(cid), timeout=90, every=0.3)
+    recent = [f for f in b.status()["recent_fetches"] if f["cid"] == cid]
+    assert recent, "the resumed fetch is not in recent_fetches"
+    downloaded_after = recent[-1]["downloaded"]
+    piece = 4 * MIB
+    # Pieces completed before the kill were not downloaded again (a piece or two
+    # in flight at the last resume save may be).
+    assert 0 < downloaded_after <= total - before["resumable"] + 2 * piece, (
+        downloaded_after,
+        before,
+        total,
+    )
+    assert same_files(model, b.state / "models" / cid)
+    assert b.sovnet("verify", cid).returncode == 0
+
+
+def test_sigterm_mid_download_leaves_nothing_half_written(cluster: Cluster, tmp_path: Path) -> None:
+    a, b = cluster.node("a"), cluster.node("b")
+    a.start(SOVNET_UPLOAD_RATE_LIMIT=str(4 * MIB))
+    b.start()
+    model = make_model(tmp_path / "m", megabytes=24)
+    cid = a.sovnet.json("publish", model, "--name", "acme/big")["cid"]
+    b.sovnet("peers", "add", a.control, check=True)
+    follower = _fetch_in_background(b.state, cid)
+    wait_for(
+        "the download to start",
+        lambda: any(f.get("done", 0) > 0 for f in b.status()["fetches"]),
+        timeout=60,
+    )
+    assert b.stop(signal.SIGTERM) == 0
+    follower.communicate(timeout=30)
+    assert follower.returncode == 9
+    assert not (b.state / "models" / cid).exists()
+    assert not (b.state / "manifests" / cid).exists()
+    blob = (b.state / "blobs").iterdir()
+    big = a.sovnet.json("show", cid)["manifest"]["files"]
+    big_hash = next(f["blake3"] for f in big if f["path"] == "model.safetensors")
+    assert big_hash not in {p.name for p in blob}
+    assert (b.state / "partial" / cid / "resume").is_file()  # saved on the way out
+
+    b.start()
+    wait_for("the fetch to finish after the restart", lambda: b.has(cid), timeout=90)
+    assert same_files(model, b.state / "models" / cid)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/systemd-analyze").exists(), reason="no systemd-analyze")
+def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
+    unit = (Path(__file__).parents[2] / "systemd" / "sovnetd.service").read_text()
+    assert "Type=notify" in unit
+    local = tmp_path / "sovnetd.service"
+    local.write_text(unit.replace("/opt/sovnet/.venv/bin/sovnetd", str(SOVNET.parent / "sovnetd")))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr

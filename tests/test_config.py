@@ -1,0 +1,74 @@
+"""sovnetd's configuration: precedence, defaults, and refusals that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sovnet import config
+from sovnet.address import PeerAddress
+from sovnet.errors import ConfigError
+
+HOME = Path("/home/ada")
+
+
+def test_defaults() -> None:
+    loaded = config.load(None, {}, HOME)
+    assert loaded.state_dir == HOME / ".local/share/sovnet"
+    assert loaded.socket == loaded.state_dir / "sovnetd.sock"
+    assert loaded.swarm_listen == PeerAddress("0.0.0.0", 6881)
+    assert loaded.control_listen == PeerAddress("0.0.0.0", 6880)
+    assert loaded.peers == ()
+    assert loaded.stall_timeout == 120.0
+
+
+def test_flags_beat_environment_beat_file() -> None:
+    toml = b'stall_timeout = 30\npeers = ["192.0.2.1:6880"]\nlog_level = "debug"\n'
+    env = {"SOVNET_STALL_TIMEOUT": "20", "SOVNET_PEERS": "192.0.2.2:6880, 192.0.2.3:6880"}
+    loaded = config.load(toml, env, HOME, {"stall_timeout": 10, "log_level": None})
+    assert loaded.stall_timeout == 10.0
+    assert loaded.peers == (PeerAddress("192.0.2.2", 6880), PeerAddress("192.0.2.3", 6880))
+    assert loaded.log_level == "debug"
+
+
+def test_systemd_directories() -> None:
+    env = {"STATE_DIRECTORY": "/var/lib/sovnet", "RUNTIME_DIRECTORY": "/run/sovnet"}
+    loaded = config.load(None, env, HOME)
+    assert loaded.state_dir == Path("/var/lib/sovnet")
+    assert loaded.socket == Path("/run/sovnet/api.sock")
+    path, required = config.config_file({"CONFIGURATION_DIRECTORY": "/etc/sovnet"}, HOME)
+    assert (path, required) == (Path("/etc/sovnet/sovnetd.toml"), False)
+
+
+def test_config_file_location() -> None:
+    assert config.config_file({}, HOME) == (HOME / ".config/sovnet/sovnetd.toml", False)
+    assert config.config_file({"SOVNET_CONFIG": "/x.toml"}, HOME) == (Path("/x.toml"), True)
+    assert config.config_file({}, HOME, "/y.toml") == (Path("/y.toml"), True)
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "named"),
+    [
+        (b"stall_timeout = -1\n", {}, "'stall_timeout' from sovnetd.toml"),
+        (b"stall_timeout = true\n", {}, "'stall_timeout'"),
+        (b'swarm_listen = "nowhere"\n', {}, "'swarm_listen'"),
+        (b"peers = 3\n", {}, "'peers'"),
+        (b'log_level = "loud"\n', {}, "'log_level'"),
+        (b"upload_rate_limit = 1.5\n", {}, "'upload_rate_limit'"),
+        (None, {"SOVNET_DOWNLOAD_RATE_LIMIT": "fast"}, "'SOVNET_DOWNLOAD_RATE_LIMIT'"),
+        (None, {"SOVNET_PEERS": "a:1,b"}, "'SOVNET_PEERS' from the environment"),
+    ],
+)
+def test_bad_values_name_the_field(toml: bytes | None, env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(toml, env, HOME)
+    assert named in caught.value.message
+    assert caught.value.exit_code == 4
+
+
+def test_unknown_setting_and_bad_toml() -> None:
+    with pytest.raises(ConfigError, match="unknown setting 'stal_timeout'"):
+        config.load(b"stal_timeout = 3\n", {}, HOME)
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(b"stall_timeout = \n", {}, HOME)
