@@ -20,7 +20,8 @@ script can tell "the content is tampered" from "you typed it wrong".
     ├── LocalStateError              exit 7   the store or key files cannot be used
     │   └── StoreLockedError
     ├── TransferError                exit 8   peers had the model but the transfer failed
-    └── DaemonError                  exit 9   sovnetd is not running or not reachable
+    ├── DaemonError                  exit 9   sovnetd is not running or not reachable
+    └── RunnerError                  exit 10  a verified model cannot be run here
 
 Foreign exceptions (OSError, json errors, cryptography's) are wrapped where they
 enter, with ``raise ... from exc``, so the cause stays visible in tracebacks.
@@ -138,6 +139,15 @@ class DaemonError(SovnetError):
 
     code = "daemon"
     exit_code = 9
+
+
+class RunnerError(SovnetError):
+    """A trusted, intact model that llama.cpp cannot run here: it holds no GGUF file
+    (or several, or an incomplete split), llama-cpp-python is not installed, or
+    llama.cpp failed to load it."""
+
+    code = "cannot-run"
+    exit_code = 10
 
 
 def _all_classes() -> list[type[SovnetError]]:

@@ -4,6 +4,7 @@
     <root>/manifests/<cid>          exact canonical manifest bytes
     <root>/manifests/<cid>.sig      the signature bundle for that CID
     <root>/layers/<b3hex>.<piece>   a blob's BitTorrent v2 piece layer for one piece size
+    <root>/stamps/<b3hex>           the blob's stat when last verified (stamps.py; a cache)
     <root>/models/<cid>/<path>      the model as its files are named (hard links to blobs)
     <root>/partial/<cid>/...        downloads in progress; never handed to anyone
     <root>/tmp/<pid>-...            files being written; removed when their process is gone
@@ -30,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sovnet import stamps
 from sovnet.atomicfile import fsync_dir, write_atomic
 from sovnet.cid import CID
 from sovnet.errors import InvalidCIDError, LocalStateError, NotFoundError
@@ -56,6 +58,7 @@ class Store:
         self.root = root
         self.blobs = root / "blobs"
         self.layers = root / "layers"
+        self.stamps = root / "stamps"
         self.manifests = root / "manifests"
         self.models = root / "models"
         self.partial = root / "partial"
@@ -71,6 +74,7 @@ class Store:
             for directory in (
                 self.blobs,
                 self.layers,
+                self.stamps,
                 self.manifests,
                 self.models,
                 self.partial,
@@ -185,6 +189,10 @@ class Store:
             if not self.blob_path(entry.blake3).is_file():
                 raise LocalStateError(f"blob for {entry.path} is missing; cannot commit {cid}")
         self._build_view(cid, manifest)
+        # Blobs are verified when they enter blobs/; stamp them so `sovnet run`
+        # need not re-hash them while their inode stays untouched.
+        for entry in manifest.files:
+            stamps.record_if_missing(self.stamps, entry.blake3, self.blob_path(entry.blake3))
         if self.bundle_path(cid).exists():
             bundle = self.bundle(cid).merged(bundle)
         write_atomic(self.bundle_path(cid), bundle.to_bytes(), mode=0o444)
@@ -232,6 +240,7 @@ class Store:
                 blob = self.blob_path(entry.blake3)
                 if entry.blake3 not in still_used and blob.exists():
                     freed += blob.stat().st_size
+                    stamps.drop(self.stamps, entry.blake3)
                     blob.unlink()
                     count += 1
                     self._drop_layers(entry.blake3)
@@ -271,6 +280,10 @@ class Store:
             blob_name = layer.name.split(".")[0]
             if _BLOB_NAME.fullmatch(blob_name) and bytes.fromhex(blob_name) not in used:
                 layer.unlink(missing_ok=True)
+        for stamp in list(self.stamps.iterdir()) if self.stamps.is_dir() else []:
+            # Stamps of blobs no model uses, and temp files of interrupted writes.
+            if not (_BLOB_NAME.fullmatch(stamp.name) and bytes.fromhex(stamp.name) in used):
+                stamp.unlink(missing_ok=True)
 
 
 def _not_here(cid: CID) -> NotFoundError:

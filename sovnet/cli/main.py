@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sovnet.cli import daemon_commands
+from sovnet.cli import daemon_commands, run_commands
 from sovnet.cli.context import Context, json_option, parse_cid, pass_context, use_json
 from sovnet.cli.output import (
     ProgressSink,
@@ -528,6 +528,7 @@ def rm(ctx: Context, cid_text: str, as_json: bool) -> None:
 
 
 daemon_commands.register(cli)
+run_commands.register(cli)
 
 
 def main() -> None:

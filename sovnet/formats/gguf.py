@@ -24,9 +24,13 @@ and what ggml's own loader (``gguf.cpp``) enforces:
   characters), ``general.file_type``, ``general.alignment``, ``split.no`` and
   ``split.count`` have the right types and sane values.
 
+Besides the facts, it picks up one hyper-parameter for the runner: the trained
+context length ``<architecture>.context_length``, when it is an integer (the
+default context of ``sovnet run`` is capped by it).
+
 What it does not do: read or hash tensor data, interpret any other metadata
-(tokenizer, hyper-parameters, chat template), or decide whether llama.cpp can run
-the model. It never opens files: it reads through ``read_at(offset, n)``, asks
+(tokenizer, other hyper-parameters, chat template), or decide whether llama.cpp
+can run the model. It never opens files: it reads through ``read_at(offset, n)``, asks
 for at most :data:`MAX_READ` bytes per call and never past ``size``. Every count
 and length is checked against the bytes left in the file before anything is
 allocated or looped over, so memory and time stay proportional to the bytes
@@ -65,6 +69,9 @@ DEFAULT_ALIGNMENT = 32
 MAX_READ = 1024 * 1024
 # Element count limit of one tensor, as in gguf.cpp (INT64_MAX).
 MAX_ELEMENTS = 2**63 - 1
+# llama.cpp keeps the trained context length in a uint32.
+MAX_CONTEXT_LENGTH = 2**32 - 1
+_CONTEXT_LENGTH_SUFFIX = ".context_length"
 
 # GGUF metadata value types: id -> (name, fixed size in bytes or 0 if variable).
 VALUE_TYPES: dict[int, tuple[str, int]] = {
@@ -196,6 +203,8 @@ class GGUFHeader:
     alignment: int
     data_offset: int
     tensor_names: tuple[str, ...]
+    # The trained context length, if the header gives a positive integer one.
+    context_length: int | None = None
 
 
 def _fail(message: str, hint: str = _HINT) -> MalformedFileError:
@@ -570,6 +579,7 @@ def parse_gguf(read_at: ReadAt, size: int) -> GGUFHeader:
 
     keys: set[str] = set()
     facts = _FactValues()
+    context_lengths: dict[str, int] = {}  # the architecture may come after them
     for i in range(kv_count):
         at = cur.pos
         key = cur.string(f"key {i}", MAX_KEY)
@@ -581,8 +591,13 @@ def parse_gguf(read_at: ReadAt, size: int) -> GGUFHeader:
         vtype = cur.u32(f"type of key {_show(key)}")
         if key in _FACT_KEYS:
             _read_fact(cur, key, vtype, facts)
+        elif key.endswith(_CONTEXT_LENGTH_SUFFIX) and vtype in _INT_FORMATS:
+            context_lengths[key] = _read_int(cur, vtype, key)
         else:
             _skip_value(cur, vtype, f"value of key {_show(key)}")
+    context_length = context_lengths.get(f"{facts.architecture}{_CONTEXT_LENGTH_SUFFIX}")
+    if context_length is not None and not 1 <= context_length <= MAX_CONTEXT_LENGTH:
+        context_length = None  # not a length llama.cpp could use; the runner's default stands
 
     alignment = facts.alignment
     split_no, split_count = facts.split_no, facts.split_count
@@ -673,6 +688,7 @@ def parse_gguf(read_at: ReadAt, size: int) -> GGUFHeader:
         alignment=alignment,
         data_offset=data_offset,
         tensor_names=tuple(names),
+        context_length=context_length,
     )
 
 

@@ -1,0 +1,252 @@
+"""The commands that hand a verified model to the tools that use it: run, serve, export.
+
+Each goes through the gate (sovnet/gate.py) first: a trusted signature, files that
+are the verified ones, GGUF headers checked by sovnet's parser in a limited child
+process. llama.cpp is imported only after the gate admitted the model (runner.py);
+nothing of it is imported when this module is, so ``sovnet --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from sovnet.cli.context import Context, json_option, pass_context, use_json
+from sovnet.cli.output import emit_json, say
+
+DEFAULT_PORT = 8000  # llama-cpp-python's server's own default
+
+_model_argument = click.argument("model_ref", metavar="MODEL")
+_verify_full_option = click.option(
+    "--verify-full", is_flag=True, help="Re-hash every file, even those whose stamps match."
+)
+_file_option = click.option(
+    "--file",
+    "gguf_file",
+    metavar="PATH",
+    help="The GGUF file to load, when the model holds several (the first split of a split one).",
+)
+_ctx_option = click.option(
+    "--ctx-size",
+    type=click.IntRange(16, 1 << 24),
+    help="Context window in tokens [default: 4096, or less if the model was trained on less].",
+)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(run)
+    cli.add_command(serve)
+    cli.add_command(export)
+
+
+def _say_rehashed(rehashed: tuple[str, ...]) -> None:
+    if rehashed:
+        say(f"Re-verified {len(rehashed)} file(s) whose stamps had changed: {', '.join(rehashed)}")
+
+
+@click.command()
+@_model_argument
+@click.option("-p", "--prompt", help="Complete this prompt and exit.")
+@click.option(
+    "-n",
+    "--tokens",
+    "max_tokens",
+    type=click.IntRange(1, 1 << 20),
+    default=256,
+    show_default=True,
+    help="At most this many tokens per reply.",
+)
+@click.option("--chat", is_flag=True, help="Talk through the model's chat template.")
+@_verify_full_option
+@_file_option
+@_ctx_option
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Sampling seed [default: random].")
+@click.option("--verbose", is_flag=True, help="Show llama.cpp's log on stderr.")
+@pass_context
+def run(
+    ctx: Context,
+    model_ref: str,
+    prompt: str | None,
+    max_tokens: int,
+    chat: bool,
+    verify_full: bool,
+    gguf_file: str | None,
+    ctx_size: int | None,
+    seed: int | None,
+    verbose: bool,
+) -> None:
+    """Run a model with llama.cpp, once it passes the gate.
+
+    With -p, print a completion of the prompt and exit; without, read prompts
+    from the terminal until end of input (Ctrl-D). Generated text goes to stdout.
+
+    MODEL is a CID, or ORG/MODEL[@VERSION] among the models signed by a trusted
+    key (a bare name must match exactly one; `sovnet ls` lists them).
+    """
+    from sovnet import gate, runner
+
+    # The gate works in a child process while this one imports llama-cpp-python's
+    # dependencies (not llama.cpp): on two cores, most of the gate costs no time.
+    pending = gate.admit_in_child(
+        ctx.state_dir, model_ref, verify_full=verify_full, gguf_file=gguf_file
+    )
+    try:
+        runner.prewarm()
+        admission = pending.result()
+    finally:
+        pending.close()
+    _say_rehashed(admission.rehashed)
+    n_ctx = runner.context_size(ctx_size, admission.context_length)
+    llm = runner.load(admission.entry_path, n_ctx=n_ctx, seed=seed, verbose=verbose)
+    out = runner.Output(sys.stdout)
+    try:
+        if prompt is not None:
+            if chat:
+                messages = [{"role": "user", "content": prompt}]
+                runner.chat(llm, messages, out, max_tokens=max_tokens)
+            else:
+                runner.complete(llm, prompt, out, max_tokens=max_tokens)
+            return
+        say(f"{admission.label} ({admission.cid}) is verified and loaded.")
+        say("Type a prompt and press Enter; Ctrl-D quits, Ctrl-C stops a reply.")
+
+        def show_prompt() -> None:
+            click.echo("> ", nl=False, err=True)
+
+        runner.interactive(llm, out, max_tokens=max_tokens, use_chat=chat, prompt=show_prompt)
+    except BrokenPipeError:
+        # The reader went away (`sovnet run ... | head`): stop quietly, as cat does,
+        # and keep Python from complaining when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@click.command()
+@_model_argument
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port to listen on.",
+)
+@_verify_full_option
+@_file_option
+@_ctx_option
+@pass_context
+def serve(
+    ctx: Context,
+    model_ref: str,
+    host: str,
+    port: int,
+    verify_full: bool,
+    gguf_file: str | None,
+    ctx_size: int | None,
+) -> None:
+    """Serve a model over an OpenAI-compatible HTTP API, once it passes the gate.
+
+    llama-cpp-python's server: /v1/completions, /v1/chat/completions, /v1/models
+    on http://HOST:PORT. It listens on 127.0.0.1 unless told otherwise and has no
+    authentication: anyone who can reach the port can use the model.
+
+    MODEL is a CID, or ORG/MODEL[@VERSION] among the models signed by a trusted
+    key (a bare name must match exactly one; `sovnet ls` lists them).
+    """
+    from sovnet import gate, runner
+
+    admission = gate.admit(
+        ctx.store(),
+        ctx.node_files().load_trust(),
+        model_ref,
+        verify_full=verify_full,
+        gguf_file=gguf_file,
+    )
+    _say_rehashed(admission.rehashed)
+    if not _is_loopback(host):
+        say(f"warning: listening on {host}: anyone who can reach port {port} can use the model")
+    say(f"Serving {admission.label} ({admission.cid}) on http://{host}:{port}/v1")
+    say(f'  clients name the model "{admission.name}"; Ctrl-C stops the server')
+    n_ctx = runner.context_size(ctx_size, admission.context_length)
+    runner.serve(admission.entry_path, alias=admission.name, host=host, port=port, n_ctx=n_ctx)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@_model_argument
+@click.option(
+    "--hf-cache",
+    "hf_cache",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[DIR]",
+    help="Export into a Hugging Face hub cache (default: huggingface_hub's).",
+)
+@_verify_full_option
+@json_option
+@pass_context
+def export(
+    ctx: Context, model_ref: str, hf_cache: str | None, verify_full: bool, as_json: bool
+) -> None:
+    """Export a model for other tools, once it passes the gate.
+
+    --hf-cache [DIR] writes the Hugging Face hub cache layout (models--ORG--NAME
+    with blobs/, snapshots/REVISION/ and refs/main) into DIR, by default the cache
+    huggingface_hub uses ($HF_HUB_CACHE, else $HF_HOME/hub, else
+    ~/.cache/huggingface/hub). Its files are hard links to the verified ones
+    (symbolic links across filesystems): no second copy. With HF_HUB_OFFLINE=1,
+    hf_hub_download("ORG/NAME", FILE) and transformers find them. Put MODEL
+    before --hf-cache, or write --hf-cache=DIR. Prints the snapshot directory.
+
+    MODEL is a CID, or ORG/MODEL[@VERSION] among the models signed by a trusted
+    key (a bare name must match exactly one; `sovnet ls` lists them).
+    """
+    use_json(ctx, as_json)
+    if hf_cache is None:
+        raise click.UsageError("say what to export to: --hf-cache [DIR]")
+    from sovnet import gate, hfexport
+    from sovnet.cid import CID
+
+    if hf_cache:
+        cache_dir = Path(hf_cache).expanduser()
+    else:
+        cache_dir = hfexport.default_cache_dir(os.environ, Path.home())
+    store = ctx.store()
+    trust = ctx.node_files().load_trust()
+    admission = gate.admit(store, trust, model_ref, verify_full=verify_full, runnable=False)
+    cid = CID.parse(admission.cid)
+    manifest = store.open(cid, trust).manifest
+    result = hfexport.export_hf_cache(admission.model_dir, cid, manifest, cache_dir)
+    if as_json:
+        emit_json(
+            {
+                "cid": admission.cid,
+                "repo_id": result.repo_id,
+                "revision": result.revision,
+                "snapshot": str(result.snapshot),
+                "hard_linked": result.hard_linked,
+                "symlinked": result.symlinked,
+                "already": result.already,
+            }
+        )
+        return
+    click.echo(str(result.snapshot))
+    _say_rehashed(admission.rehashed)
+    how = f"{result.hard_linked} hard-linked, {result.symlinked} symlinked"
+    if result.already:
+        how += f", {result.already} already there"
+    say(f"Exported {admission.label} as {result.repo_id} revision {result.revision} ({how}).")
+    say(f'  HF_HUB_OFFLINE=1: hf_hub_download("{result.repo_id}", FILENAME) finds it')

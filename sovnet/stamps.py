@@ -1,0 +1,127 @@
+"""Verification stamps: which inode held a blob's bytes when they were last verified.
+
+    <state>/stamps/<blake3 hex>
+    {"ctime_ns":…,"dev":…,"ino":…,"mtime_ns":…,"size":…,"sovnet_stamp":1}
+
+A stamp records ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)`` of a blob
+at a moment its content was known to hash to its name: when the store commits a
+model (the blob was just hashed by publish or fetch), or after the run gate
+re-hashed it. While a file still has exactly that stat, the gate trusts it without
+reading it again; this is what makes ``sovnet run`` cost a few ``stat`` calls
+instead of a full read of the model.
+
+Why ctime as well as mtime: an in-place edit can be hidden from mtime with
+``touch -r`` / ``utime()``, but every write, ``utime()``, ``chmod`` or link
+count change also sets ctime to *now*, and nothing short of changing the
+system clock sets it back. The price is a one-off re-hash after harmless
+metadata changes (a second model hard-linking the same blob, ``chmod``).
+
+Stamps are a local cache, not a signed format: a missing, unreadable or damaged
+stamp only means "re-hash". They defend against accidents and in-place edits
+(publish hard-links the publisher's own files into the store), not against
+someone who can write the store: such a person can rewrite stamps too, which is
+what ``sovnet run --verify-full`` and ``sovnet verify`` are for.
+
+One stamp per blob, not per model: blobs are shared between models, and so is
+the inode a stamp describes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+STAMP_VERSION = 1
+MAX_STAMP_BYTES = 4096
+_FIELDS = ("dev", "ino", "size", "mtime_ns", "ctime_ns")
+
+
+@dataclass(frozen=True)
+class Stamp:
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, info: os.stat_result) -> Stamp:
+        return cls(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+    def to_bytes(self) -> bytes:
+        fields = {name: getattr(self, name) for name in _FIELDS}
+        return json.dumps(
+            {**fields, "sovnet_stamp": STAMP_VERSION}, sort_keys=True, separators=(",", ":")
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Stamp | None:
+        """The stamp in ``data``, or None for anything that is not exactly one."""
+        if len(data) > MAX_STAMP_BYTES:
+            return None
+        try:
+            value = json.loads(data)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            return None
+        if (
+            not isinstance(value, dict)
+            or set(value) != {*_FIELDS, "sovnet_stamp"}
+            or value["sovnet_stamp"] != STAMP_VERSION
+        ):
+            return None
+        numbers = [value[name] for name in _FIELDS]
+        # bool is an int in Python; a stamp never means True when it says 1.
+        if not all(type(n) is int and 0 <= n < 2**64 for n in numbers):
+            return None
+        return cls(*numbers)
+
+
+def stamp_path(directory: Path, blake3: bytes) -> Path:
+    return directory / blake3.hex()
+
+
+def read(directory: Path, blake3: bytes) -> Stamp | None:
+    """The stamp of a blob, or None if there is none or it cannot be used."""
+    try:
+        with open(stamp_path(directory, blake3), "rb") as handle:
+            return Stamp.from_bytes(handle.read(MAX_STAMP_BYTES + 1))
+    except OSError:
+        return None
+
+
+def write(directory: Path, blake3: bytes, stamp: Stamp) -> None:
+    """Replace a blob's stamp atomically.
+
+    Not fsynced, unlike the store's other files: after a crash a stamp may be
+    missing or torn, which reads as "no stamp" and costs one re-hash, never a
+    wrong answer. Skipping two fsyncs per file keeps commits of many-file models
+    cheap.
+    """
+    directory.mkdir(mode=0o700, exist_ok=True)  # stores made before stamps existed
+    target = stamp_path(directory, blake3)
+    temp = directory / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(stamp.to_bytes())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def record_if_missing(directory: Path, blake3: bytes, blob: Path) -> None:
+    """Stamp a blob that has no stamp yet (store commit).
+
+    An existing stamp is kept even if it no longer matches: the blob may have
+    changed since it was verified, and only a re-hash may vouch for it again.
+    """
+    if not stamp_path(directory, blake3).exists():
+        write(directory, blake3, Stamp.of(os.stat(blob)))
+
+
+def drop(directory: Path, blake3: bytes) -> None:
+    stamp_path(directory, blake3).unlink(missing_ok=True)
