@@ -80,6 +80,9 @@ def _settings(settings: SwarmSettings) -> lt.settings_pack:
         "max_allowed_in_request_queue": 4000,
         "max_queued_disk_bytes": 256 * 1024 * 1024,
         "hashing_threads": 2,
+        # Peers come from the control plane and are few and known: retry a failed
+        # one after seconds, not libtorrent's default minute.
+        "min_reconnect_time": 2,
         "upload_rate_limit": settings.upload_rate_limit,
         "download_rate_limit": settings.download_rate_limit,
         # A mirror seeds hundreds of models: no queueing of torrents.

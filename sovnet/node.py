@@ -522,7 +522,13 @@ class Node:
             if isinstance(result, list):
                 for address in result:
                     self.book.learn(address)
-        new = found - job.swarm_peers
+        status = self.swarm.statuses().get(job.spec.info_hash)
+        if status is not None and status.peers == 0:
+            # Nobody connected (a first attempt can be refused, e.g. while the
+            # seeder still holds our previous connection): try everyone again.
+            new = found | job.swarm_peers
+        else:
+            new = found - job.swarm_peers
         if new:
             job.swarm_peers.update(new)
             self.swarm.connect(job.spec.info_hash, new)
@@ -643,6 +649,9 @@ class Node:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
                     digest = filehash.hash_fd(fd, executor, piece_size=manifest.piece_size)
+                    # On disk before its name appears under blobs/: a crash must
+                    # never leave a blob whose bytes are not the verified ones.
+                    os.fsync(fd)
                 finally:
                     os.close(fd)
                 if (digest.size, digest.blake3, digest.pieces_root) != (
