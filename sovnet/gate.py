@@ -41,7 +41,7 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,7 +58,7 @@ from sovnet.errors import (
 
 if TYPE_CHECKING:
     from sovnet.cid import CID
-    from sovnet.headercheck import Limits
+    from sovnet.headercheck import HeaderReport, Limits
     from sovnet.manifest import FileEntry, Manifest
     from sovnet.store import Store
     from sovnet.trust import OpenedManifest, TrustStore
@@ -143,7 +143,7 @@ def admit(
     With ``runnable=False`` (an export) every GGUF file of the model is
     header-checked, since the tools that read the export may open any of them.
     """
-    from sovnet.headercheck import Limits, check_headers
+    from sovnet.headercheck import Limits
 
     opened = open_model(store, trust, ref)
     cid, manifest = opened.cid, opened.manifest
@@ -157,7 +157,7 @@ def admit(
         entry = None
         checked = tuple(f for f in manifest.files if f.format.value == "gguf")
     view = store.model_dir(cid)
-    reports = check_headers([(f.path, view / f.path) for f in checked], limits or Limits())
+    reports = _header_reports(store, view, checked, verify_full, limits or Limits())
     for part, report in zip(checked, reports, strict=True):
         _check_split_facts(part.path, report.facts.split_no, report.facts.split_count)
     return Admission(
@@ -170,6 +170,38 @@ def admit(
         # The entry is checked first: choose_entry puts it at the head of the parts.
         context_length=reports[0].context_length if entry is not None else None,
     )
+
+
+def _header_reports(
+    store: Store, view: Path, files: Sequence[FileEntry], full: bool, limits: Limits
+) -> list[HeaderReport]:
+    """The header check of each file: reused from an earlier check of the same bytes
+    (check_files has just confirmed each file holds the bytes its name says), else
+    parsed in the limited child, and kept for next time."""
+    from sovnet import stamps
+    from sovnet.formats.gguf import GGUFFacts
+    from sovnet.headercheck import HeaderReport, check_headers
+
+    found: dict[int, HeaderReport] = {}
+    for index, entry in enumerate(files):
+        cached = None if full else stamps.read_header(store.stamps, entry.blake3)
+        if cached is None:
+            continue
+        try:
+            facts = GGUFFacts(**cached["facts"])  # type: ignore[arg-type]
+        except TypeError:
+            continue
+        context = cached["context_length"]
+        found[index] = HeaderReport(facts, context if isinstance(context, int) else None)
+    missing = [i for i in range(len(files)) if i not in found]
+    fresh = check_headers([(files[i].path, view / files[i].path) for i in missing], limits)
+    for index, report in zip(missing, fresh, strict=True):
+        found[index] = report
+        with contextlib.suppress(OSError):  # a cache: failing to keep it costs nothing
+            stamps.write_header(
+                store.stamps, files[index].blake3, asdict(report.facts), report.context_length
+            )
+    return [found[i] for i in range(len(files))]
 
 
 # -- 1. which model -----------------------------------------------------------------

@@ -281,8 +281,10 @@ class Store:
             if _BLOB_NAME.fullmatch(blob_name) and bytes.fromhex(blob_name) not in used:
                 layer.unlink(missing_ok=True)
         for stamp in list(self.stamps.iterdir()) if self.stamps.is_dir() else []:
-            # Stamps of blobs no model uses, and temp files of interrupted writes.
-            if not (_BLOB_NAME.fullmatch(stamp.name) and bytes.fromhex(stamp.name) in used):
+            # Stamps (and header verdicts) of blobs no model uses, and temp files of
+            # interrupted writes.
+            name = stamp.name.removesuffix(stamps.HEADER_SUFFIX)
+            if not (_BLOB_NAME.fullmatch(name) and bytes.fromhex(name) in used):
                 stamp.unlink(missing_ok=True)
 
 

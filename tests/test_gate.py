@@ -435,3 +435,42 @@ def test_refusal_crosses_the_process_boundary_with_its_class(node: Node, tiny: P
     finally:
         pending.close()
     pending.close()  # idempotent
+
+
+# -- the header verdict cache ---------------------------------------------------------
+
+
+def _blake3_of(node: Node, cid: str) -> bytes:
+    from sovnet.manifest import Manifest
+
+    manifest = Manifest.from_bytes(node.store.manifest_bytes(CID.parse(cid)))
+    return next(f.blake3 for f in manifest.files if f.path == TINY)
+
+
+def test_a_checked_header_is_not_parsed_again_for_the_same_bytes(node: Node, tiny: Path) -> None:
+    cid = node.publish(tiny)
+    blake3 = _blake3_of(node, cid)
+    assert stamps.read_header(node.store.stamps, blake3) is None
+    first = node.admit(cid)
+    cached = stamps.read_header(node.store.stamps, blake3)
+    assert cached is not None and cached["context_length"] == 256
+    # A child that may not even start would refuse: the cached verdict is used.
+    no_child = Limits(memory_bytes=1, cpu_seconds=1, wall_seconds=0.001)
+    assert node.admit(cid, limits=no_child).context_length == first.context_length
+    # --verify-full checks again, and a damaged verdict is checked again.
+    with pytest.raises(MalformedFileError):
+        node.admit(cid, limits=no_child, verify_full=True)
+    stamps.header_path(node.store.stamps, blake3).write_text("{broken")
+    with pytest.raises(MalformedFileError):
+        node.admit(cid, limits=no_child)
+    assert node.admit(cid).context_length == 256
+    assert stamps.read_header(node.store.stamps, blake3) is not None
+
+
+def test_a_verdict_goes_with_its_blob(node: Node, tiny: Path) -> None:
+    cid = node.publish(tiny)
+    blake3 = _blake3_of(node, cid)
+    node.admit(cid)
+    with node.store.locked():
+        node.store.remove(CID.parse(cid))
+    assert not stamps.header_path(node.store.stamps, blake3).exists()
