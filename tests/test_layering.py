@@ -21,6 +21,12 @@ PURE_MODULES = [
     "sovnet.signing",
     "sovnet.trust",
     "sovnet.locations",
+    "sovnet.bencode",
+    "sovnet.torrent",
+    "sovnet.fetchplan",
+    "sovnet.config",
+    "sovnet.address",
+    "sovnet.network",
     "sovnet.formats.gguf",
     "sovnet.formats.safetensors",
     "sovnet.formats.policy",
@@ -62,6 +68,15 @@ def test_import_sovnet_loads_no_heavy_dependency() -> None:
 def test_pure_modules_pull_in_no_io_framework_transitively() -> None:
     loaded = _loaded_after("; ".join(f"import {m}" for m in PURE_MODULES))
     assert not loaded & set(NEVER_ON_IMPORT)
+
+
+def test_only_the_adapter_imports_libtorrent() -> None:
+    importers = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "libtorrent" in _imports(str(path.relative_to(PACKAGE.parent))[:-3].replace("/", "."))
+    )
+    assert importers == ["_libtorrent.py"]
 
 
 def test_cli_startup_loads_no_heavy_dependency() -> None:
