@@ -150,6 +150,16 @@ def write_safetensors(
     return path
 
 
+def flip_byte(path: Path, offset: int) -> None:
+    """Invert one byte of a file in place (a stored blob: made writable first)."""
+    os.chmod(path, 0o644)  # blobs are read-only
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
 def corrupt_gguf_magic(path: Path) -> None:
     with open(path, "r+b") as handle:
         handle.write(b"GGUX")

@@ -25,6 +25,7 @@ from tests.conftest import (
     assert_store_empty,
     corrupt_gguf_magic,
     corrupt_gguf_tensor_count,
+    flip_byte,
     store_entries,
     write_companions,
     write_gguf,
@@ -52,15 +53,6 @@ def _files_by_path(sovnet: Runner, cid: str) -> dict[str, dict[str, object]]:
     files = _manifest(sovnet, cid)["files"]
     assert isinstance(files, list)
     return {f["path"]: f for f in files}
-
-
-def _flip_byte(path: Path, offset: int) -> None:
-    os.chmod(path, 0o644)  # blobs are read-only
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0xFF]))
 
 
 # -- 1. publish prints a CID that any multiformats library reads ---------------------
@@ -173,7 +165,7 @@ def test_verify_after_flipping_a_blob_byte_exits_5_and_names_the_file(
     entry = _files_by_path(sovnet_with_key, cid)["sovnet-tiny.gguf"]
     blob = state_dir / "blobs" / str(entry["blake3"])
     assert blob.is_file()
-    _flip_byte(blob, 1000)
+    flip_byte(blob, 1000)
 
     result = sovnet_with_key("verify", cid)
     assert result.returncode == 5

@@ -31,7 +31,7 @@ from sovnet.keyfiles import NodeFiles
 from sovnet.publish import publish
 from sovnet.store import Store
 from sovnet.trust import TrustStore
-from tests.conftest import write_gguf, write_safetensors, write_tiny_gguf
+from tests.conftest import flip_byte, write_gguf, write_safetensors, write_tiny_gguf
 from tests.signed_store import commit_signed
 
 TINY = "sovnet-tiny.gguf"
@@ -72,15 +72,6 @@ def tiny(tmp_path: Path) -> Path:
     write_tiny_gguf(model)
     (model / "config.json").write_text('{"model_type": "llama"}\n')
     return model
-
-
-def _flip_byte(path: Path, offset: int) -> None:
-    os.chmod(path, 0o644)  # blobs are read-only
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0xFF]))
 
 
 # -- resolving a reference -------------------------------------------------------
@@ -171,7 +162,7 @@ def test_damaged_or_missing_stamp_means_rehash(node: Node, tiny: Path) -> None:
 
 def test_flipped_byte_is_refused_naming_the_file(node: Node, tiny: Path) -> None:
     cid = node.publish(tiny)
-    _flip_byte(node.view(cid), 300_000)
+    flip_byte(node.view(cid), 300_000)
     with pytest.raises(IntegrityError) as info:
         node.admit(cid)
     assert TINY in info.value.message and "differs from the manifest" in info.value.message
@@ -183,7 +174,7 @@ def test_edit_hidden_from_mtime_is_still_caught_through_ctime(node: Node, tiny: 
     view = node.view(cid)
     before = os.stat(view)
     time.sleep(0.01)  # a ctime the kernel can tell apart
-    _flip_byte(view, 300_000)
+    flip_byte(view, 300_000)
     os.chmod(view, 0o444)
     os.utime(view, ns=(before.st_atime_ns, before.st_mtime_ns))  # the mtime it had
     assert os.stat(view).st_mtime_ns == before.st_mtime_ns
@@ -427,7 +418,7 @@ def test_admission_crosses_the_process_boundary(node: Node, tiny: Path) -> None:
 
 def test_refusal_crosses_the_process_boundary_with_its_class(node: Node, tiny: Path) -> None:
     cid = node.publish(tiny)
-    _flip_byte(node.view(cid), 300_000)
+    flip_byte(node.view(cid), 300_000)
     pending = gate.admit_in_child(node.root, cid)
     try:
         with pytest.raises(IntegrityError, match=TINY):

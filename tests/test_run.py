@@ -23,21 +23,19 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SOVNET, Runner, cli_env, write_safetensors, write_tiny_gguf
+from tests.conftest import (
+    SOVNET,
+    Runner,
+    cli_env,
+    flip_byte,
+    write_safetensors,
+    write_tiny_gguf,
+)
 from tests.signed_store import commit_signed
 from tests.test_gate import HOSTILE, tiny_bytes
 
 PROMPT = "Hello world"
 LLAMA_LIBRARIES = ("libllama", "libggml")
-
-
-def _flip_byte(path: Path, offset: int) -> None:
-    os.chmod(path, 0o644)  # blobs are read-only
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0xFF]))
 
 
 def _loaded_llama(stderr: str) -> bool:
@@ -130,7 +128,7 @@ def test_split_model_runs_from_its_first_split(sovnet_with_key: Runner, tmp_path
 def test_flipped_byte_refuses_with_exit_5_naming_the_file_before_llama_cpp(
     sovnet_with_key: Runner, tiny_cid: str, state_dir: Path
 ) -> None:
-    _flip_byte(state_dir / "models" / tiny_cid / "sovnet-tiny.gguf", 300_000)
+    flip_byte(state_dir / "models" / tiny_cid / "sovnet-tiny.gguf", 300_000)
     done = sovnet_with_key("run", "acme/tiny", "-p", PROMPT, env={"LD_DEBUG": "files"})
     assert done.returncode == 5, done.stderr
     errors = _errors_only(done.stderr)
@@ -149,7 +147,7 @@ def test_tampered_file_with_a_forged_stamp_is_caught_by_verify_full(
         for p in (state_dir / "stamps").iterdir()
         if os.path.samefile(state_dir / "blobs" / p.name, view)
     ]
-    _flip_byte(view, 300_000)
+    flip_byte(view, 300_000)
     # Someone who can write the store can also rewrite the stamp to match...
     info = os.stat(view)
     stamp = json.loads(stamp_file.read_bytes())
@@ -294,7 +292,7 @@ def test_serve_answers_openai_completions_and_chat(
 def test_serve_refuses_a_tampered_model_without_listening(
     sovnet_with_key: Runner, tiny_cid: str, state_dir: Path
 ) -> None:
-    _flip_byte(state_dir / "models" / tiny_cid / "sovnet-tiny.gguf", 300_000)
+    flip_byte(state_dir / "models" / tiny_cid / "sovnet-tiny.gguf", 300_000)
     port = _free_port()
     done = sovnet_with_key("serve", "acme/tiny", "--port", str(port), env={"LD_DEBUG": "files"})
     assert done.returncode == 5

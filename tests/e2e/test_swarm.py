@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SOVNET, cli_env
+from tests.conftest import SOVNET, cli_env, flip_byte
 from tests.e2e.conftest import Cluster, make_model, same_files, wait_for
 
 UNKNOWN_CID = "bafkr4iauqeduauv2vts4spip7cisgg2pf6onw45jehxhdton3o7cclfpqa"
@@ -19,13 +18,8 @@ MIB = 1024 * 1024
 
 
 def _flip_every_piece(blob: Path, piece: int = 4 * MIB) -> None:
-    os.chmod(blob, 0o644)
-    with open(blob, "r+b") as handle:
-        for offset in range(1000, blob.stat().st_size, piece):
-            handle.seek(offset)
-            byte = handle.read(1)
-            handle.seek(offset)
-            handle.write(bytes([byte[0] ^ 0xFF]))
+    for offset in range(1000, blob.stat().st_size, piece):
+        flip_byte(blob, offset)
 
 
 def test_publish_fetch_and_seed_onward(cluster: Cluster, tmp_path: Path) -> None:
