@@ -95,13 +95,20 @@ def stamp_path(directory: Path, blake3: bytes) -> Path:
     return directory / blake3.hex()
 
 
-def read(directory: Path, blake3: bytes) -> Stamp | None:
-    """The stamp of a blob, or None if there is none or it cannot be used."""
+def _read(path: Path) -> bytes | None:
+    """A cache file's bytes; None if it is missing, unreadable or too long to be ours."""
     try:
-        with open(stamp_path(directory, blake3), "rb") as handle:
-            return Stamp.from_bytes(handle.read(MAX_STAMP_BYTES + 1))
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_STAMP_BYTES + 1)
     except OSError:
         return None
+    return data if len(data) <= MAX_STAMP_BYTES else None
+
+
+def read(directory: Path, blake3: bytes) -> Stamp | None:
+    """The stamp of a blob, or None if there is none or it cannot be used."""
+    data = _read(stamp_path(directory, blake3))
+    return None if data is None else Stamp.from_bytes(data)
 
 
 def write(directory: Path, blake3: bytes, stamp: Stamp) -> None:
@@ -112,13 +119,17 @@ def write(directory: Path, blake3: bytes, stamp: Stamp) -> None:
     wrong answer. Skipping two fsyncs per file keeps commits of many-file models
     cheap.
     """
+    _replace(directory, stamp_path(directory, blake3), stamp.to_bytes())
+
+
+def _replace(directory: Path, target: Path, data: bytes) -> None:
+    """Write ``target`` in ``directory`` through a temp name and a rename (no fsync)."""
     directory.mkdir(mode=0o700, exist_ok=True)  # stores made before stamps existed
-    target = stamp_path(directory, blake3)
     temp = directory / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(stamp.to_bytes())
+            handle.write(data)
         os.replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -150,12 +161,8 @@ def header_path(directory: Path, blake3: bytes) -> Path:
 
 def read_header(directory: Path, blake3: bytes) -> dict[str, object] | None:
     """The cached header verdict of a blob's content (unvalidated beyond its shape)."""
-    try:
-        with open(header_path(directory, blake3), "rb") as handle:
-            data = handle.read(MAX_STAMP_BYTES + 1)
-    except OSError:
-        return None
-    if len(data) > MAX_STAMP_BYTES:
+    data = _read(header_path(directory, blake3))
+    if data is None:
         return None
     try:
         value = json.loads(data)
@@ -180,15 +187,5 @@ def write_header(
         sort_keys=True,
         separators=(",", ":"),
     ).encode()
-    if len(data) > MAX_STAMP_BYTES:
-        return
-    directory.mkdir(mode=0o700, exist_ok=True)
-    temp = directory / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, header_path(directory, blake3))
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    if len(data) <= MAX_STAMP_BYTES:  # a longer one could never be read back
+        _replace(directory, header_path(directory, blake3), data)
