@@ -87,13 +87,9 @@ async def _stream(
     await response.prepare(request)
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
-    def emit(event: dict[str, Any]) -> None:
-        if event.get("event") not in ("result", "error"):  # those come from the task
-            queue.put_nowait(event)
-
     async def run() -> None:
         try:
-            result = await work(emit)
+            result = await work(queue.put_nowait)
             queue.put_nowait({"event": "result", **result})
         except SovnetError as exc:
             queue.put_nowait({"event": "error", "error": exc.to_json()})

@@ -43,7 +43,6 @@ from sovnet.atomicfile import write_atomic
 from sovnet.cid import CID
 from sovnet.config import DaemonConfig
 from sovnet.errors import (
-    DaemonError,
     IntegrityError,
     InvalidInputError,
     LocalStateError,
@@ -220,9 +219,7 @@ class Node:
                 return
             cid = self._by_hash.get(event.info_hash)
             if isinstance(event, ResumeSaved) and cid is not None:
-                partial = self.store.partial / str(cid)
-                if partial.is_dir():
-                    write_atomic(partial / "resume", event.data, mode=0o600)
+                self._keep_resume(cid, event.data)
 
     def _own_control_addresses(self) -> set[PeerAddress]:
         port = self._server.port if self._server else 0
@@ -366,32 +363,20 @@ class Node:
         self, job: FetchJob, peers: list[PeerAddress], resume: bool
     ) -> dict[str, Any]:
         partial = self.store.partial / str(job.cid)
+        # A failure reaches the API clients following the fetch as the exception of
+        # this task (they await it); `emit` carries only progress.
         try:
             result = await self._fetch_steps(job, peers, resume, partial)
-        except asyncio.CancelledError:
-            if self._stopping:
-                job.emit(
-                    {
-                        "event": "error",
-                        "error": DaemonError(
-                            "sovnetd is stopping; the fetch continues when it starts again",
-                            hint=f"run `sovnet fetch {job.cid}` again to follow it",
-                        ).to_json(),
-                    }
-                )
-            raise
         except SovnetError as exc:
             log.warning("fetch %s failed: %s", job.cid, exc.message)
             if partial.is_dir():
                 # Keep what arrived: `sovnet fetch` again continues from it.
                 (partial / "failed").write_text(exc.message + "\n")
             await self._stop_download(job)
-            job.emit({"event": "error", "error": exc.to_json()})
             raise
         except Exception as exc:
             log.exception("fetch %s failed unexpectedly", job.cid)
             error = SovnetError(f"fetch failed unexpectedly: {exc!r}", hint="see sovnetd's log")
-            job.emit({"event": "error", "error": error.to_json()})
             await self._stop_download(job)
             raise error from exc
         finally:
@@ -401,7 +386,6 @@ class Node:
             *self._recent[-19:],
             {**result, "seconds": round(time.monotonic() - job.started, 3)},
         ]
-        job.emit({"event": "result", **result})
         return result
 
     async def _stop_download(self, job: FetchJob) -> None:
@@ -624,12 +608,16 @@ class Node:
         }
 
     async def _write_resume(self, job: FetchJob, data: bytes) -> None:
-        partial = self.store.partial / str(job.cid)
-        if not partial.is_dir():
-            return
-        await asyncio.to_thread(write_atomic, partial / "resume", data, mode=0o600)
-        if job.progress is not None:
+        if await asyncio.to_thread(self._keep_resume, job.cid, data) and job.progress:
             job.resume_saved_at = job.progress.done
+
+    def _keep_resume(self, cid: CID, data: bytes) -> bool:
+        """Write a download's resume data, unless the download is gone meanwhile."""
+        partial = self.store.partial / str(cid)
+        if not partial.is_dir():
+            return False
+        write_atomic(partial / "resume", data, mode=0o600)
+        return True
 
     def _verify_and_commit(
         self, job: FetchJob, spec: torrent.TorrentSpec, skip: set[int], partial: Path
