@@ -459,6 +459,7 @@ class Node:
     process: subprocess.Popen[bytes] | None = None
     cpu: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # where its daemon listens
 
     @property
     def log_path(self) -> Path:
@@ -486,19 +487,32 @@ class Node:
 
     # -- the daemon --
 
-    def start(self, cpu: int | None = None, log_level: str = "warning") -> Node:
+    def start(
+        self,
+        cpu: int | None = None,
+        log_level: str = "warning",
+        *,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
+    ) -> Node:
+        """Start sovnetd listening on ``host`` (ports the kernel picks), inside the
+        network namespace ``netns`` if given (its API socket is a file: reachable
+        from here all the same)."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"sovnetd {self.name} is already running")
         self.cpu = cpu
+        self.host = host
+        inside = ["ip", "netns", "exec", netns] if netns else []
         self.process = spawn(
             [
+                *inside,
                 SOVNETD,
                 "--state-dir",
                 self.state,
                 "--swarm-listen",
-                "127.0.0.1:0",
+                f"{host}:0",
                 "--control-listen",
-                "127.0.0.1:0",
+                f"{host}:0",
                 "--log-level",
                 log_level,
             ],
@@ -571,7 +585,7 @@ class Node:
 
     @property
     def control(self) -> str:
-        return f"127.0.0.1:{self.status()['control_port']}"
+        return f"{self.host}:{self.status()['control_port']}"
 
     @property
     def socket(self) -> Path:

@@ -25,26 +25,20 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import json
 import os
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-VENV_BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[2]
 PREFIX = "svf"  # namespaces svf-sw, svf-0 (seeder), svf-1..N
 SUBNET = "10.77.0"
-CONTROL_PORT = 6880
-SWARM_PORT = 6881
 HTTP_PORT = 8080
 MIB = 1024 * 1024
 
@@ -111,80 +105,6 @@ class Topology:
         self.namespaces.clear()
 
 
-class Nodes:
-    """sovnetd in the seeder's and every client's namespace."""
-
-    def __init__(self, topology: Topology, root: Path) -> None:
-        self.topology = topology
-        self.root = root
-        self.processes: dict[int, subprocess.Popen[bytes]] = {}
-
-    def state(self, index: int) -> Path:
-        return self.root / f"n{index}"
-
-    def cli(self, index: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "SOVNET_STATE_DIR": str(self.state(index))}
-        result = subprocess.run(
-            [str(VENV_BIN / "sovnet"), *args], capture_output=True, text=True, env=env
-        )
-        if check and result.returncode:
-            raise RuntimeError(f"sovnet {' '.join(args)} on node {index}: {result.stderr}")
-        return result
-
-    def prepare(self) -> str:
-        """Keys, the network, trust; returns the seeder's publisher key id."""
-        for index in range(self.topology.clients + 1):
-            self.cli(index, "key", "gen")
-        self.cli(0, "network", "create", "fanout", "--node-name", "seeder")
-        for index in range(1, self.topology.clients + 1):
-            request, invite = self.root / f"{index}.req", self.root / f"{index}.inv"
-            self.cli(
-                index, "network", "request", "--node-name", f"client{index}", "-o", str(request)
-            )
-            self.cli(0, "network", "invite", str(request), "-o", str(invite))
-            self.cli(index, "network", "join", str(invite))
-        key_id = json.loads(self.cli(0, "key", "show", "--json").stdout)["key_id"]
-        for index in range(1, self.topology.clients + 1):
-            self.cli(index, "trust", "add", key_id, "--name", "seeder")
-        return str(key_id)
-
-    def start(self) -> None:
-        for index in range(self.topology.clients + 1):
-            log = open(self.root / f"n{index}.log", "ab")  # noqa: SIM115 - lives with the process
-            ip = self.topology.ip(index)
-            self.processes[index] = subprocess.Popen(
-                [
-                    "ip", "netns", "exec", self.topology.ns(index),
-                    str(VENV_BIN / "sovnetd"),
-                    "--state-dir", str(self.state(index)),
-                    "--swarm-listen", f"{ip}:{SWARM_PORT}",
-                    "--control-listen", f"{ip}:{CONTROL_PORT}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "SOVNET_STALL_TIMEOUT": "60"},
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        for index in self.processes:
-            while self.cli(index, "status", check=False).returncode != 0:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"sovnetd {index} did not start; see {self.root}")
-                time.sleep(0.2)
-        for index in range(1, self.topology.clients + 1):
-            self.cli(index, "peers", "add", f"{self.topology.ip(0)}:{CONTROL_PORT}")
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        self.processes.clear()
-
-
 def _clients_in_parallel(
     topology: Topology, argvs: dict[int, list[str]], env: dict[str, str] | None = None
 ) -> float:
@@ -208,42 +128,37 @@ def _clients_in_parallel(
     return last - started
 
 
-def sovnet_round(topology: Topology, nodes: Nodes, cid: str) -> tuple[float, int]:
+def sovnet_round(topology: Topology, nodes: list[Any], cid: str) -> tuple[float, int]:
     before = topology.seeder_tx()
     argvs = {
-        i: [str(VENV_BIN / "sovnet"), "--state-dir", str(nodes.state(i)), "fetch", cid]
+        i: nodes[i].sovnet_argv("--state-dir", nodes[i].state, "fetch", cid)
         for i in range(1, topology.clients + 1)
     }
     makespan = _clients_in_parallel(topology, argvs)
     uploaded = topology.seeder_tx() - before
     for index in argvs:
-        nodes.cli(index, "rm", cid)
+        nodes[index].remove(cid)
     return makespan, uploaded
 
 
 @contextlib.contextmanager
 def nginx(topology: Topology, root: Path, directory: Path) -> Iterator[None]:
-    conf = root / "nginx.conf"
+    """nginx in the seeder's namespace, with the fetch benchmark's configuration."""
+    from fetch import NGINX_CONF, nginx_binary  # type: ignore[import-not-found]
+
+    binary = nginx_binary()
+    if binary is None:
+        raise RuntimeError("nginx is not installed (scripts/bench/run.sh installs it)")
+    work = root / "nginx"
+    work.mkdir()
+    conf = work / "nginx.conf"
     conf.write_text(
-        f"""
-daemon off;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/nginx.err warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    server {{
-        listen {topology.ip(0)}:{HTTP_PORT};
-        root {directory};
-    }}
-}}
-"""
+        NGINX_CONF.format(
+            user="user root;\n", work=work, host=topology.ip(0), port=HTTP_PORT, root=directory
+        )
     )
     process = subprocess.Popen(
-        ["ip", "netns", "exec", topology.ns(0), "nginx", "-c", str(conf), "-p", str(root)],
+        ["ip", "netns", "exec", topology.ns(0), binary, "-p", str(work), "-c", str(conf)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -284,41 +199,40 @@ class Result:
 
 def measure(clients: int, size_mib: int, rounds: int, mbit: int) -> Result:
     sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from common import make_gguf  # type: ignore[import-not-found]
-    except ImportError:
-        from publish import make_gguf  # type: ignore[import-not-found,no-redef]
+    from common import Cluster, make_gguf  # type: ignore[import-not-found]
 
     topology = Topology(clients, mbit)
-    root = Path(tempfile.mkdtemp(prefix="svf-", dir="/tmp"))
-    nodes = Nodes(topology, root)
     cleanup = atexit.register(topology.down)
     try:
         topology.up()
-        root.chmod(0o711)  # nginx's workers run as www-data
-        model = root / "model"
-        model.mkdir(mode=0o755)
-        make_gguf(model / "model.gguf", size_mib * MIB)
-        size = (model / "model.gguf").stat().st_size
-        nodes.prepare()
-        nodes.start()
-        cid = nodes.cli(0, "publish", str(model), "--name", "bench/fanout", "--copy").stdout.strip()
-        result = Result(clients, size)
-        with nginx(topology, root, model):
-            for _ in range(rounds):
-                result.sovnet.append(sovnet_round(topology, nodes, cid))
-                result.http.append(http_round(topology, root, "model.gguf"))
-                print(
-                    f"  N={clients}: sovnet {result.sovnet[-1][0]:.1f} s, "
-                    f"HTTP {result.http[-1][0]:.1f} s",
-                    file=sys.stderr,
-                )
-        return result
+        with Cluster("fanout") as cluster:
+            root = cluster.root
+            root.chmod(0o711)  # nginx's workers must reach the model
+            model = root / "model"
+            model.mkdir(mode=0o755)
+            make_gguf(model / "model.gguf", size_mib * MIB)
+            size = (model / "model.gguf").stat().st_size
+            nodes = [cluster.node(f"n{i}") for i in range(clients + 1)]
+            for index, node in enumerate(nodes):
+                node.env["SOVNET_STALL_TIMEOUT"] = "60"
+                node.start(host=topology.ip(index), netns=topology.ns(index))
+            for node in nodes[1:]:
+                node.sovnet("peers", "add", nodes[0].control)
+            cid = nodes[0].publish(model, "bench/fanout", "--copy")
+            result = Result(clients, size)
+            with nginx(topology, root, model):
+                for _ in range(rounds):
+                    result.sovnet.append(sovnet_round(topology, nodes, cid))
+                    result.http.append(http_round(topology, root, "model.gguf"))
+                    print(
+                        f"  N={clients}: sovnet {result.sovnet[-1][0]:.1f} s, "
+                        f"HTTP {result.http[-1][0]:.1f} s",
+                        file=sys.stderr,
+                    )
+            return result
     finally:
-        nodes.stop()
         topology.down()
         atexit.unregister(cleanup)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def run(quick: bool) -> list[Any]:

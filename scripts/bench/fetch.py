@@ -80,7 +80,7 @@ http {{
     uwsgi_temp_path {work}/uwsgi;
     scgi_temp_path {work}/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen {host}:{port};
         root {root};
     }}
 }}
@@ -121,7 +121,7 @@ def _start_nginx(
 ) -> tuple[subprocess.Popen[bytes], int] | None:
     port = pick_port()
     conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(user=user, work=work, port=port, root=root))
+    conf.write_text(NGINX_CONF.format(user=user, work=work, host="127.0.0.1", port=port, root=root))
     process = spawn(
         [binary, "-p", work, "-c", conf, "-e", work / "error.log"],
         log_path=work / "nginx.out",
