@@ -237,7 +237,9 @@ def _interpret(
                 f"{files[len(reports)][0]}: {error['message']}",
                 hint=error.get("hint") or _REFUSE_HINT,
             )
-    if len(reports) == len(files) and not timed_out:
+    if len(reports) == len(files):
+        # Every file's verdict arrived whole: the child's work is done, even when
+        # the deadline passed between its last line and the end of the pipe.
         return reports
     import signal  # only on this path: its import builds enums, a few ms on every run
 

@@ -352,6 +352,24 @@ def test_header_check_that_runs_out_of_time_is_a_refusal(big_header: Path) -> No
     assert "refusing to hand this file to llama.cpp" in info.value.message
 
 
+def test_a_whole_report_that_ends_after_the_deadline_is_still_a_verdict(tmp_path: Path) -> None:
+    # The race CI met: the child wrote every verdict, and the wall clock ran out
+    # before the parent read the end of the pipe. The verdicts are whole: use them.
+    from sovnet.headercheck import _interpret
+
+    report = (
+        b'{"file": 0}\n{"ok": {"facts": {"version": 3, "architecture": "llama", '
+        b'"file_type": 0, "tensor_count": 21, "split_no": null, "split_count": null}, '
+        b'"context_length": 256}}\n'
+    )
+    files = [("tiny.gguf", tmp_path / "tiny.gguf")]
+    (verdict,) = _interpret(files, report, 0, True, Limits(wall_seconds=0.001))
+    assert verdict.context_length == 256 and verdict.facts.tensor_count == 21
+    # Cut short before its verdict, the same report is a refusal naming the file.
+    with pytest.raises(MalformedFileError, match=r"^tiny\.gguf: the GGUF header check did not"):
+        _interpret(files, report.split(b"\n")[0], 0, True, Limits(wall_seconds=0.001))
+
+
 _OUT_OF_MEMORY = """
 import sys
 from pathlib import Path
@@ -445,8 +463,9 @@ def test_a_checked_header_is_not_parsed_again_for_the_same_bytes(node: Node, tin
     first = node.admit(cid)
     cached = stamps.read_header(node.store.stamps, blake3)
     assert cached is not None and cached["context_length"] == 256
-    # A child that may not even start would refuse: the cached verdict is used.
-    no_child = Limits(memory_bytes=1, cpu_seconds=1, wall_seconds=0.001)
+    # A check given no time at all refuses (before the child can say a word): with
+    # it, admission succeeds only on the cached verdict.
+    no_child = Limits(wall_seconds=0)
     assert node.admit(cid, limits=no_child).context_length == first.context_length
     # --verify-full checks again, and a damaged verdict is checked again.
     with pytest.raises(MalformedFileError):
