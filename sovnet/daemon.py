@@ -22,10 +22,14 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from sovnet.errors import SovnetError
+
+if TYPE_CHECKING:  # imported where the daemon starts: `sovnetd --help` stays light
+    from sovnet.node import Node
 
 log = logging.getLogger("sovnet.daemon")
 
@@ -89,10 +93,7 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
         log.info("stopped")
 
 
-def _summary(node: object) -> str:
-    from sovnet.node import Node
-
-    assert isinstance(node, Node)
+def _summary(node: Node) -> str:
     status = node.status()
     return (
         f"seeding {status['seeding']} model(s), {len(status['fetches'])} fetch(es), "
@@ -100,7 +101,7 @@ def _summary(node: object) -> str:
     )
 
 
-async def _report(node: object) -> None:
+async def _report(node: Node) -> None:
     while True:
         await asyncio.sleep(10)
         notify("STATUS=" + _summary(node))
