@@ -28,6 +28,7 @@ from typing import Any
 
 import libtorrent as lt
 
+from sovnet import merkle
 from sovnet.address import PeerAddress
 from sovnet.errors import LocalStateError
 from sovnet.swarm import (
@@ -121,6 +122,38 @@ def _info_hash(handle_or_hashes: Any) -> bytes:
     return bytes(hashes.v2.to_bytes())
 
 
+def _leaves_from_resume(
+    data: bytes, indexes: list[int], spec: TorrentSpec
+) -> dict[int, list[bytes]]:
+    """The leaf hashes libtorrent verified, by file of ``spec``, from its resume data.
+
+    For each file, libtorrent's resume data keeps the nodes of its merkle tree it
+    has checked ("trees": a list by libtorrent's file index of {"hashes", "mask"},
+    no mask meaning the whole tree); a finished download keeps every leaf of a
+    file larger than a piece. A file whose leaves are not all there is left out.
+    """
+    try:
+        decoded: Any = lt.bdecode(data)
+        trees = decoded.get(b"trees") if isinstance(decoded, dict) else None
+    except RuntimeError:
+        return {}
+    if not isinstance(trees, list):
+        return {}
+    found: dict[int, list[bytes]] = {}
+    for k, entry in enumerate(spec.files):
+        index = indexes[k]
+        tree = trees[index] if index < len(trees) else None
+        if entry.size == 0 or not isinstance(tree, dict):
+            continue
+        hashes, mask = tree.get(b"hashes"), tree.get(b"mask")
+        if isinstance(hashes, bytes) and isinstance(mask, bytes | None):
+            count = -(-entry.size // merkle.BLOCK_SIZE)
+            leaves = merkle.leaves_from_sparse_tree(hashes, mask, count)
+            if leaves is not None:
+                found[k] = leaves
+    return found
+
+
 def _file_indexes(info: Any, spec: TorrentSpec) -> list[int]:
     """libtorrent's index of each file of ``spec`` (pad files skipped), checked by path."""
     layout = info.layout()
@@ -151,6 +184,8 @@ class LibtorrentSwarm:
         self._pending_adds: dict[bytes, asyncio.Future[Any]] = {}
         self._pending_removes: dict[bytes, asyncio.Future[None]] = {}
         self._pending_resume: set[bytes] = set()
+        self._pending_trees: dict[bytes, asyncio.Future[bytes | None]] = {}
+        self._file_indexes: dict[bytes, list[int]] = {}
         self._listening: asyncio.Future[int] | None = None
         self._reader: socket.socket | None = None
         self._writer: socket.socket | None = None
@@ -243,7 +278,7 @@ class LibtorrentSwarm:
         params = lt.read_resume_data(resume) if resume else lt.add_torrent_params()
         params.ti = info
         params.save_path = str(Path(next(iter(paths.values()))).parent)
-        indexes = _file_indexes(info, spec)
+        indexes = self._file_indexes[info_hash] = _file_indexes(info, spec)
         params.renamed_files = {indexes[k]: str(path) for k, path in paths.items()}
         skipped = set(skip)
         priorities = [4] * info.layout().num_files()
@@ -275,6 +310,7 @@ class LibtorrentSwarm:
     async def remove(self, info_hash: bytes) -> None:
         handle = self._handles.pop(info_hash, None)
         self._downloading.discard(info_hash)
+        self._file_indexes.pop(info_hash, None)
         self._statuses.pop(info_hash, None)
         if handle is None:
             return
@@ -304,6 +340,28 @@ class LibtorrentSwarm:
             return
         self._pending_resume.add(info_hash)
         handle.save_resume_data(lt.torrent_handle.flush_disk_cache)
+
+    async def verified_leaves(self, info_hash: bytes, spec: TorrentSpec) -> dict[int, list[bytes]]:
+        handle = self._handles.get(info_hash)
+        indexes = self._file_indexes.get(info_hash)
+        if handle is None or indexes is None or info_hash in self._pending_trees:
+            return {}
+        # A periodic save may be under way: its alert must not be taken for ours.
+        for _ in range(100):
+            if info_hash not in self._pending_resume:
+                break
+            await asyncio.sleep(0.05)
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._pending_trees[info_hash] = future
+        handle.save_resume_data()
+        try:
+            data = await asyncio.wait_for(future, 30)
+        except TimeoutError:
+            log.warning("libtorrent did not hand over the hashes of %s", info_hash.hex()[:16])
+            return {}
+        finally:
+            self._pending_trees.pop(info_hash, None)
+        return _leaves_from_resume(data, indexes, spec) if data else {}
 
     def statuses(self) -> Mapping[bytes, TransferStatus]:
         return dict(self._statuses)
@@ -378,12 +436,11 @@ class LibtorrentSwarm:
             if info_hash in self._downloading:
                 self._events.put_nowait(Finished(info_hash))
         elif kind == "save_resume_data_alert":
-            info_hash = _info_hash(alert.handle)
-            self._pending_resume.discard(info_hash)
-            data = bytes(lt.write_resume_data_buf(alert.params))
-            self._events.put_nowait(ResumeSaved(info_hash, data))
+            self._resume_arrived(
+                _info_hash(alert.handle), bytes(lt.write_resume_data_buf(alert.params))
+            )
         elif kind == "save_resume_data_failed_alert":
-            self._pending_resume.discard(_info_hash(alert.handle))
+            self._resume_arrived(_info_hash(alert.handle), None)
         elif kind == "hash_failed_alert":
             info_hash = _info_hash(alert.handle)
             log.warning(
@@ -409,6 +466,17 @@ class LibtorrentSwarm:
             logging.DEBUG
         ):
             log.debug("swarm: %s", alert.message())
+
+    def _resume_arrived(self, info_hash: bytes, data: bytes | None) -> None:
+        """Resume data (None: libtorrent could not make it), for whoever asked first."""
+        trees = self._pending_trees.get(info_hash)
+        if trees is not None and info_hash not in self._pending_resume:
+            if not trees.done():
+                trees.set_result(data)
+            return
+        self._pending_resume.discard(info_hash)
+        if data is not None:
+            self._events.put_nowait(ResumeSaved(info_hash, data))
 
     def _record(self, status: Any) -> None:
         info_hash = _info_hash(status.info_hashes)

@@ -55,15 +55,6 @@ def piece_height(piece_size: int) -> int:
     return (piece_size // merkle.BLOCK_SIZE).bit_length() - 1
 
 
-def _group_roots(hashes: list[bytes], group_height: int, pad: bytes) -> list[bytes]:
-    """Roots of consecutive groups of ``2**group_height`` hashes (the last group padded)."""
-    per = 1 << group_height
-    return [
-        merkle.subtree_root(hashes[i : i + per], group_height, pad)
-        for i in range(0, len(hashes), per)
-    ]
-
-
 SpanResult = tuple[bytes, list[bytes]]
 
 
@@ -72,7 +63,7 @@ def _span_task(view: memoryview, height: int, layer_height: int | None) -> SpanR
     leaves = merkle.leaf_hashes(view)
     if layer_height is None or layer_height >= height:
         return merkle.subtree_root(leaves, height), []
-    pieces = _group_roots(leaves, layer_height, merkle.ZERO_HASH)
+    pieces = merkle.group_roots(leaves, layer_height, merkle.ZERO_HASH)
     return merkle.subtree_root(pieces, height - layer_height, merkle.pad_hash(layer_height)), pieces
 
 
@@ -114,7 +105,7 @@ def _digest(
         if layer_height < SPAN_HEIGHT or size <= SPAN:
             pieces = [p for _, span_pieces in results for p in span_pieces]
         else:
-            pieces = _group_roots(
+            pieces = merkle.group_roots(
                 [r for r, _ in results], layer_height - SPAN_HEIGHT, merkle.pad_hash(SPAN_HEIGHT)
             )
         layer = b"".join(pieces)
@@ -154,6 +145,34 @@ def hash_file(
         return hash_fd(fd, executor, piece_size=piece_size, progress=progress)
     finally:
         os.close(fd)
+
+
+def blake3_fd(fd: int) -> tuple[int, bytes]:
+    """The size and BLAKE3 of the regular file open at ``fd``, as long as it is now.
+
+    For bytes whose SHA-256 leaves were checked already (a download libtorrent
+    verified block by block): a quarter of :func:`hash_fd`'s work.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0, blake3.blake3().digest()
+    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+        mapped.madvise(mmap.MADV_SEQUENTIAL)
+        hasher = blake3.blake3()
+        view = memoryview(mapped)
+        try:
+            for start in range(0, size, CHUNK):
+                hasher.update(view[start : start + CHUNK])
+        finally:
+            view.release()
+    return size, hasher.digest()
+
+
+def layer_from_leaves(leaves: list[bytes], size: int, piece_size: int) -> bytes:
+    """The piece layer of a file of ``size`` from all of its leaf hashes."""
+    if size <= piece_size:
+        return b""
+    return b"".join(merkle.group_roots(leaves, piece_height(piece_size), merkle.ZERO_HASH))
 
 
 def layer_matches(layer: bytes, size: int, piece_size: int, pieces_root: bytes) -> bool:

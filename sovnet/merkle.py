@@ -82,3 +82,46 @@ def combine_subtrees(roots: Sequence[bytes], chunk_height: int) -> bytes:
     if len(roots) < 2:
         raise ValueError("combine_subtrees needs at least two chunks")
     return subtree_root(roots, height_for(len(roots)), pad_hash(chunk_height))
+
+
+def group_roots(hashes: Sequence[bytes], group_height: int, pad: bytes = ZERO_HASH) -> list[bytes]:
+    """Roots of consecutive groups of ``2**group_height`` hashes (the last group padded)."""
+    per = 1 << group_height
+    return [
+        subtree_root(hashes[i : i + per], group_height, pad) for i in range(0, len(hashes), per)
+    ]
+
+
+def leaves_from_sparse_tree(
+    hashes: bytes, mask: bytes | None, leaf_count: int
+) -> list[bytes] | None:
+    """The ``leaf_count`` leaves of a tree stored sparsely, or None unless all are there.
+
+    The layout libtorrent keeps in its resume data: the tree's nodes numbered
+    breadth-first from the root (0; the children of node n are 2n+1 and 2n+2) over
+    the leaves padded to a power of two; ``mask`` a bitfield of the nodes present,
+    most significant bit first (None: every node of the tree is); ``hashes`` those
+    nodes, in order. Anything that does not add up is None, never an exception:
+    the caller then hashes the file itself.
+    """
+    if leaf_count < 1 or len(hashes) % HASH_SIZE:
+        return None
+    padded = 1 << height_for(leaf_count)
+    first_leaf = padded - 1
+    if mask is None:
+        if len(hashes) != (2 * padded - 1) * HASH_SIZE:
+            return None
+        before = first_leaf
+    else:
+        width = len(mask) * 8
+        if width < 2 * padded - 1:
+            return None
+        bits = int.from_bytes(mask, "big")
+        if bits.bit_count() != len(hashes) // HASH_SIZE:
+            return None
+        before = (bits >> (width - first_leaf)).bit_count() if first_leaf else 0
+        wanted = (1 << leaf_count) - 1
+        if (bits >> (width - first_leaf - leaf_count)) & wanted != wanted:
+            return None
+    start = before * HASH_SIZE
+    return [hashes[start + i * HASH_SIZE : start + (i + 1) * HASH_SIZE] for i in range(leaf_count)]

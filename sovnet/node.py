@@ -424,9 +424,15 @@ class Node:
         skip = self._already_here(spec.files)
         wanted = sum(f.size for k, f in enumerate(spec.files) if k not in skip)
         downloaded = 0
+        leaves: dict[int, list[bytes]] = {}
         if wanted:
-            downloaded = await self._download(job, spec, skip, wanted, partial)
-        await asyncio.to_thread(self._verify_and_commit, job, spec, skip, partial)
+            downloaded, leaves = await self._download(job, spec, skip, wanted, partial)
+            # Only once libtorrent has let go of the torrent are its writes all done:
+            # checked while it still held them, a just-finished file sometimes read
+            # other bytes than the ones libtorrent had verified.
+            await self.swarm.remove(spec.info_hash)
+        checked = await asyncio.to_thread(self._verify, job, spec, skip, partial, leaves)
+        await asyncio.to_thread(self._commit, job, checked, partial)
         await self._seed(job.cid)
         return self._result(job.cid, manifest, already=False, downloaded=downloaded)
 
@@ -524,7 +530,9 @@ class Node:
         skip: set[int],
         wanted: int,
         partial: Path,
-    ) -> int:
+    ) -> tuple[int, dict[int, list[bytes]]]:
+        """Download what is wanted; the bytes received, and the leaf hashes libtorrent
+        checked them against."""
         assert self._identity is not None
         files_dir = partial / "files"
         files_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -572,8 +580,8 @@ class Node:
         downloaded = status.session_downloaded if status else 0
         job.progress.update(wanted, loop.time())
         job.emit(self._progress_event(job, status.peers if status else 0))
-        await self.swarm.remove(spec.info_hash)
-        return downloaded
+        leaves = await self.swarm.verified_leaves(spec.info_hash, spec)
+        return downloaded, leaves
 
     def _stall_message(self, job: FetchJob) -> str:
         assert job.progress is not None
@@ -619,14 +627,25 @@ class Node:
         write_atomic(partial / "resume", data, mode=0o600)
         return True
 
-    def _verify_and_commit(
-        self, job: FetchJob, spec: torrent.TorrentSpec, skip: set[int], partial: Path
-    ) -> None:
-        """Re-hash what arrived against the manifest; commit only if all of it holds."""
+    def _verify(
+        self,
+        job: FetchJob,
+        spec: torrent.TorrentSpec,
+        skip: set[int],
+        partial: Path,
+        leaves: dict[int, list[bytes]],
+    ) -> list[tuple[Path, filehash.FileDigest]]:
+        """Check what arrived against the manifest, and make it durable.
+
+        Every file's BLAKE3 is computed again. Its SHA-256 tree is not, when the swarm
+        handed over the leaf hashes it checked each block against: the piece layer
+        is then made from those leaves and checked against the signed pieces root.
+        """
         assert job.accepted is not None
         manifest = job.accepted.opened.manifest
-        downloaded: list[tuple[Path, filehash.FileDigest]] = []
-        with ThreadPoolExecutor(2) as executor:
+        piece_size = manifest.piece_size
+        checked: list[tuple[Path, filehash.FileDigest]] = []
+        with ThreadPoolExecutor(3) as executor:
             for k, entry in enumerate(spec.files):
                 if k in skip:
                     continue
@@ -636,25 +655,63 @@ class Node:
                     path.touch()
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
-                    digest = filehash.hash_fd(fd, executor, piece_size=manifest.piece_size)
-                    # On disk before its name appears under blobs/: a crash must
-                    # never leave a blob whose bytes are not the verified ones.
-                    os.fsync(fd)
+                    # On disk before its name appears under blobs/: a crash must never
+                    # leave a blob whose bytes are not the verified ones. The kernel
+                    # writes while we hash.
+                    synced = executor.submit(os.fsync, fd)
+                    try:
+                        digest = self._check_file(fd, entry, piece_size, leaves.get(k), executor)
+                    finally:
+                        synced.result()
                 finally:
                     os.close(fd)
-                if (digest.size, digest.blake3, digest.pieces_root) != (
-                    entry.size,
-                    entry.blake3,
-                    entry.pieces_root,
-                ):
+                if digest is None:
                     path.unlink(missing_ok=True)
                     raise IntegrityError(
                         f"{entry.path} of {job.cid} does not match its manifest after download",
                         hint="the publisher's hashes disagree with each other; do not trust it",
                     )
-                downloaded.append((path, digest))
+                checked.append((path, digest))
+        return checked
+
+    @staticmethod
+    def _check_file(
+        fd: int,
+        entry: FileEntry,
+        piece_size: int,
+        leaves: list[bytes] | None,
+        executor: ThreadPoolExecutor,
+    ) -> filehash.FileDigest | None:
+        """The digest of the file at ``fd`` if it is ``entry``'s bytes, else None.
+
+        A file of one piece has no piece layer: libtorrent checked its one piece
+        against the pieces root itself, and the BLAKE3 suffices.
+        """
+        if leaves is not None or entry.size <= piece_size:
+            size, blake3 = filehash.blake3_fd(fd)
+            if (size, blake3) != (entry.size, entry.blake3):
+                return None
+            layer = filehash.layer_from_leaves(leaves or [], size, piece_size)
+            if filehash.layer_matches(layer, size, piece_size, entry.pieces_root):
+                return filehash.FileDigest(size, blake3, entry.pieces_root, layer)
+            log.warning("the swarm's leaf hashes of %s do not add up: hashing it", entry.path)
+        digest = filehash.hash_fd(fd, executor, piece_size=piece_size)
+        if (digest.size, digest.blake3, digest.pieces_root) != (
+            entry.size,
+            entry.blake3,
+            entry.pieces_root,
+        ):
+            return None
+        return digest
+
+    def _commit(
+        self, job: FetchJob, checked: list[tuple[Path, filehash.FileDigest]], partial: Path
+    ) -> None:
+        """Move checked files into the store and the model into view, atomically."""
+        assert job.accepted is not None
+        manifest = job.accepted.opened.manifest
         with self.store.locked():
-            for path, digest in downloaded:
+            for path, digest in checked:
                 self.store.adopt_blob(path, digest.blake3)
                 self.store.put_layer(digest.blake3, manifest.piece_size, digest.piece_layer)
             for entry in manifest.files:

@@ -127,6 +127,12 @@ class Swarm(Protocol):
         """Ask for a ResumeSaved event for a download (if anything changed)."""
         ...
 
+    async def verified_leaves(self, info_hash: bytes, spec: TorrentSpec) -> dict[int, list[bytes]]:
+        """For a finished download: by file of ``spec``, the SHA-256 leaf hashes the
+        swarm checked every block against (files it kept no leaves of are left out).
+        The files are complete only once the torrent is removed."""
+        ...
+
     def statuses(self) -> Mapping[bytes, TransferStatus]:
         """The latest status of every torrent (refreshed about once a second)."""
         ...

@@ -45,6 +45,25 @@ write_tiny_gguf: Callable[..., list[Path]] = make_tiny_gguf.write_tiny_gguf
 # -- running the CLI ------------------------------------------------------------
 
 
+def loopback_session(listen: str = "127.0.0.1:0") -> Any:
+    """A bare libtorrent session that talks only to 127.0.0.1 over TCP: no DHT, no
+    local discovery, no port mapping, several peers from one address allowed."""
+    import libtorrent as lt
+
+    return lt.session(
+        {
+            "listen_interfaces": listen,
+            "enable_dht": False,
+            "enable_lsd": False,
+            "enable_upnp": False,
+            "enable_natpmp": False,
+            "enable_outgoing_utp": False,
+            "enable_incoming_utp": False,
+            "allow_multiple_connections_per_ip": True,
+        }
+    )
+
+
 def cli_env(state_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("STATE_DIRECTORY", "XDG_DATA_HOME")}
     env["SOVNET_STATE_DIR"] = str(state_dir)

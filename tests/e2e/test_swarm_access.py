@@ -21,6 +21,7 @@ import pytest
 from sovnet import network, torrent
 from sovnet.cid import CID
 from sovnet.manifest import Manifest
+from tests.conftest import loopback_session
 from tests.e2e.conftest import Cluster, Node, make_model
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -46,18 +47,8 @@ def _download(seeder: Node, cid: str, cert: tuple[bytes, bytes], into: Path, sec
     """Join the seeder's swarm as a bare libtorrent client; payload bytes received."""
     manifest = Manifest.from_bytes(seeder.sovnet("show", cid, "--raw", text=False).stdout)
     spec = torrent.derive(CID.parse(cid), manifest, (seeder.state / "network/ca.pem").read_bytes())
-    session = lt.session(
-        {
-            "listen_interfaces": "127.0.0.1:0s",
-            "enable_dht": False,
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "enable_outgoing_utp": False,
-            "enable_incoming_utp": False,
-            "allow_multiple_connections_per_ip": True,
-        }
-    )
+    # An "s" port: the SSL listen socket SSL torrents need.
+    session = loopback_session("127.0.0.1:0s")
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(spec.torrent_file({}))
     params.save_path = str(into)
