@@ -9,8 +9,9 @@ What is compared:
   manifest and committed); and, from its event stream, the time until the last
   byte had arrived ("transfer part");
 - curl and aria2c downloads alone, and download + b3sum of the file: the nearest
-  thing to "verified" a plain HTTP user can have (BLAKE3 only; sovnet's check also
-  recomputes the BitTorrent v2 SHA-256 roots).
+  thing to "verified" a plain HTTP user can have. sovnet's check is BLAKE3 too,
+  plus the piece layers, made from the leaf hashes libtorrent checked every block
+  against, checked against the signed roots.
 
 The seeding side (the seeder sovnetd, nginx) is pinned to one core and the client
 side (the client sovnetd, `sovnet fetch`, curl, aria2c, b3sum) to the other, so
@@ -204,8 +205,8 @@ def measure(size: int, rounds: int) -> list[Row]:
                 fetcher.remove(cid)  # so that the next round downloads it all again
                 # The seeder notices the closed TLS connection only ~3 s later; a new
                 # connection from the same node before that is refused as a duplicate
-                # peer-id, and sovnet then waits libtorrent's 60 s reconnect time (a
-                # sovnet issue, reported; not what this benchmark measures).
+                # peer-id and retried 2 s later: a cost of rounds run back to back
+                # between the same two nodes, not of a fetch.
                 waited = time.perf_counter()
                 wait_for(
                     "the seeder to drop the last connection",
@@ -267,7 +268,7 @@ def measure(size: int, rounds: int) -> list[Row]:
                 " connection, waited for before the next round"
             )
         elif row.case == SOVNET_VERIFY:
-            row.note += "; re-hash (BLAKE3 and v2 SHA-256 roots), then commit"
+            row.note += "; BLAKE3 re-hash, layers from libtorrent's leaves, fsync, commit"
         elif row.case == B3SUM:
             row.note += "; on the client's core, file just written (cached)"
     return rows
