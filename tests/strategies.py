@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hypothesis import strategies as st
 
 from sovnet.formats.gguf import GGUFFacts
@@ -79,3 +81,37 @@ def manifests(draw: st.DrawFn) -> Manifest:
         piece_size=draw(st.sampled_from([16384, 1 << 22, 1 << 26])),
         files=tuple(draw(file_entries(p)) for p in chosen),
     )
+
+
+# -- edits of a valid file, for parsers: random bytes rarely get past a magic number ------
+
+Edit = tuple[str, int, int]
+byte_edits = st.lists(
+    st.tuples(
+        st.sampled_from(["flip", "set", "insert", "delete", "truncate"]),
+        st.integers(min_value=0),
+        st.integers(0, 255),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+def mutate(data: bytes, edits: Sequence[Edit]) -> bytes:
+    """``data`` with each edit applied in turn (positions wrap around its length)."""
+    out = bytearray(data)
+    for kind, where, byte in edits:
+        if not out:
+            break
+        at = where % len(out)
+        if kind == "flip":
+            out[at] ^= 1 << (byte % 8)
+        elif kind == "set":
+            out[at] = byte
+        elif kind == "insert":
+            out[at:at] = bytes([byte])
+        elif kind == "delete":
+            del out[at]
+        else:
+            del out[at:]
+    return bytes(out)

@@ -26,6 +26,7 @@ from sovnet.formats.gguf import (
     gguf_from_bytes,
     parse_gguf,
 )
+from tests.strategies import Edit, byte_edits, mutate
 
 # --- building GGUF bytes by hand ---------------------------------------------
 
@@ -534,35 +535,9 @@ def test_arbitrary_bytes_after_a_valid_preamble(
     parse_or_reject(b"GGUF" + u32(version) + u64(n_tensors) + u64(n_kv) + rest)
 
 
-mutation = st.tuples(
-    st.sampled_from(["flip", "set", "insert", "delete", "truncate"]),
-    st.integers(min_value=0),
-    st.integers(0, 255),
-)
-
-
-def mutate(data: bytes, edits: Sequence[tuple[str, int, int]]) -> bytes:
-    out = bytearray(data)
-    for kind, where, byte in edits:
-        if not out:
-            break
-        at = where % len(out)
-        if kind == "flip":
-            out[at] ^= 1 << (byte % 8)
-        elif kind == "set":
-            out[at] = byte
-        elif kind == "insert":
-            out[at:at] = bytes([byte])
-        elif kind == "delete":
-            del out[at]
-        else:
-            del out[at:]
-    return bytes(out)
-
-
 @settings(max_examples=400, deadline=None, database=None)
-@given(st.integers(0, 2), st.lists(mutation, min_size=1, max_size=6))
-def test_mutated_valid_files(which: int, edits: list[tuple[str, int, int]]) -> None:
+@given(st.integers(0, 2), byte_edits)
+def test_mutated_valid_files(which: int, edits: list[Edit]) -> None:
     parse_or_reject(mutate(valid_files()[which], edits))
 
 

@@ -28,6 +28,7 @@ from sovnet.formats.safetensors import (
     parse_safetensors,
     safetensors_from_bytes,
 )
+from tests.strategies import Edit, byte_edits, mutate
 
 # --- building safetensors bytes by hand ----------------------------------------
 
@@ -433,33 +434,7 @@ def test_arbitrary_json_headers(header: dict[str, object], data_len: int) -> Non
     parse_or_reject(raw_file(text, b"\0" * data_len))
 
 
-mutation = st.tuples(
-    st.sampled_from(["flip", "set", "insert", "delete", "truncate"]),
-    st.integers(min_value=0),
-    st.integers(0, 255),
-)
-
-
-def mutate(data: bytes, edits: Sequence[tuple[str, int, int]]) -> bytes:
-    out = bytearray(data)
-    for kind, where, byte in edits:
-        if not out:
-            break
-        at = where % len(out)
-        if kind == "flip":
-            out[at] ^= 1 << (byte % 8)
-        elif kind == "set":
-            out[at] = byte
-        elif kind == "insert":
-            out[at:at] = bytes([byte])
-        elif kind == "delete":
-            del out[at]
-        else:
-            del out[at:]
-    return bytes(out)
-
-
 @settings(max_examples=400, deadline=None, database=None)
-@given(st.integers(0, 2), st.lists(mutation, min_size=1, max_size=6))
-def test_mutated_valid_files(which: int, edits: list[tuple[str, int, int]]) -> None:
+@given(st.integers(0, 2), byte_edits)
+def test_mutated_valid_files(which: int, edits: list[Edit]) -> None:
     parse_or_reject(mutate(valid_files()[which], edits))
