@@ -170,3 +170,10 @@ def error_from_json(value: object) -> SovnetError:
         str(message) if message is not None else "unknown error",
         hint=str(hint) if hint is not None else None,
     )
+
+
+def quoted(text: str, limit: int = 80) -> str:
+    """Untrusted text as an error message may show it: escaped, and cut at ``limit``."""
+    if len(text) > limit:
+        return repr(text[:limit]) + "..."
+    return repr(text)

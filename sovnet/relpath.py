@@ -24,7 +24,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable
 
-from sovnet.errors import ManifestFormatError
+from sovnet.errors import ManifestFormatError, quoted
 
 MAX_PATH_BYTES = 1024
 MAX_COMPONENT_BYTES = 255
@@ -35,7 +35,7 @@ def check_relpath(path: str) -> str:
     """Return ``path`` unchanged if it is a safe relative path, else raise."""
     if not isinstance(path, str) or not path:
         raise ManifestFormatError("empty file path")
-    shown = repr(path[:80])
+    shown = quoted(path)
     try:
         encoded = path.encode("utf-8")
     except UnicodeEncodeError as exc:

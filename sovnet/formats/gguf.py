@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 
-from sovnet.errors import MalformedFileError
+from sovnet.errors import MalformedFileError, quoted
 
 ReadAt = Callable[[int, int], bytes]
 
@@ -209,13 +209,6 @@ class GGUFHeader:
 
 def _fail(message: str, hint: str = _HINT) -> MalformedFileError:
     return MalformedFileError(message, hint=hint)
-
-
-def _show(text: str) -> str:
-    """Quote untrusted text for an error message: escaped, and at most 80 chars."""
-    if len(text) > 80:
-        return repr(text[:80]) + "..."
-    return repr(text)
 
 
 class _Cursor:
@@ -495,7 +488,7 @@ def _read_fact(cur: _Cursor, key: str, vtype: int, facts: _FactValues) -> None:
         if not arch:
             raise _fail(f"GGUF key {key!r} is an empty string")
         if _CONTROL.search(arch):
-            raise _fail(f"GGUF key {key!r} value {_show(arch)} contains a control character")
+            raise _fail(f"GGUF key {key!r} value {quoted(arch)} contains a control character")
         facts.architecture = arch
     elif key == KEY_ALIGNMENT:
         # ggml reads the alignment with gguf_get_val_u32, which asserts the type.
@@ -528,7 +521,7 @@ def _check_name(raw: bytes, at: int, index: int) -> str:
     except UnicodeDecodeError as exc:
         raise _fail(f"GGUF tensor {index} name at byte {at} is not valid UTF-8") from exc
     if _CONTROL.search(name):
-        raise _fail(f"GGUF tensor {index} name {_show(name)} contains a control character")
+        raise _fail(f"GGUF tensor {index} name {quoted(name)} contains a control character")
     return name
 
 
@@ -586,15 +579,15 @@ def parse_gguf(read_at: ReadAt, size: int) -> GGUFHeader:
         if not key:
             raise _fail(f"GGUF key {i} at byte {at} is empty")
         if key in keys:
-            raise _fail(f"GGUF key {_show(key)} appears twice (again at byte {at})")
+            raise _fail(f"GGUF key {quoted(key)} appears twice (again at byte {at})")
         keys.add(key)
-        vtype = cur.u32(f"type of key {_show(key)}")
+        vtype = cur.u32(f"type of key {quoted(key)}")
         if key in _FACT_KEYS:
             _read_fact(cur, key, vtype, facts)
         elif key.endswith(_CONTEXT_LENGTH_SUFFIX) and vtype in _INT_FORMATS:
             context_lengths[key] = _read_int(cur, vtype, key)
         else:
-            _skip_value(cur, vtype, f"value of key {_show(key)}")
+            _skip_value(cur, vtype, f"value of key {quoted(key)}")
     context_length = context_lengths.get(f"{facts.architecture}{_CONTEXT_LENGTH_SUFFIX}")
     if context_length is not None and not 1 <= context_length <= MAX_CONTEXT_LENGTH:
         context_length = None  # not a length llama.cpp could use; the runner's default stands
@@ -614,9 +607,9 @@ def parse_gguf(read_at: ReadAt, size: int) -> GGUFHeader:
             raise _fail(f"GGUF tensor {i} at byte {at} has an empty name")
         name = _check_name(cur.take(n, f"tensor {i} name"), at + 8, i)
         if name in seen:
-            raise _fail(f"GGUF tensor name {_show(name)} appears twice")
+            raise _fail(f"GGUF tensor name {quoted(name)} appears twice")
         seen.add(name)
-        shown = _show(name)
+        shown = quoted(name)
         n_dims = cur.u32(f"tensor {shown} dimension count")
         if not 1 <= n_dims <= MAX_DIMS:
             raise _fail(f"GGUF tensor {shown} has {n_dims} dimensions; 1 to {MAX_DIMS} are allowed")
@@ -664,15 +657,15 @@ def parse_gguf(read_at: ReadAt, size: int) -> GGUFHeader:
         end = data_offset + offset + nbytes
         if end > size:
             raise _fail(
-                f"GGUF tensor {_show(name)} data [{data_offset + offset}, {end}) runs past "
+                f"GGUF tensor {quoted(name)} data [{data_offset + offset}, {end}) runs past "
                 f"the end of the {size}-byte file"
             )
     spans.sort()
     for (off_a, len_a, name_a), (off_b, _, name_b) in pairwise(spans):
         if off_a + len_a > off_b:
             raise _fail(
-                f"GGUF tensors {_show(name_a)} [{off_a}, {off_a + len_a}) and "
-                f"{_show(name_b)} (from {off_b}) overlap in the data section"
+                f"GGUF tensors {quoted(name_a)} [{off_a}, {off_a + len_a}) and "
+                f"{quoted(name_b)} (from {off_b}) overlap in the data section"
             )
 
     return GGUFHeader(

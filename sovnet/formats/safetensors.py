@@ -38,7 +38,7 @@ import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from sovnet.errors import MalformedFileError
+from sovnet.errors import MalformedFileError, quoted
 
 ReadAt = Callable[[int, int], bytes]
 
@@ -107,13 +107,6 @@ def _fail(message: str, hint: str = _HINT) -> MalformedFileError:
     return MalformedFileError(message, hint=hint)
 
 
-def _show(text: str) -> str:
-    """Quote untrusted text for an error message: escaped, and at most 80 chars."""
-    if len(text) > 80:
-        return repr(text[:80]) + "..."
-    return repr(text)
-
-
 def _read(read_at: ReadAt, offset: int, n: int, size: int) -> bytes:
     """Read exactly ``n`` bytes at ``offset`` (inside the file) in MAX_READ pieces."""
     parts: list[bytes] = []
@@ -139,7 +132,7 @@ def _object_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise _fail(f"safetensors header has the key {_show(key)} twice")
+                raise _fail(f"safetensors header has the key {quoted(key)} twice")
             seen.add(key)
     return obj
 
@@ -157,7 +150,7 @@ def _parse_int(text: str) -> int:
 def _brief(value: object) -> str:
     """Describe a parsed JSON value in bounded time and length, for error messages."""
     if isinstance(value, str):
-        return _show(value)
+        return quoted(value)
     if isinstance(value, list):
         if len(value) <= 4 and all(_is_scalar(v) for v in value):
             return repr(value)
@@ -177,7 +170,7 @@ def _check_text(text: str, what: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise _fail(f"safetensors {what} {_show(text)} contains an unpaired surrogate") from exc
+        raise _fail(f"safetensors {what} {quoted(text)} contains an unpaired surrogate") from exc
 
 
 def _is_usize(value: object) -> bool:
@@ -193,7 +186,7 @@ def _check_metadata(value: object) -> dict[str, str]:
         _check_text(key, "metadata key")
         if not isinstance(item, str):
             raise _fail(
-                f"safetensors metadata value for {_show(key)} is a {type(item).__name__}, "
+                f"safetensors metadata value for {quoted(key)} is a {type(item).__name__}, "
                 "not a string"
             )
         _check_text(item, "metadata value")
@@ -203,13 +196,13 @@ def _check_metadata(value: object) -> dict[str, str]:
 
 def _check_entry(name: str, entry: object) -> tuple[int, int, str]:
     """Validate one tensor entry; return (begin, end, dtype)."""
-    shown = _show(name)
+    shown = quoted(name)
     if not isinstance(entry, dict):
         raise _fail(f"safetensors tensor {shown} is a {type(entry).__name__}, not an object")
     keys = set(entry)
     if keys != _ENTRY_KEYS:
         missing = sorted(_ENTRY_KEYS - keys)
-        extra = sorted(_show(k) for k in keys - _ENTRY_KEYS)
+        extra = sorted(quoted(k) for k in keys - _ENTRY_KEYS)
         raise _fail(
             f"safetensors tensor {shown} must have exactly the keys dtype, shape, data_offsets"
             + (f"; missing {', '.join(missing)}" if missing else "")
@@ -332,19 +325,19 @@ def parse_safetensors(read_at: ReadAt, size: int) -> SafetensorsHeader:
     for begin, end, name in spans:
         if end > data_len:
             raise _fail(
-                f"safetensors tensor {_show(name)} data_offsets [{begin}, {end}] run past the "
+                f"safetensors tensor {quoted(name)} data_offsets [{begin}, {end}] run past the "
                 f"end of the {data_len}-byte data buffer"
             )
         if begin > position:
-            after = "at the start" if previous is None else f"after tensor {_show(previous)}"
+            after = "at the start" if previous is None else f"after tensor {quoted(previous)}"
             raise _fail(
                 f"safetensors data buffer has a hole of {begin - position} bytes {after} "
-                f"(tensor {_show(name)} begins at {begin}, expected {position})"
+                f"(tensor {quoted(name)} begins at {begin}, expected {position})"
             )
         if begin < position and previous is not None:
             raise _fail(
-                f"safetensors tensors {_show(previous)} and {_show(name)} overlap "
-                f"({_show(name)} begins at {begin}, {_show(previous)} ends at {position})"
+                f"safetensors tensors {quoted(previous)} and {quoted(name)} overlap "
+                f"({quoted(name)} begins at {begin}, {quoted(previous)} ends at {position})"
             )
         position = end
         previous = name
@@ -353,7 +346,7 @@ def parse_safetensors(read_at: ReadAt, size: int) -> SafetensorsHeader:
             raise _fail(f"safetensors header declares no tensors but {data_len} data bytes follow")
         raise _fail(
             f"safetensors data buffer has {data_len - position} trailing bytes after the "
-            f"last tensor {_show(previous)}"
+            f"last tensor {quoted(previous)}"
         )
 
     return SafetensorsHeader(
