@@ -64,7 +64,8 @@ _ALERTS = (
 _LISTEN_TIMEOUT = 10.0
 
 
-def _settings(settings: SwarmSettings) -> lt.settings_pack:
+def session_settings(settings: SwarmSettings) -> lt.settings_pack:
+    """sovnetd's libtorrent settings (the fetch benchmark's bare peers use them too)."""
     # Measured on loopback (design notes): these buffers take a 2 GiB v2 transfer
     # from 0.39 to 0.49 GB/s.
     return {
@@ -203,7 +204,7 @@ class LibtorrentSwarm:
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
-        self._session = lt.session(_settings(self._settings))
+        self._session = lt.session(session_settings(self._settings))
         # Rate limits apply to every peer: libtorrent exempts peers on the local
         # network by default, which would leave a LAN mirror (and tests on
         # loopback) unlimited.

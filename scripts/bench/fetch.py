@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import json
 import os
 import shutil
 import socket
@@ -35,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import libtorrent as lt
 from common import (
     GIB,
     MIB,
@@ -48,6 +51,7 @@ from common import (
     median,
     pinning_note,
     rate_note,
+    run_command,
     scratch,
     server_cpu,
     spawn,
@@ -57,12 +61,20 @@ from common import (
 )
 from common import free_port as pick_port
 
+from sovnet import network, torrent
+from sovnet.cid import CID
+from sovnet.manifest import Manifest
+
 NAME = "fetch"
 BASELINE = "curl from nginx (download)"
 CURL_VERIFIED = "curl from nginx (download + b3sum)"
 B3SUM = "b3sum of the downloaded file"
 SOVNET_TOTAL = "sovnet fetch (start to verified model in the store)"
 SOVNET_VERIFY = "sovnet fetch (verify and commit part)"
+SOVNET_TRANSFER = "sovnet fetch (transfer part, until the last byte arrived)"
+LT_PLAIN = "libtorrent alone, plain TCP (add to last piece on disk)"
+LT_SSL = "libtorrent alone, SSL torrent (add to last piece on disk)"
+LT_PEER = Path(__file__).with_name("lt_peer.py")
 NGINX_CONF = """\
 {user}worker_processes 1;
 daemon off;
@@ -145,6 +157,86 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+@contextlib.contextmanager
+def bare_seeders(
+    work: Path, seeder_state: Path, cid: str, model_dir: Path, cpu: int | None
+) -> Iterator[dict[str, tuple[Path, int, list[str]]]]:
+    """Two bare libtorrent seeders of the model (scripts/bench/lt_peer.py, sovnetd's
+    settings): one for sovnet's own SSL torrent, one for the same torrent without
+    its certificate, over plain TCP. Yields, by case, what a downloader needs: the
+    torrent (without piece layers, as a sovnet client starts), the port and its
+    certificate files."""
+    ca_pem = (seeder_state / "network" / "ca.pem").read_bytes()
+    ca = network.CertificateAuthority(
+        key_pem=(seeder_state / "network" / "ca.key").read_bytes(), cert_pem=ca_pem
+    )
+    manifest = Manifest.from_bytes((seeder_state / "manifests" / cid).read_bytes())
+    spec = torrent.derive(CID.parse(cid), manifest, ca_pem)
+    layers = {
+        f.pieces_root: (
+            seeder_state / "layers" / f"{f.blake3.hex()}.{manifest.piece_size}"
+        ).read_bytes()
+        for f in manifest.files
+        if f.size > manifest.piece_size
+    }
+    info = lt.bdecode(spec.info)
+    del info[b"ssl-cert"]
+    plain_info = lt.bencode(info)
+    files = work / "bare"
+    files.mkdir()
+    now = datetime.datetime.now(datetime.UTC)
+    dh = files / "dh.pem"
+    dh.write_bytes(network.dh_params_pem())
+    tls = {}
+    for side in ("seed", "get"):
+        key = network.new_key()
+        cert = network.issue_node_certificate(ca, network.node_request(key, side), now)
+        (files / f"{side}.key").write_bytes(key)
+        (files / f"{side}.pem").write_bytes(cert)
+        tls[side] = [str(files / f"{side}.pem"), str(files / f"{side}.key"), str(dh)]
+    variants = {
+        LT_SSL: (spec.info, tls),
+        LT_PLAIN: (plain_info, {"seed": [], "get": []}),
+    }
+    processes = []
+    found = {}
+    try:
+        for case, (info_bytes, certs) in variants.items():
+            name = "ssl" if certs["seed"] else "plain"
+            layer_dict = {b"piece layers": layers}
+            for which, extra in (("seed", layer_dict), ("get", {})):
+                body = lt.bencode({b"info": lt.bdecode(info_bytes), **extra})
+                (files / f"{name}-{which}.torrent").write_bytes(body)
+            port_file = files / f"{name}.port"
+            argv = [sys.executable, LT_PEER, "seed", files / f"{name}-seed.torrent", model_dir]
+            processes.append(
+                spawn(
+                    [*argv, port_file, *certs["seed"]],
+                    log_path=files / f"{name}-seed.log",
+                    cpu=cpu,
+                )
+            )
+            wait_for(f"the bare {name} seeder", lambda f=port_file: f.exists(), 120)
+            found[case] = (files / f"{name}-get.torrent", int(port_file.read_text()), certs["get"])
+        yield found
+    finally:
+        for process in processes:
+            stop(process)
+
+
+def bare_download(
+    torrent_file: Path, port: int, certs: list[str], into: Path, size: int, cpu: int | None
+) -> float:
+    """One bare libtorrent download of the model; its seconds (lt_peer's own clock)."""
+    into.mkdir(exist_ok=True)
+    argv = [sys.executable, LT_PEER, "get", torrent_file, into, f"127.0.0.1:{port}", *certs]
+    result = json.loads(run_command(argv, cpu=cpu).stdout)
+    if result["bytes"] < size:
+        raise RuntimeError(f"a bare libtorrent download received {result['bytes']} bytes")
+    shutil.rmtree(into)
+    return float(result["seconds"])
+
+
 def measure(size: int, rounds: int) -> list[Row]:
     client, server = client_cpu(), server_cpu()
     with scratch() as work, Cluster() as cluster:
@@ -169,7 +261,10 @@ def measure(size: int, rounds: int) -> list[Row]:
         downloads.mkdir()
         target = downloads / "model.gguf"
 
-        with nginx(work, work / "nginx", server) as port:
+        with (
+            nginx(work, work / "nginx", server) as port,
+            bare_seeders(work, seeder.state, cid, model_dir, server) as bare,
+        ):
             url = f"http://127.0.0.1:{port}/model/model.gguf"
             has_b3sum = shutil.which("b3sum") is not None
 
@@ -218,13 +313,22 @@ def measure(size: int, rounds: int) -> list[Row]:
                 drop_waits.append(time.perf_counter() - waited)
                 return {
                     SOVNET_TOTAL: found["total"],
-                    "sovnet fetch (transfer part, until the last byte arrived)": found["transfer"],
+                    SOVNET_TRANSFER: found["transfer"],
                     SOVNET_VERIFY: found["verify"],
                 }
+
+            def bare_case(case: str) -> Callable[[], float]:
+                torrent_file, peer_port, certs = bare[case]
+                into = work / "bare-download"
+                return lambda: bare_download(
+                    torrent_file, peer_port, certs, into, real_size, client
+                )
 
             cases: dict[str, Callable[[], float | Mapping[str, float]]] = {
                 "curl": lambda: verified(curl, "curl from nginx", keep_hash=True),
                 "sovnet": sovnet,
+                LT_SSL: bare_case(LT_SSL),
+                LT_PLAIN: bare_case(LT_PLAIN),
             }
             missing = []
             if shutil.which("aria2c"):
@@ -246,7 +350,10 @@ def measure(size: int, rounds: int) -> list[Row]:
         ("aria2c -x4 from nginx (download + b3sum)", verified_base),
         # The like-for-like comparison: each ends with a checked file.
         (SOVNET_TOTAL, verified_base),
-        ("sovnet fetch (transfer part, until the last byte arrived)", BASELINE),
+        (LT_PLAIN, BASELINE),
+        (LT_SSL, LT_PLAIN),
+        # How far sovnet's transfer is from libtorrent's own over the same SSL torrent.
+        (SOVNET_TRANSFER, LT_SSL),
         (B3SUM, B3SUM),
         (SOVNET_VERIFY, B3SUM if has_b3sum else SOVNET_VERIFY),
     ]
@@ -269,6 +376,13 @@ def measure(size: int, rounds: int) -> list[Row]:
             )
         elif row.case == SOVNET_VERIFY:
             row.note += "; BLAKE3 re-hash, layers from libtorrent's leaves, fsync, commit"
+        elif row.case == LT_PLAIN:
+            row.note += (
+                "; two bare libtorrent processes (scripts/bench/lt_peer.py) with sovnetd's"
+                " settings, pinned as sovnet's; the same torrent without its certificate"
+            )
+        elif row.case == LT_SSL:
+            row.note += "; sovnet's own torrent and network certificates, no sovnet code"
         elif row.case == B3SUM:
             row.note += "; on the client's core, file just written (cached)"
     return rows
