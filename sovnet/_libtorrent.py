@@ -268,6 +268,7 @@ class LibtorrentSwarm:
         layers: Mapping[bytes, bytes] | None = None,
         resume: bytes | None = None,
         skip: Iterable[int] = (),
+        peers: Iterable[PeerAddress] = (),
     ) -> None:
         info_hash = spec.info_hash
         if info_hash in self._handles or info_hash in self._pending_adds:
@@ -290,8 +291,15 @@ class LibtorrentSwarm:
             # The store verified every byte (BLAKE3 against the signed manifest)
             # before it committed the files: no need for libtorrent to read them.
             params.have_pieces = [True] * info.num_pieces()
+        # libtorrent connects to the peers it knows as a torrent starts, at once;
+        # to any other only in its once-a-second connect round. So the torrent
+        # starts with the holders' addresses, and only once it has its certificate
+        # (added paused, started after): an SSL torrent without one wants no peers,
+        # and misses that start. Measured: from the holders' answer to the first
+        # connection, 0.4-0.6 s before, 3-6 ms after.
+        params.peers = [*params.peers, *((p.host, p.port) for p in peers)]
         params.flags &= ~lt.torrent_flags.auto_managed
-        params.flags &= ~lt.torrent_flags.paused
+        params.flags |= lt.torrent_flags.paused
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending_adds[info_hash] = future
         self._session.async_add_torrent(params)
@@ -304,6 +312,7 @@ class LibtorrentSwarm:
             identity.key_pem.decode("ascii"),
             identity.dh_pem.decode("ascii"),
         )
+        handle.resume()
         self._handles[info_hash] = handle
         if not seeding:
             self._downloading.add(info_hash)

@@ -485,6 +485,14 @@ class Node:
 
     async def _refresh(self, job: FetchJob) -> None:
         """Find more holders and swarm members; connect to the new ones."""
+        assert job.spec is not None
+        new = await self._swarm_peers(job)
+        if new:
+            self.swarm.connect(job.spec.info_hash, new)
+
+    async def _swarm_peers(self, job: FetchJob) -> set[PeerAddress]:
+        """Find more holders and swarm members: the swarm addresses to connect to now
+        (everyone known, while nobody is connected)."""
         client = self._client
         assert client is not None and job.spec is not None and self._server is not None
         fresh = [p for p in self.book.addresses() if p not in job.asked]
@@ -495,11 +503,14 @@ class Node:
                     job.holders.add(answer.peer)
         holders = list(job.holders)
         swarm_port, control_port = self.swarm.port, self._server.port
-        replies = await gather_bounded(
-            [
-                functools.partial(client.announce, p, job.cid, swarm_port, control_port)
-                for p in holders
-            ]
+        replies, learned = await asyncio.gather(
+            gather_bounded(
+                [
+                    functools.partial(client.announce, p, job.cid, swarm_port, control_port)
+                    for p in holders
+                ]
+            ),
+            gather_bounded([functools.partial(client.peers, p) for p in holders]),
         )
         found: set[PeerAddress] = set()
         for peer, reply in zip(holders, replies, strict=True):
@@ -507,7 +518,6 @@ class Node:
                 if reply.holder:
                     found.add(PeerAddress(peer.host, reply.swarm_port))
                 found.update(reply.members)
-        learned = await gather_bounded([functools.partial(client.peers, p) for p in holders])
         for result in learned:
             if isinstance(result, list):
                 for address in result:
@@ -519,9 +529,8 @@ class Node:
             new = found | job.swarm_peers
         else:
             new = found - job.swarm_peers
-        if new:
-            job.swarm_peers.update(new)
-            self.swarm.connect(job.spec.info_hash, new)
+        job.swarm_peers.update(new)
+        return new
 
     async def _download(
         self,
@@ -539,6 +548,9 @@ class Node:
         paths = {k: files_dir / f"{k:05d}" for k in range(len(spec.files))}
         resume_path = partial / "resume"
         resume = resume_path.read_bytes() if resume_path.is_file() else None
+        # Ask the holders for the swarm before joining it, so that libtorrent has
+        # their addresses as the torrent starts.
+        peers = await self._swarm_peers(job)
         await self.swarm.add(
             spec,
             identity=self._identity,
@@ -546,10 +558,10 @@ class Node:
             seeding=False,
             resume=resume,
             skip=skip,
+            peers=peers,
         )
         loop = asyncio.get_running_loop()
         job.progress = Progress(wanted, self.config.stall_timeout, loop.time())
-        await self._refresh(job)
         next_refresh = loop.time() + self.config.refresh_interval
         next_resume = loop.time() + self.config.resume_interval
         while not job.finished.is_set():

@@ -110,12 +110,14 @@ class Swarm(Protocol):
         layers: Mapping[bytes, bytes] | None = None,
         resume: bytes | None = None,
         skip: Iterable[int] = (),
+        peers: Iterable[PeerAddress] = (),
     ) -> None:
         """Share ``spec``: file ``i`` lives at ``paths[i]`` (an absolute path).
 
         ``seeding``: this node has every file, already verified (needs ``layers``,
         the piece layers by pieces root). Otherwise it downloads every file not in
-        ``skip``, continuing from ``resume`` when given.
+        ``skip``, continuing from ``resume`` when given, and connects to ``peers``
+        as it starts (sooner than :meth:`connect` right after it would).
         """
         ...
 
