@@ -94,14 +94,20 @@ class Progress:
     started: float
     done: int = 0
     last_progress: float = field(default=0.0)
+    best: int = 0  # the most bytes ever done: only going past it is progress
     _samples: list[tuple[float, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.last_progress = self.started
+        self.best = self.done
         self._samples = [(self.started, self.done)]
 
     def update(self, done: int, now: float) -> None:
-        if done > self.done:
+        # Bytes done also fall: a piece that fails its hash check is thrown away.
+        # A peer sending only corrupt pieces makes them rise and fall forever, and
+        # that is a stall.
+        if done > self.best:
+            self.best = done
             self.last_progress = now
         self.done = done
         self._samples.append((now, done))

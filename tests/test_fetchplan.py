@@ -91,3 +91,17 @@ def test_progress_rate_eta_and_stall() -> None:
     progress.update(1000, 108.0)
     assert not progress.stalled(200.0)
     assert progress.eta() == 0.0
+
+
+def test_bytes_that_fall_and_rise_again_are_no_progress() -> None:
+    # What a peer that sends only corrupt pieces looks like: each piece arrives,
+    # fails its hash check and is thrown away.
+    progress = Progress(total=1000, stall_timeout=5, started=100.0)
+    progress.update(400, 101.0)
+    for second in range(102, 108):
+        progress.update(200, second)
+        progress.update(400, second + 0.5)
+    assert progress.done == 400
+    assert progress.stalled(107.0)
+    progress.update(401, 107.5)
+    assert not progress.stalled(107.5)
