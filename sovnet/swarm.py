@@ -125,8 +125,9 @@ class Swarm(Protocol):
 
     def connect(self, info_hash: bytes, peers: Iterable[PeerAddress]) -> None: ...
 
-    def save_resume(self, info_hash: bytes) -> None:
-        """Ask for a ResumeSaved event for a download (if anything changed)."""
+    def save_resume(self, info_hash: bytes) -> bool:
+        """Ask for a ResumeSaved event for a download; False if one is still on its
+        way (or the torrent is not here)."""
         ...
 
     async def verified_leaves(self, info_hash: bytes, spec: TorrentSpec) -> dict[int, list[bytes]]:
