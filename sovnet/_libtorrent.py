@@ -91,8 +91,10 @@ def session_settings(settings: SwarmSettings) -> lt.settings_pack:
         # do not survive a crash: the smaller this queue, the less a restarted fetch
         # downloads again. 1 GiB fetch on loopback,
         # SIGKILL at half (scripts/bench/resume.py): 22-25% of the model downloaded
-        # twice with 256 MiB here, 13% with 64 MiB, 3% with 16 MiB; the transfer
-        # took as long with each (A/B, 4 rounds: medians 4.39, 4.41, 4.34 s).
+        # twice with 256 MiB here, 13% with 64 MiB, 3-8% with 16 MiB. Speed: A/B of
+        # 1 GiB, 4 rounds, medians 4.39 s (256), 4.41 (64), 4.34 (16); two A/B runs
+        # at 256 MiB disagreed (256: 0.93 and 1.39 s, 16: 1.48 and 1.42 s), which
+        # is this VM's noise, not a trend.
         "max_queued_disk_bytes": 16 * 1024 * 1024,
         "hashing_threads": 2,
         # One disk thread a core: libtorrent's default of 10 spends a third of a
