@@ -46,22 +46,17 @@ write_tiny_gguf: Callable[..., list[Path]] = make_tiny_gguf.write_tiny_gguf
 
 
 def loopback_session(listen: str = "127.0.0.1:0") -> Any:
-    """A bare libtorrent session that talks only to 127.0.0.1 over TCP: no DHT, no
-    local discovery, no port mapping, several peers from one address allowed."""
+    """A bare libtorrent session with sovnetd's settings, listening on ``listen`` (a
+    port ending in "s" is an SSL listen socket): only 127.0.0.1, over TCP."""
     import libtorrent as lt
 
-    return lt.session(
-        {
-            "listen_interfaces": listen,
-            "enable_dht": False,
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "enable_outgoing_utp": False,
-            "enable_incoming_utp": False,
-            "allow_multiple_connections_per_ip": True,
-        }
-    )
+    from sovnet._libtorrent import session_settings
+    from sovnet.address import PeerAddress
+    from sovnet.swarm import SwarmSettings
+
+    settings = session_settings(SwarmSettings(listen=PeerAddress("127.0.0.1", 0)))
+    settings["listen_interfaces"] = listen
+    return lt.session(settings)
 
 
 def cli_env(state_dir: Path) -> dict[str, str]:
