@@ -156,8 +156,7 @@ def _leaves_from_resume(
             continue
         hashes, mask = tree.get(b"hashes"), tree.get(b"mask")
         if isinstance(hashes, bytes) and isinstance(mask, bytes | None):
-            count = -(-entry.size // merkle.BLOCK_SIZE)
-            leaves = merkle.leaves_from_sparse_tree(hashes, mask, count)
+            leaves = merkle.leaves_from_sparse_tree(hashes, mask, merkle.leaf_count(entry.size))
             if leaves is not None:
                 found[k] = leaves
     return found

@@ -79,7 +79,7 @@ def _digest(
     hasher = blake3.blake3()
     if size <= SPAN:
         # The tree of a file of one span or less may be shorter than a span's.
-        height = merkle.height_for(-(-size // merkle.BLOCK_SIZE))
+        height = merkle.height_for(merkle.leaf_count(size))
         tasks: list[Future[SpanResult]] = [executor.submit(_span_task, view, height, layer_height)]
     else:
         tasks = [
@@ -184,6 +184,6 @@ def layer_matches(layer: bytes, size: int, piece_size: int, pieces_root: bytes) 
         return False
     height = piece_height(piece_size)
     pieces = [layer[i : i + merkle.HASH_SIZE] for i in range(0, len(layer), merkle.HASH_SIZE)]
-    tree_height = merkle.height_for(-(-size // merkle.BLOCK_SIZE))
+    tree_height = merkle.height_for(merkle.leaf_count(size))
     root = merkle.subtree_root(pieces, tree_height - height, merkle.pad_hash(height))
     return root == pieces_root

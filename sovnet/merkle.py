@@ -24,6 +24,11 @@ HASH_SIZE = 32
 ZERO_HASH = bytes(HASH_SIZE)
 
 
+def leaf_count(size: int) -> int:
+    """How many 16 KiB leaves a file of ``size`` bytes has (the last may be short)."""
+    return -(-size // BLOCK_SIZE)
+
+
 def leaf_hashes(data: bytes | bytearray | memoryview) -> list[bytes]:
     """SHA-256 of each 16 KiB block of ``data`` (the last block may be short)."""
     view = memoryview(data)

@@ -154,7 +154,7 @@ def test_leaves_libtorrent_verified_make_its_piece_layers(
         data = (sample_files / layout.file_name(i)).read_bytes()
         if not data:
             continue
-        count = -(-len(data) // merkle.BLOCK_SIZE)
+        count = merkle.leaf_count(len(data))
         tree = trees[i]
         leaves = merkle.leaves_from_sparse_tree(tree[b"hashes"], tree.get(b"mask"), count)
         if len(data) <= piece_size:
