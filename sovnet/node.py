@@ -16,8 +16,9 @@ A fetch, in order:
 3. re-hash every downloaded file (BLAKE3 and pieces root) against the manifest,
    then commit blobs, manifest and signatures atomically and start seeding.
 
-Resume data is saved every few seconds and at shutdown, so a killed daemon
-continues where it was after a restart.
+Resume data is saved every few seconds, every twentieth of a download and at
+shutdown, each time after the files it describes are fsynced (resumefile.py),
+so a killed daemon continues where it was after a restart.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from sovnet.peers import (
     PeerServer,
     gather_bounded,
 )
+from sovnet.resumefile import ResumeWriter, keep_resume
 from sovnet.signing import SignatureBundle
 from sovnet.store import Store
 from sovnet.swarm import (
@@ -104,7 +106,7 @@ class FetchJob:
     asked: set[PeerAddress] = field(default_factory=set)
     hash_failures: int = 0
     banned: list[str] = field(default_factory=list)
-    resume_saved_at: int = 0  # bytes done (at least) in the resume data last written
+    resume: ResumeWriter | None = None  # while downloading
     resume_asked_at: int = 0  # bytes done when resume data was last asked for
     started: float = field(default_factory=time.monotonic)
     task: asyncio.Task[dict[str, Any]] | None = None
@@ -180,8 +182,10 @@ class Node:
             job = self._fetches.get(cid) if cid is not None else None
             if isinstance(event, Finished) and job is not None:
                 job.finished.set()
-            elif isinstance(event, ResumeSaved) and job is not None:
-                await self._write_resume(job, event.data)
+            elif isinstance(event, ResumeSaved) and job is not None and job.resume is not None:
+                # What was done when it was asked for: libtorrent's snapshot holds
+                # that much at least (it is taken after the request).
+                job.resume.offer(event.data, job.resume_asked_at)
             elif isinstance(event, HashFailed):
                 self._hash_failures += 1
                 if job is not None:
@@ -223,7 +227,7 @@ class Node:
                 return
             cid = self._by_hash.get(event.info_hash)
             if isinstance(event, ResumeSaved) and cid is not None:
-                self._keep_resume(cid, event.data)
+                await asyncio.to_thread(keep_resume, self.store.partial / str(cid), event.data)
 
     def _own_control_addresses(self) -> set[PeerAddress]:
         port = self._server.port if self._server else 0
@@ -384,6 +388,8 @@ class Node:
             await self._stop_download(job)
             raise error from exc
         finally:
+            if job.resume is not None:
+                await job.resume.close()
             if self._fetches.get(job.cid) is job:
                 del self._fetches[job.cid]
         self._recent = [
@@ -552,6 +558,7 @@ class Node:
         paths = {k: files_dir / f"{k:05d}" for k in range(len(spec.files))}
         resume_path = partial / "resume"
         resume = resume_path.read_bytes() if resume_path.is_file() else None
+        job.resume = ResumeWriter(partial)
         # Ask the holders for the swarm before joining it, so that libtorrent has
         # their addresses as the torrent starts.
         peers = await self._swarm_peers(job)
@@ -600,6 +607,10 @@ class Node:
             if now >= next_refresh:
                 next_refresh = now + self.config.refresh_interval
                 await self._refresh(job)
+        # No resume file is worth writing beside the verification (which fsyncs
+        # every file itself); the one under way ends first, so that no write
+        # races the commit.
+        await job.resume.close()
         status = await self.swarm.status_now(spec.info_hash)
         downloaded = status.session_downloaded if status else 0
         job.progress.update(wanted, loop.time())
@@ -638,20 +649,6 @@ class Node:
             "peers": peers,
             "hash_failures": job.hash_failures,
         }
-
-    async def _write_resume(self, job: FetchJob, data: bytes) -> None:
-        if await asyncio.to_thread(self._keep_resume, job.cid, data):
-            # What was done when it was asked for: libtorrent's snapshot holds that
-            # much at least (it is taken after the request).
-            job.resume_saved_at = max(job.resume_saved_at, job.resume_asked_at)
-
-    def _keep_resume(self, cid: CID, data: bytes) -> bool:
-        """Write a download's resume data, unless the download is gone meanwhile."""
-        partial = self.store.partial / str(cid)
-        if not partial.is_dir():
-            return False
-        write_atomic(partial / "resume", data, mode=0o600)
-        return True
 
     def _verify(
         self,
@@ -855,7 +852,7 @@ class Node:
                     done=job.progress.done,
                     total=job.progress.total,
                     rate=round(job.progress.rate()),
-                    resumable=job.resume_saved_at,
+                    resumable=job.resume.saved_at if job.resume is not None else 0,
                     hash_failures=job.hash_failures,
                     swarm_peers=len(job.swarm_peers),
                 )
