@@ -6,7 +6,8 @@ manifest the node may act on, or the error that explains why there is none.
 Nothing joins a swarm for a manifest that did not pass the trust gate here.
 
 :class:`Progress` follows a download's byte count over time (``now`` is an
-argument) and says when it has made no progress for too long.
+argument) and says when it has made no progress for too long; :func:`resume_due`
+says when its resume data is worth saving.
 
 Pure: no I/O, no clock.
 """
@@ -128,3 +129,33 @@ class Progress:
 
     def stalled(self, now: float) -> bool:
         return self.done < self.total and now - self.last_progress > self.stall_timeout
+
+
+RESUME_STEPS = 20  # resume data is saved at least every 1/20 of a download...
+MIN_RESUME_STEP = 4 * 1024 * 1024  # ...but not more often than every 4 MiB of it
+# By time, a save waits until the bytes it protects are at least this many times
+# the hashes it rewrites. libtorrent's resume data holds the merkle tree nodes it
+# checked, about 4 MiB a GiB done: every save rewrites all of them.
+RESUME_COST_SHARE = 16
+RESUME_BYTES_PER_DONE = 256  # bytes done per byte of resume data (4 MiB a GiB)
+
+
+def resume_due(*, done: int, asked_at: int, total: int, now: float, next_time: float) -> bool:
+    """Whether a download should ask for resume data now.
+
+    ``done`` bytes are complete, ``asked_at`` were when it was last asked for,
+    ``total`` is the whole download; ``next_time`` is when a save by time is due.
+    By bytes, every 1/20 of the download: on a LAN a few seconds can be most of a
+    model, all of it downloaded again after a crash. By time, only once the new
+    bytes outweigh the cost: with a save every few seconds regardless, a 140 GiB
+    model at 10 MB/s rewrote about six times its size in resume data (its hashes,
+    over and over); this way resume data stays near 6% of a download of any
+    size, and a crash still costs at most 1/20 of the download.
+    """
+    unsaved = done - asked_at
+    if unsaved <= 0:
+        return False
+    if unsaved >= max(total // RESUME_STEPS, MIN_RESUME_STEP):
+        return True
+    cost = done // RESUME_BYTES_PER_DONE
+    return now >= next_time and unsaved >= RESUME_COST_SHARE * cost

@@ -51,7 +51,7 @@ from sovnet.errors import (
     TransferError,
     error_from_json,
 )
-from sovnet.fetchplan import Accepted, Answer, Progress, choose_manifest
+from sovnet.fetchplan import Accepted, Answer, Progress, choose_manifest, resume_due
 from sovnet.keyfiles import NodeFiles
 from sovnet.manifest import FileEntry, Manifest
 from sovnet.network import Membership
@@ -85,8 +85,6 @@ log = logging.getLogger("sovnet.node")
 Emit = Callable[[dict[str, Any]], None]
 MEMBER_TTL = 600.0  # seconds an announce keeps a node listed in a swarm
 PROGRESS_INTERVAL = 0.5  # seconds between a fetch's progress events
-RESUME_STEPS = 20  # resume data is saved at least every 1/20 of a download...
-MIN_RESUME_STEP = 4 * 1024 * 1024  # ...but not more often than every 4 MiB
 MAX_MEMBERS = 500
 
 
@@ -575,7 +573,6 @@ class Node:
         job.progress = Progress(wanted, self.config.stall_timeout, loop.time())
         next_refresh = loop.time() + self.config.refresh_interval
         next_resume = loop.time() + self.config.resume_interval
-        resume_step = max(wanted // RESUME_STEPS, MIN_RESUME_STEP)
         next_event = loop.time()
         while not job.finished.is_set():
             # Often enough to ask for resume data every twentieth of a fast download.
@@ -597,10 +594,13 @@ class Node:
                 raise TransferError(f"the transfer of {job.cid} failed: {job.failure}")
             if job.progress.stalled(now):
                 raise TransferError(self._stall_message(job), hint=self._stall_hint(job))
-            unsaved = job.progress.done - job.resume_asked_at
-            # By time, and by bytes: on loopback or a LAN a whole interval can be
-            # most of a model, all of it downloaded again after a crash.
-            due = unsaved > 0 and (now >= next_resume or unsaved >= resume_step)
+            due = resume_due(
+                done=job.progress.done,
+                asked_at=job.resume_asked_at,
+                total=wanted,
+                now=now,
+                next_time=next_resume,
+            )
             if due and self.swarm.save_resume(spec.info_hash):
                 next_resume = now + self.config.resume_interval
                 job.resume_asked_at = job.progress.done

@@ -1,13 +1,16 @@
-"""The fetch's decisions, with no sockets: which manifest is accepted, and why not."""
+"""The fetch's decisions, with no sockets: which manifest is accepted, and why not;
+when a download has stalled; when its resume data is worth saving."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sovnet.address import PeerAddress
 from sovnet.cid import CID
 from sovnet.errors import IntegrityError, NotFoundError, TrustError
-from sovnet.fetchplan import Answer, Progress, choose_manifest
+from sovnet.fetchplan import Answer, Progress, choose_manifest, resume_due
 from sovnet.manifest import FileEntry, FileFormat, Manifest
 from sovnet.signing import PrivateKey, SignatureBundle
 from sovnet.trust import TrustedKey, TrustStore
@@ -105,3 +108,56 @@ def test_bytes_that_fall_and_rise_again_are_no_progress() -> None:
     assert progress.stalled(107.0)
     progress.update(401, 107.5)
     assert not progress.stalled(107.5)
+
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def test_resume_is_saved_every_twentieth_of_a_download_whatever_the_clock() -> None:
+    assert resume_due(done=52 * MIB, asked_at=0, total=GIB, now=0.0, next_time=5.0)
+    assert not resume_due(done=50 * MIB, asked_at=0, total=GIB, now=0.0, next_time=5.0)
+    # Not more often than every 4 MiB, however small the download.
+    assert not resume_due(done=3 * MIB, asked_at=0, total=10 * MIB, now=0.0, next_time=5.0)
+    assert resume_due(done=4 * MIB, asked_at=0, total=10 * MIB, now=0.0, next_time=5.0)
+
+
+def test_by_time_only_once_the_new_bytes_outweigh_the_hashes_rewritten() -> None:
+    # 70 GiB done of 140: a save rewrites about 280 MiB of hashes.
+    done = 70 * GIB
+    assert not resume_due(done=done, asked_at=done - GIB, total=140 * GIB, now=9.0, next_time=5.0)
+    assert resume_due(done=done, asked_at=done - 5 * GIB, total=140 * GIB, now=9.0, next_time=5.0)
+    # Early in a download the hashes are few: the clock decides.
+    assert resume_due(done=30 * MIB, asked_at=0, total=GIB, now=5.0, next_time=5.0)
+    assert not resume_due(done=30 * MIB, asked_at=0, total=GIB, now=4.9, next_time=5.0)
+
+
+def test_nothing_new_is_never_worth_saving() -> None:
+    assert not resume_due(done=GIB, asked_at=GIB, total=2 * GIB, now=99.0, next_time=5.0)
+    # A hash failure can take bytes back below what was saved.
+    assert not resume_due(done=GIB, asked_at=GIB + MIB, total=2 * GIB, now=99.0, next_time=5.0)
+
+
+@given(
+    total=st.integers(1, 1 << 41),
+    rate=st.integers(1 << 16, 1 << 31),
+    interval=st.floats(0.5, 60.0),
+)
+def test_resume_data_written_stays_a_small_share_of_any_download(
+    total: int, rate: int, interval: float
+) -> None:
+    """Saving as told (each save writing a tree of done/256 bytes), the resume data
+    written over a whole download is at most about 6% + 4% of it, and no more than
+    1/20 of it (or 4 MiB) is ever at risk."""
+    done = asked = 0
+    now, next_time, written = 0.0, interval, 0
+    tick = max(0.1, total / rate / 2000)  # at most a few thousand steps
+    step = max(total // 20, 4 * MIB)
+    while done < total:
+        now += tick
+        done = min(total, done + int(rate * tick))
+        assert done - asked <= step + int(rate * tick)
+        if resume_due(done=done, asked_at=asked, total=total, now=now, next_time=next_time):
+            written += done // 256
+            asked, next_time = done, now + interval
+    assert written <= total * 0.11 + 21 * (4 * MIB // 256)
