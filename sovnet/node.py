@@ -16,9 +16,10 @@ A fetch, in order:
 3. re-hash every downloaded file (BLAKE3 and pieces root) against the manifest,
    then commit blobs, manifest and signatures atomically and start seeding.
 
-Resume data is saved every few seconds, every twentieth of a download and at
-shutdown, each time after the files it describes are fsynced (resumefile.py),
-so a killed daemon continues where it was after a restart.
+Resume data is saved after every twentieth of a download, by time while that is
+cheap (fetchplan.resume_due) and at shutdown, each time after the files it
+describes are fsynced (resumefile.py), so a killed daemon continues where it was
+after a restart.
 """
 
 from __future__ import annotations
@@ -607,9 +608,9 @@ class Node:
             if now >= next_refresh:
                 next_refresh = now + self.config.refresh_interval
                 await self._refresh(job)
-        # No resume file is worth writing beside the verification (which fsyncs
-        # every file itself); the one under way ends first, so that no write
-        # races the commit.
+        # Resume files end here: the verification fsyncs every file itself, and
+        # no resume write may race the commit (close() returns once what was
+        # offered is written).
         await job.resume.close()
         status = await self.swarm.status_now(spec.info_hash)
         downloaded = status.session_downloaded if status else 0
