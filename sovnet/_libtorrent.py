@@ -194,8 +194,9 @@ class LibtorrentSwarm:
         self._pending_resume: set[bytes] = set()
         self._pending_trees: dict[bytes, asyncio.Future[bytes | None]] = {}
         self._file_indexes: dict[bytes, list[int]] = {}
-        self._checked: set[bytes] = set()  # torrents libtorrent has checked
-        self._resume_when_checked: dict[bytes, Any] = {}
+        # Torrents that may start now (see add()), and those added paused waiting for it.
+        self._startable: set[bytes] = set()
+        self._waiting_to_start: dict[bytes, Any] = {}
         self._listening: asyncio.Future[int] | None = None
         self._reader: socket.socket | None = None
         self._writer: socket.socket | None = None
@@ -308,7 +309,9 @@ class LibtorrentSwarm:
         # still being checked starts without connecting too. Measured: from the
         # holders' answer to the first connection, 0.4-0.6 s with neither; with
         # the certificate only, 3-6 ms, but 0.55-0.73 s in 3 fetches of 8 (the
-        # check had not ended); with both, 1-2 ms in 20 of 20.
+        # check had not ended); with both, 1-2 ms in 20 of 20. A torrent whose
+        # files must be hashed (files on disk, no usable resume data) is not
+        # checked while paused: it is resumed as that check begins (_handle).
         params.peers = [*params.peers, *((p.host, p.port) for p in peers)]
         params.flags &= ~lt.torrent_flags.auto_managed
         params.flags |= lt.torrent_flags.paused
@@ -324,10 +327,10 @@ class LibtorrentSwarm:
             identity.key_pem.decode("ascii"),
             identity.dh_pem.decode("ascii"),
         )
-        if info_hash in self._checked:
+        if info_hash in self._startable:
             handle.resume()
         else:
-            self._resume_when_checked[info_hash] = handle
+            self._waiting_to_start[info_hash] = handle
         self._handles[info_hash] = handle
         if not seeding:
             self._downloading.add(info_hash)
@@ -335,8 +338,8 @@ class LibtorrentSwarm:
     async def remove(self, info_hash: bytes) -> None:
         handle = self._handles.pop(info_hash, None)
         self._downloading.discard(info_hash)
-        self._checked.discard(info_hash)
-        self._resume_when_checked.pop(info_hash, None)
+        self._startable.discard(info_hash)
+        self._waiting_to_start.pop(info_hash, None)
         self._file_indexes.pop(info_hash, None)
         self._statuses.pop(info_hash, None)
         if handle is None:
@@ -461,10 +464,14 @@ class LibtorrentSwarm:
         elif kind == "state_update_alert":
             for status in alert.status:
                 self._record(status)
-        elif kind == "torrent_checked_alert":
+        elif kind == "torrent_checked_alert" or (
+            kind == "state_changed_alert" and alert.state == lt.torrent_status.checking_files
+        ):
+            # Checked (start now), or a full check that a paused torrent never begins.
+            # Either may come before add() has set the certificate: remembered.
             info_hash = _info_hash(alert.handle)
-            self._checked.add(info_hash)
-            waiting = self._resume_when_checked.pop(info_hash, None)
+            self._startable.add(info_hash)
+            waiting = self._waiting_to_start.pop(info_hash, None)
             if waiting is not None:
                 waiting.resume()
         elif kind == "torrent_finished_alert":

@@ -299,6 +299,39 @@ def test_sigterm_mid_download_leaves_nothing_half_written(cluster: Cluster, tmp_
     assert same_files(model, b.state / "models" / cid)
 
 
+def test_a_fetch_whose_resume_data_is_lost_rechecks_its_files_and_goes_on(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Files on disk and no resume file (lost, or a crash before the first save):
+    libtorrent must check the files before the torrent starts, which it does not
+    do for a paused torrent. (Without the piece layers, which come from peers, it
+    finds no piece it can verify: the download starts over, into the same files.)"""
+    a, b = cluster.node("a"), cluster.node("b")
+    a.start(SOVNET_UPLOAD_RATE_LIMIT=str(4 * MIB))
+    b.start()
+    model = make_model(tmp_path / "m", megabytes=24)
+    cid = a.sovnet.json("publish", model, "--name", "acme/big")["cid"]
+    total = sum(p.stat().st_size for p in model.iterdir())
+    b.sovnet("peers", "add", a.control, check=True)
+    follower = _fetch_in_background(b.state, cid)
+
+    def far_enough() -> dict[str, int] | None:
+        for fetch in b.status()["fetches"]:
+            if fetch.get("done", 0) >= total * 0.4:
+                return fetch
+        return None
+
+    wait_for("the fetch to be 40% done", far_enough, timeout=60, every=0.2)
+    assert b.stop(signal.SIGTERM) == 0
+    follower.communicate(timeout=30)
+    (b.state / "partial" / cid / "resume").unlink()
+
+    b.start()
+    wait_for("the fetch to finish after the restart", lambda: b.has(cid), timeout=90)
+    assert same_files(model, b.state / "models" / cid)
+    assert b.sovnet("verify", cid).returncode == 0
+
+
 @pytest.mark.skipif(not Path("/usr/bin/systemd-analyze").exists(), reason="no systemd-analyze")
 def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     unit = (Path(__file__).parents[2] / "systemd" / "sovnetd.service").read_text()
