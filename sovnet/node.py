@@ -387,10 +387,12 @@ class Node:
             await self._stop_download(job)
             raise error from exc
         finally:
-            if job.resume is not None:
-                await job.resume.close()
-            if self._fetches.get(job.cid) is job:
-                del self._fetches[job.cid]
+            try:
+                if job.resume is not None:
+                    await job.resume.close()
+            finally:
+                if self._fetches.get(job.cid) is job:
+                    del self._fetches[job.cid]
         self._recent = [
             *self._recent[-19:],
             {**result, "seconds": round(time.monotonic() - job.started, 3)},

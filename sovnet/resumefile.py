@@ -90,5 +90,8 @@ class ResumeWriter:
                 # A fetch goes on without a resume file; it only loses more on a crash.
                 log.warning("cannot save the resume data of %s: %s", self._partial.name, exc)
                 continue
+            except Exception:  # a bug: loud in the log, but not the fetch's error
+                log.exception("saving the resume data of %s failed", self._partial.name)
+                continue
             if written:
                 self.saved_at = max(self.saved_at, done)
