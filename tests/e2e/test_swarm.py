@@ -6,12 +6,13 @@ import json
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import SOVNET, cli_env, flip_byte
-from tests.e2e.conftest import Cluster, make_model, same_files, wait_for
+from tests.e2e.conftest import Cluster, Node, make_model, same_files, wait_for
 
 UNKNOWN_CID = "bafkr4iauqeduauv2vts4spip7cisgg2pf6onw45jehxhdton3o7cclfpqa"
 MIB = 1024 * 1024
@@ -226,26 +227,50 @@ def _fetch_in_background(node_state: Path, cid: str) -> subprocess.Popen[str]:
     )
 
 
-def test_kill_9_mid_download_resumes_without_fetching_again(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+@dataclass
+class SlowFetch:
+    """Node b fetching, in the background, a model node a seeds at 4 MiB/s."""
+
+    a: Node
+    b: Node
+    model: Path
+    cid: str
+    total: int
+    follower: subprocess.Popen[str]
+
+    def wait_until(self, key: str, at_least: float) -> dict[str, int]:
+        """The fetch's status entry once its ``key`` (done, resumable) has reached
+        ``at_least`` bytes."""
+
+        def reached() -> dict[str, int] | None:
+            for fetch in self.b.status()["fetches"]:
+                if fetch.get(key, 0) >= at_least:
+                    return dict(fetch)
+            return None
+
+        found: dict[str, int] = wait_for(
+            f"the fetch's {key} to reach {at_least:.0f} bytes", reached, timeout=60, every=0.2
+        )
+        return found
+
+
+def _slow_fetch(cluster: Cluster, tmp_path: Path, megabytes: int, **client_env: str) -> SlowFetch:
     a, b = cluster.node("a"), cluster.node("b")
     a.start(SOVNET_UPLOAD_RATE_LIMIT=str(4 * MIB))
-    b.start(SOVNET_RESUME_INTERVAL="0.5")
-    model = make_model(tmp_path / "m", megabytes=40)
+    b.start(**client_env)
+    model = make_model(tmp_path / "m", megabytes=megabytes)
     cid = a.sovnet.json("publish", model, "--name", "acme/big")["cid"]
     total = sum(p.stat().st_size for p in model.iterdir())
     b.sovnet("peers", "add", a.control, check=True)
+    return SlowFetch(a, b, model, cid, total, _fetch_in_background(b.state, cid))
 
-    follower = _fetch_in_background(b.state, cid)
 
-    def halfway() -> dict[str, int] | None:
-        for fetch in b.status()["fetches"]:
-            if fetch.get("resumable", 0) >= total * 0.4:
-                return fetch
-        return None
-
-    before = wait_for("the fetch to be 40% done and saved", halfway, timeout=60, every=0.2)
+def test_kill_9_mid_download_resumes_without_fetching_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    fetch = _slow_fetch(cluster, tmp_path, 40, SOVNET_RESUME_INTERVAL="0.5")
+    b, model, cid, total, follower = fetch.b, fetch.model, fetch.cid, fetch.total, fetch.follower
+    before = fetch.wait_until("resumable", total * 0.4)
     b.stop(signal.SIGKILL)
     out, err = follower.communicate(timeout=30)
     assert follower.returncode == 9, err  # the CLI says sovnetd went away
@@ -271,18 +296,9 @@ def test_kill_9_mid_download_resumes_without_fetching_again(
 
 
 def test_sigterm_mid_download_leaves_nothing_half_written(cluster: Cluster, tmp_path: Path) -> None:
-    a, b = cluster.node("a"), cluster.node("b")
-    a.start(SOVNET_UPLOAD_RATE_LIMIT=str(4 * MIB))
-    b.start()
-    model = make_model(tmp_path / "m", megabytes=24)
-    cid = a.sovnet.json("publish", model, "--name", "acme/big")["cid"]
-    b.sovnet("peers", "add", a.control, check=True)
-    follower = _fetch_in_background(b.state, cid)
-    wait_for(
-        "the download to start",
-        lambda: any(f.get("done", 0) > 0 for f in b.status()["fetches"]),
-        timeout=60,
-    )
+    fetch = _slow_fetch(cluster, tmp_path, 24)
+    a, b, model, cid, follower = fetch.a, fetch.b, fetch.model, fetch.cid, fetch.follower
+    fetch.wait_until("done", 1)  # the download has started
     assert b.stop(signal.SIGTERM) == 0
     follower.communicate(timeout=30)
     assert follower.returncode == 9
@@ -306,24 +322,11 @@ def test_a_fetch_whose_resume_data_is_lost_rechecks_its_files_and_goes_on(
     libtorrent must check the files before the torrent starts, which it does not
     do for a paused torrent. (Without the piece layers, which come from peers, it
     finds no piece it can verify: the download starts over, into the same files.)"""
-    a, b = cluster.node("a"), cluster.node("b")
-    a.start(SOVNET_UPLOAD_RATE_LIMIT=str(4 * MIB))
-    b.start()
-    model = make_model(tmp_path / "m", megabytes=24)
-    cid = a.sovnet.json("publish", model, "--name", "acme/big")["cid"]
-    total = sum(p.stat().st_size for p in model.iterdir())
-    b.sovnet("peers", "add", a.control, check=True)
-    follower = _fetch_in_background(b.state, cid)
-
-    def far_enough() -> dict[str, int] | None:
-        for fetch in b.status()["fetches"]:
-            if fetch.get("done", 0) >= total * 0.4:
-                return fetch
-        return None
-
-    wait_for("the fetch to be 40% done", far_enough, timeout=60, every=0.2)
+    fetch = _slow_fetch(cluster, tmp_path, 24)
+    b, model, cid = fetch.b, fetch.model, fetch.cid
+    fetch.wait_until("done", fetch.total * 0.4)
     assert b.stop(signal.SIGTERM) == 0
-    follower.communicate(timeout=30)
+    fetch.follower.communicate(timeout=30)
     (b.state / "partial" / cid / "resume").unlink()
 
     b.start()
