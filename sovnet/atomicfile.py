@@ -14,7 +14,16 @@ from pathlib import Path
 
 def fsync_dir(path: Path) -> None:
     """Make the entries of directory ``path`` (creations, renames) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync_path(path, os.O_DIRECTORY)
+
+
+def fsync_file(path: Path) -> None:
+    """Make the bytes written to the file ``path`` durable (not through a symlink)."""
+    _fsync_path(path, os.O_NOFOLLOW)
+
+
+def _fsync_path(path: Path, flags: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:

@@ -26,7 +26,7 @@ import logging
 import os
 from pathlib import Path
 
-from sovnet.atomicfile import write_atomic
+from sovnet.atomicfile import fsync_file, write_atomic
 
 log = logging.getLogger("sovnet.resume")
 
@@ -39,16 +39,9 @@ def keep_resume(partial: Path, data: bytes) -> bool:
         names = sorted(os.listdir(files))
     except FileNotFoundError:
         return False
-    for name in names:
-        try:
-            fd = os.open(files / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
     try:
+        for name in names:
+            fsync_file(files / name)
         write_atomic(partial / "resume", data, mode=0o600)
     except FileNotFoundError:  # the download was committed or removed while we synced
         return False
