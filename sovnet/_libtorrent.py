@@ -194,7 +194,8 @@ class LibtorrentSwarm:
         self._pending_resume: set[bytes] = set()
         self._pending_trees: dict[bytes, asyncio.Future[bytes | None]] = {}
         self._file_indexes: dict[bytes, list[int]] = {}
-        # Torrents that may start now (see add()), and those added paused waiting for it.
+        # Torrents libtorrent let start before add() was ready to resume them (see
+        # add()), and those add() left paused until it does.
         self._startable: set[bytes] = set()
         self._waiting_to_start: dict[bytes, Any] = {}
         self._listening: asyncio.Future[int] | None = None
@@ -328,6 +329,7 @@ class LibtorrentSwarm:
             identity.dh_pem.decode("ascii"),
         )
         if info_hash in self._startable:
+            self._startable.discard(info_hash)
             handle.resume()
         else:
             self._waiting_to_start[info_hash] = handle
@@ -470,10 +472,11 @@ class LibtorrentSwarm:
             # Checked (start now), or a full check that a paused torrent never begins.
             # Either may come before add() has set the certificate: remembered.
             info_hash = _info_hash(alert.handle)
-            self._startable.add(info_hash)
             waiting = self._waiting_to_start.pop(info_hash, None)
             if waiting is not None:
                 waiting.resume()
+            elif info_hash in self._pending_adds:
+                self._startable.add(info_hash)
         elif kind == "torrent_finished_alert":
             info_hash = _info_hash(alert.handle)
             if info_hash in self._downloading:
