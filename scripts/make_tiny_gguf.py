@@ -1,12 +1,20 @@
 """Write a tiny, deterministic llama-architecture GGUF model for tests and demos.
 
-``python scripts/make_tiny_gguf.py OUT_DIR [--split N] [--seed S]`` writes
+``python scripts/make_tiny_gguf.py OUT_DIR [--split N] [--seed S] [--quant Q]`` writes
 ``OUT_DIR/sovnet-tiny.gguf`` (or, with ``--split N``, the N shards
 ``OUT_DIR/sovnet-tiny-00001-of-0000N.gguf`` ...) holding a ~0.5 MB model that
 llama.cpp / llama-cpp-python load and generate from on CPU:
 
 * architecture ``llama``: 2 layers, n_embd 64, 4 query heads, 2 KV heads (GQA),
   n_ff 128, context length 256, all tensors F32 (``general.file_type`` 0);
+* with ``--quant Q8_0``, ``Q4_0`` or ``Q4_K``, its weight matrices are quantised
+  instead (norms stay F32) and the file is ``sovnet-tiny-q8_0.gguf`` etc., so that
+  llama.cpp takes its quantised kernels, as it does for real models (an F32 model
+  never reaches them: llama.cpp's AMX kernels, say, only run on quantised weights).
+  Q8_0 and Q4_0 are gguf-py's own quantisers; gguf-py only reads K-quants, so
+  Q4_K is packed here (:func:`quantize_q4_k`, checked against gguf-py's reader).
+  A K-quant block holds 256 values, so the Q4_K model is wider: n_embd 256, n_ff
+  512 (about 1 MB);
 * a self-contained SentencePiece-style (``tokenizer.ggml.model = "llama"``)
   vocabulary of 512 tokens: ``<unk>``, ``<s>``, ``</s>``, the 256 byte-fallback
   tokens ``<0x00>``..``<0xFF>`` (so any UTF-8 text tokenizes), the printable
@@ -39,6 +47,8 @@ import argparse
 import pathlib
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import gguf
 import numpy as np
@@ -48,14 +58,8 @@ STEM = "sovnet-tiny"
 NAME = "sovnet-tiny"
 ARCH = "llama"
 
-N_EMBD = 64
 N_LAYER = 2
-N_HEAD = 4
-N_HEAD_KV = 2
-N_FF = 128
 N_CTX = 256
-HEAD_DIM = N_EMBD // N_HEAD
-N_EMBD_KV = HEAD_DIM * N_HEAD_KV
 RMS_EPS = 1e-5
 ROPE_FREQ_BASE = 10000.0
 INIT_STD = 0.02
@@ -108,6 +112,94 @@ CHAT_TEMPLATE = (
 )
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """The widths of the model; every row length is a multiple of its quant's block."""
+
+    n_embd: int
+    n_ff: int
+    n_head: int = 4
+    n_head_kv: int = 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def n_embd_kv(self) -> int:
+        return self.head_dim * self.n_head_kv
+
+
+SMALL = Geometry(n_embd=64, n_ff=128)
+WIDE = Geometry(n_embd=256, n_ff=512)  # rows of 256: one K-quant block
+# --quant: (tensor type of the weight matrices, general.file_type, geometry)
+QUANTS: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType, Geometry]] = {
+    "F32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32, SMALL),
+    "Q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0, SMALL),
+    "Q4_0": (gguf.GGMLQuantizationType.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0, SMALL),
+    "Q4_K": (gguf.GGMLQuantizationType.Q4_K, gguf.LlamaFileType.MOSTLY_Q4_K_S, WIDE),
+}
+QK_K = 256  # values in a K-quant super-block
+Q4_K_BLOCK_BYTES = 2 + 2 + 12 + QK_K // 2
+
+
+def quantize_q4_k(values: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    """ggml's Q4_K encoding of ``values`` (rows of a multiple of 256): uint8 rows.
+
+    Each super-block of 256 values holds eight sub-blocks of 32, each with a 6-bit
+    scale and a 6-bit min, themselves scaled by the block's f16 ``d`` and ``dmin``:
+    value = d * scale * q - dmin * min, q in 0..15. A plain min/max fit per
+    sub-block (llama.cpp searches for a better one; a test model needs none).
+    """
+    rows, width = values.shape
+    if width % QK_K:
+        raise ValueError(f"Q4_K rows must be a multiple of {QK_K} values, got {width}")
+    blocks = values.astype(np.float32).reshape(-1, 8, 32)
+    low = np.minimum(blocks.min(axis=2), 0.0)  # the encoding's min is subtracted: <= 0
+    step = (blocks.max(axis=2) - low) / 15.0
+    d = (step.max(axis=1) / 63.0).astype(np.float16)
+    dmin = (np.abs(low).max(axis=1) / 63.0).astype(np.float16)
+    d32, dmin32 = d.astype(np.float32)[:, None], dmin.astype(np.float32)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scales = np.where(d32 > 0, np.rint(step / d32), 0).clip(0, 63).astype(np.uint8)
+        mins = np.where(dmin32 > 0, np.rint(-low / dmin32), 0).clip(0, 63).astype(np.uint8)
+        sub_step = (d32 * scales)[:, :, None]
+        sub_min = (dmin32 * mins)[:, :, None]
+        quants = np.where(sub_step > 0, np.rint((blocks + sub_min) / sub_step), 0)
+    quants = quants.clip(0, 15).astype(np.uint8).reshape(-1, 4, 2, 32)
+    # Sub-blocks 2k and 2k+1 share 32 bytes: the low nibbles hold 2k, the high 2k+1.
+    packed_quants = (quants[:, :, 0, :] | (quants[:, :, 1, :] << 4)).reshape(-1, QK_K // 2)
+    # Scales and mins: 6 bits each, the low four sub-blocks' whole in bytes 0-7 (top two
+    # bits borrowed by the high four), the high four's low nibbles in bytes 8-11.
+    packed_scales = np.empty((blocks.shape[0], 12), dtype=np.uint8)
+    packed_scales[:, 0:4] = scales[:, 0:4] | ((scales[:, 4:8] >> 4) << 6)
+    packed_scales[:, 4:8] = mins[:, 0:4] | ((mins[:, 4:8] >> 4) << 6)
+    packed_scales[:, 8:12] = (scales[:, 4:8] & 0xF) | ((mins[:, 4:8] & 0xF) << 4)
+    out = np.concatenate(
+        [
+            d.view(np.uint8).reshape(-1, 2),
+            dmin.view(np.uint8).reshape(-1, 2),
+            packed_scales,
+            packed_quants,
+        ],
+        axis=1,
+    )
+    return np.ascontiguousarray(out.reshape(rows, -1))
+
+
+def encode(
+    array: npt.NDArray[np.float32], qtype: gguf.GGMLQuantizationType
+) -> tuple[npt.NDArray[Any], gguf.GGMLQuantizationType | None]:
+    """``array`` as GGUFWriter.add_tensor takes it for type ``qtype``: (data, raw_dtype).
+    Vectors (the norms) stay F32, as llama.cpp's quantisers leave them."""
+    if qtype == gguf.GGMLQuantizationType.F32 or array.ndim == 1:
+        return array, None
+    if qtype == gguf.GGMLQuantizationType.Q4_K:
+        return quantize_q4_k(array), qtype
+    encoded: npt.NDArray[Any] = gguf.quants.quantize(array, qtype)
+    return encoded, qtype
+
+
 def build_vocab() -> tuple[list[str], list[float], list[int]]:
     """Return (tokens, scores, token_types) for the tiny SentencePiece-style vocabulary.
 
@@ -154,7 +246,7 @@ def build_vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def build_tensors(seed: int) -> list[tuple[str, npt.NDArray[np.float32]]]:
+def build_tensors(seed: int, shape: Geometry = SMALL) -> list[tuple[str, npt.NDArray[np.float32]]]:
     """Return the model tensors in file order, drawn from ``default_rng(seed)`` in that order.
 
     numpy shapes are (rows, cols) = (out_features, in_features); GGUF stores the reverse,
@@ -170,24 +262,24 @@ def build_tensors(seed: int) -> list[tuple[str, npt.NDArray[np.float32]]]:
         return np.ones((n,), dtype=np.float32)
 
     tensors: list[tuple[str, npt.NDArray[np.float32]]] = [
-        ("token_embd.weight", normal(N_VOCAB, N_EMBD)),
+        ("token_embd.weight", normal(N_VOCAB, shape.n_embd)),
     ]
     for layer in range(N_LAYER):
         prefix = f"blk.{layer}."
         tensors += [
-            (prefix + "attn_norm.weight", ones(N_EMBD)),
-            (prefix + "attn_q.weight", normal(N_EMBD, N_EMBD)),
-            (prefix + "attn_k.weight", normal(N_EMBD_KV, N_EMBD)),
-            (prefix + "attn_v.weight", normal(N_EMBD_KV, N_EMBD)),
-            (prefix + "attn_output.weight", normal(N_EMBD, N_EMBD)),
-            (prefix + "ffn_norm.weight", ones(N_EMBD)),
-            (prefix + "ffn_gate.weight", normal(N_FF, N_EMBD)),
-            (prefix + "ffn_up.weight", normal(N_FF, N_EMBD)),
-            (prefix + "ffn_down.weight", normal(N_EMBD, N_FF)),
+            (prefix + "attn_norm.weight", ones(shape.n_embd)),
+            (prefix + "attn_q.weight", normal(shape.n_embd, shape.n_embd)),
+            (prefix + "attn_k.weight", normal(shape.n_embd_kv, shape.n_embd)),
+            (prefix + "attn_v.weight", normal(shape.n_embd_kv, shape.n_embd)),
+            (prefix + "attn_output.weight", normal(shape.n_embd, shape.n_embd)),
+            (prefix + "ffn_norm.weight", ones(shape.n_embd)),
+            (prefix + "ffn_gate.weight", normal(shape.n_ff, shape.n_embd)),
+            (prefix + "ffn_up.weight", normal(shape.n_ff, shape.n_embd)),
+            (prefix + "ffn_down.weight", normal(shape.n_embd, shape.n_ff)),
         ]
     tensors += [
-        ("output_norm.weight", ones(N_EMBD)),
-        ("output.weight", normal(N_VOCAB, N_EMBD)),
+        ("output_norm.weight", ones(shape.n_embd)),
+        ("output.weight", normal(N_VOCAB, shape.n_embd)),
     ]
     return tensors
 
@@ -204,20 +296,20 @@ def _split_starts(n_tensors: int, split: int) -> set[int]:
     return starts
 
 
-def _add_metadata(writer: gguf.GGUFWriter) -> None:
+def _add_metadata(writer: gguf.GGUFWriter, file_type: gguf.LlamaFileType, shape: Geometry) -> None:
     writer.add_name(NAME)
     writer.add_description("Random-weight test model written by sovnet scripts/make_tiny_gguf.py")
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(file_type)
 
     writer.add_vocab_size(N_VOCAB)
     writer.add_context_length(N_CTX)
-    writer.add_embedding_length(N_EMBD)
+    writer.add_embedding_length(shape.n_embd)
     writer.add_block_count(N_LAYER)
-    writer.add_feed_forward_length(N_FF)
-    writer.add_head_count(N_HEAD)
-    writer.add_head_count_kv(N_HEAD_KV)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count(shape.n_head)
+    writer.add_head_count_kv(shape.n_head_kv)
     writer.add_layer_norm_rms_eps(RMS_EPS)
-    writer.add_rope_dimension_count(HEAD_DIM)
+    writer.add_rope_dimension_count(shape.head_dim)
     writer.add_rope_freq_base(ROPE_FREQ_BASE)
 
     tokens, scores, types = build_vocab()
@@ -234,30 +326,37 @@ def _add_metadata(writer: gguf.GGUFWriter) -> None:
     writer.add_chat_template(CHAT_TEMPLATE)
 
 
-def write_tiny_gguf(out_dir: pathlib.Path, *, split: int = 1, seed: int = 0) -> list[pathlib.Path]:
+def write_tiny_gguf(
+    out_dir: pathlib.Path, *, split: int = 1, seed: int = 0, quant: str = "F32"
+) -> list[pathlib.Path]:
     """Write the tiny model into ``out_dir`` (created if missing); return the paths written.
 
-    ``split == 1`` writes ``out_dir/sovnet-tiny.gguf``; ``split >= 2`` writes that many
-    gguf-split-style shards, first shard first. Existing files of the same names are replaced.
+    ``split == 1`` writes ``out_dir/sovnet-tiny.gguf`` (``sovnet-tiny-q4_0.gguf`` for
+    ``quant="Q4_0"``...); ``split >= 2`` writes that many gguf-split-style shards, first
+    shard first. Existing files of the same names are replaced.
     """
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
-    tensors = build_tensors(seed)
+    if quant not in QUANTS:
+        raise ValueError(f"quant must be one of {', '.join(QUANTS)}, got {quant!r}")
+    qtype, file_type, shape = QUANTS[quant]
+    tensors = build_tensors(seed, shape)
     if not 1 <= split <= len(tensors):
         raise ValueError(f"split must be between 1 and {len(tensors)}, got {split}")
 
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{STEM}.gguf"
+    path = out_dir / (f"{STEM}.gguf" if quant == "F32" else f"{STEM}-{quant.lower()}.gguf")
 
     writer = gguf.GGUFWriter(path=None, arch=ARCH)
-    _add_metadata(writer)
+    _add_metadata(writer, file_type, shape)
     # GGUFWriter opens a new shard when the current one holds >= split_max_tensors tensors;
     # set the limit to 1 just before each tensor that should open a shard, 0 (off) otherwise.
     starts = _split_starts(len(tensors), split)
     for index, (name, array) in enumerate(tensors):
         writer.split_max_tensors = 1 if index in starts else 0
-        writer.add_tensor(name, array)
+        data, raw_dtype = encode(array, qtype)
+        writer.add_tensor(name, data, raw_dtype=raw_dtype)
     writer.split_max_tensors = 0
     if len(writer.tensors) != split:
         raise AssertionError(f"planned {split} shards, GGUFWriter made {len(writer.tensors)}")
@@ -287,9 +386,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--seed", type=int, default=0, metavar="S", help="weight RNG seed (default: 0)"
     )
+    parser.add_argument(
+        "--quant",
+        choices=tuple(QUANTS),
+        default="F32",
+        help="tensor type of the weight matrices (default: F32)",
+    )
     args = parser.parse_args(argv)
     try:
-        paths = write_tiny_gguf(args.out_dir, split=args.split, seed=args.seed)
+        paths = write_tiny_gguf(args.out_dir, split=args.split, seed=args.seed, quant=args.quant)
     except ValueError as exc:
         parser.error(str(exc))
     for written in paths:

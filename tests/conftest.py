@@ -28,17 +28,18 @@ SOVNET = BIN / "sovnet"
 SOVNETD = BIN / "sovnetd"
 
 
-def _load_make_tiny_gguf() -> ModuleType:
-    """scripts/ is not a package: load scripts/make_tiny_gguf.py by path."""
-    path = REPO / "scripts" / "make_tiny_gguf.py"
-    spec = importlib.util.spec_from_file_location("make_tiny_gguf", path)
+def load_script(name: str) -> ModuleType:
+    """scripts/ is not a package: load scripts/NAME.py by path, as module NAME."""
+    path = REPO / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-make_tiny_gguf = _load_make_tiny_gguf()
+make_tiny_gguf = load_script("make_tiny_gguf")
 write_tiny_gguf: Callable[..., list[Path]] = make_tiny_gguf.write_tiny_gguf
 
 
