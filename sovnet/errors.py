@@ -21,7 +21,8 @@ script can tell "the content is tampered" from "you typed it wrong".
     │   └── StoreLockedError
     ├── TransferError                exit 8   peers had the model but the transfer failed
     ├── DaemonError                  exit 9   sovnetd is not running or not reachable
-    └── RunnerError                  exit 10  a verified model cannot be run here
+    ├── RunnerError                  exit 10  a verified model cannot be run here
+    └── RunnerCrashError             exit 11  llama.cpp crashed running a verified model
 
 Foreign exceptions (OSError, json errors, cryptography's) are wrapped where they
 enter, with ``raise ... from exc``, so the cause stays visible in tracebacks.
@@ -148,6 +149,14 @@ class RunnerError(SovnetError):
 
     code = "cannot-run"
     exit_code = 10
+
+
+class RunnerCrashError(SovnetError):
+    """llama.cpp died of a signal while running a model that passed the gate: a fault
+    in llama.cpp or in its build for this CPU, since the model's bytes were verified."""
+
+    code = "runner-crashed"
+    exit_code = 11
 
 
 def _all_classes() -> list[type[SovnetError]]:

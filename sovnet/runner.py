@@ -3,7 +3,8 @@
 The only module of sovnet that imports ``llama_cpp``, and only inside functions,
 so ``import sovnet.runner`` loads nothing of llama.cpp. Every path given here must
 come from an :class:`~sovnet.gate.Admission`; this module checks nothing itself.
-It runs in the process of ``sovnet run`` / ``sovnet serve``, never in sovnetd.
+It runs in the child process that ``sovnet run`` / ``sovnet serve`` start for it
+(llama_process.py), never in the CLI's own process and never in sovnetd.
 
 Model output is untrusted text: on a terminal, control characters other than
 newline and tab are replaced before printing, so a model cannot move the cursor
@@ -22,12 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 from sovnet.errors import RunnerError
+from sovnet.llama_process import DEFAULT_CONTEXT, Generate, Job
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
     from pydantic_settings import BaseSettings
 
-DEFAULT_CONTEXT = 4096
 # llama-cpp-python's Python dependencies: importing them runs no llama.cpp code
 # and reads no model, so `sovnet run` may import them while the gate still works.
 PREWARM = (
@@ -47,12 +48,37 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _INSTALL_HINT = "install it with `pip install 'sovnet[run]'`"
 
 
-def context_size(requested: int | None, trained: int | None) -> int:
-    """The context to ask for: as requested, else the default capped by what the
-    model was trained with (more only makes llama.cpp warn and the output worse)."""
-    if requested is not None:
-        return requested
-    return min(DEFAULT_CONTEXT, trained) if trained else DEFAULT_CONTEXT
+def execute(job: Job) -> None:
+    """Load the job's model and do what it says, until done (or stopped)."""
+    if not isinstance(job.task, Generate):
+        task = job.task
+        serve(job.model, alias=task.alias, host=task.host, port=task.port, n_ctx=job.n_ctx)
+        return
+    generate = job.task
+    llm = load(job.model, n_ctx=job.n_ctx, seed=generate.seed, verbose=job.verbose)
+    out = Output(sys.stdout)
+    try:
+        if generate.prompt is not None:
+            if generate.chat:
+                messages = [{"role": "user", "content": generate.prompt}]
+                chat(llm, messages, out, max_tokens=generate.max_tokens)
+            else:
+                complete(llm, generate.prompt, out, max_tokens=generate.max_tokens)
+            return
+        print(f"{job.label} is verified and loaded.", file=sys.stderr)
+        print("Type a prompt and press Enter; Ctrl-D quits, Ctrl-C stops a reply.", file=sys.stderr)
+
+        def show_prompt() -> None:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+
+        interactive(
+            llm, out, max_tokens=generate.max_tokens, use_chat=generate.chat, prompt=show_prompt
+        )
+    except BrokenPipeError:
+        # The reader went away (`sovnet run ... | head`): stop quietly, as cat does,
+        # and keep Python from complaining when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def prewarm() -> None:

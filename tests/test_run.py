@@ -113,6 +113,21 @@ def test_run_without_prompt_reads_prompts_until_end_of_input(
     assert done.stdout.strip() and done.stdout.endswith("\n")
 
 
+@pytest.fixture(params=["Q8_0", "Q4_0", "Q4_K"])
+def quantised_cid(request: pytest.FixtureRequest, sovnet_with_key: Runner, tmp_path: Path) -> str:
+    """A published tiny model whose weight matrices are quantised: llama.cpp computes
+    with its quantised kernels (as for real models), not the F32 ones."""
+    model = tmp_path / "quantised"
+    write_tiny_gguf(model, quant=request.param)
+    return sovnet_with_key.publish(model, f"acme/tiny-{request.param.lower()}")
+
+
+def test_quantised_models_run(sovnet_with_key: Runner, quantised_cid: str) -> None:
+    done = sovnet_with_key("run", quantised_cid, "-p", PROMPT, "-n", "24", "--seed", "7")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+
+
 def test_split_model_runs_from_its_first_split(sovnet_with_key: Runner, tmp_path: Path) -> None:
     model = tmp_path / "split"
     write_tiny_gguf(model, split=3)
@@ -211,6 +226,96 @@ def test_ambiguous_and_unknown_names(sovnet_with_key: Runner, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
 
 
+# -- llama.cpp crashes, or is stopped --------------------------------------------------------
+
+
+class Interactive:
+    """``sovnet run MODEL`` at its prompt, its stdin a pipe kept open."""
+
+    def __init__(self, runner: Runner, model: str, tmp_path: Path) -> None:
+        self.log = tmp_path / "run.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [str(SOVNET), "run", model, "-n", "4"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=cli_env(runner.state_dir),
+            )
+        _wait_for(lambda: "is verified and loaded" in self.log.read_text(), self.process)
+
+    def llama_child(self) -> int:
+        """The pid of the child that runs llama.cpp."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        [pid] = [int(p) for p in children.read_text().split()]
+        assert "sovnet.llama_process" in Path(f"/proc/{pid}/cmdline").read_text()
+        return pid
+
+    def finish(self) -> tuple[int, str]:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        return self.process.wait(timeout=60), self.log.read_text()
+
+
+def _wait_for(condition: Any, process: subprocess.Popen[Any], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"exited {process.returncode}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("crash", "hint"),
+    [
+        (signal.SIGSEGV, "rebuild llama-cpp-python for this CPU"),
+        (signal.SIGILL, "instructions this machine does not have"),
+        (signal.SIGABRT, "report it"),
+    ],
+)
+def test_a_crash_of_llama_cpp_is_one_line_and_exit_11(
+    sovnet_with_key: Runner, tiny_cid: str, tmp_path: Path, crash: signal.Signals, hint: str
+) -> None:
+    run = Interactive(sovnet_with_key, "acme/tiny", tmp_path)
+    os.kill(run.llama_child(), crash)
+    code, stderr = run.finish()
+    assert code == 11, stderr
+    [line] = [line for line in stderr.splitlines() if line.startswith("sovnet: error:")]
+    assert line.startswith(f"sovnet: error: llama.cpp crashed with {crash.name} (")
+    assert f"while running acme/tiny 1.0 ({tiny_cid})" in line
+    assert "the model itself was verified" in line
+    assert hint in stderr
+    assert "core dumped" not in stderr.lower()
+    assert "Traceback" not in stderr
+    # the child had no core file to write
+    assert not list(Path.cwd().glob("core*"))
+
+
+def test_a_stopped_run_stops_llama_cpp_quietly(
+    sovnet_with_key: Runner, tiny_cid: str, tmp_path: Path
+) -> None:
+    run = Interactive(sovnet_with_key, "acme/tiny", tmp_path)
+    child = run.llama_child()
+    run.process.terminate()  # SIGTERM to sovnet alone: it passes it on
+    code, stderr = run.finish()
+    assert code == 128 + signal.SIGTERM
+    assert "error" not in stderr
+    assert not Path(f"/proc/{child}").exists()
+
+
+def test_llama_cpp_dies_with_a_killed_sovnet(
+    sovnet_with_key: Runner, tiny_cid: str, tmp_path: Path
+) -> None:
+    run = Interactive(sovnet_with_key, "acme/tiny", tmp_path)
+    child = run.llama_child()
+    run.process.kill()
+    run.process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists()
+
+
 # -- serve ---------------------------------------------------------------------------------
 
 
@@ -230,37 +335,59 @@ def _http(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         return value
 
 
+class Serving:
+    """``sovnet serve MODEL`` on a free port of 127.0.0.1, answering."""
+
+    def __init__(self, runner: Runner, model: str, tmp_path: Path) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}/v1"
+        env = cli_env(runner.state_dir)
+        # llama-cpp-python's server would load these instead of, or beside, our model.
+        env.update(CONFIG_FILE=str(tmp_path / "none.json"), LORA_PATH=str(tmp_path / "no.gguf"))
+        self.log = tmp_path / "serve.log"
+        with open(self.log, "wb") as log_file:
+            self.process = subprocess.Popen(
+                [str(SOVNET), "serve", model, "--port", str(self.port)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        self.models: dict[str, Any] | None = None
+
+        def answers() -> bool:
+            try:
+                self.models = _http(f"{self.base}/models")
+            except (urllib.error.URLError, ConnectionError):
+                return False
+            return True
+
+        try:
+            _wait_for(answers, self.process)
+        except AssertionError:
+            self.stop()
+            raise AssertionError(self.log.read_text()) from None
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user stops it; its exit status."""
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
 def test_serve_answers_openai_completions_and_chat(
     sovnet_with_key: Runner, tiny_cid: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}/v1"
-    env = cli_env(sovnet_with_key.state_dir)
-    # llama-cpp-python's server would load these instead of, or beside, our model.
-    env.update(CONFIG_FILE=str(tmp_path / "none.json"), LORA_PATH=str(tmp_path / "no.gguf"))
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as log_file:
-        server = subprocess.Popen(
-            [str(SOVNET), "serve", "acme/tiny", "--port", str(port)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
+    server = Serving(sovnet_with_key, "acme/tiny", tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        models = None
-        while models is None:
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            try:
-                models = _http(f"{base}/models")
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.1)
-        assert [m["id"] for m in models["data"]] == ["acme/tiny"]
+        assert server.models is not None
+        assert [m["id"] for m in server.models["data"]] == ["acme/tiny"]
 
         completion = _http(
-            f"{base}/completions",
+            f"{server.base}/completions",
             {"model": "acme/tiny", "prompt": PROMPT, "max_tokens": 8, "seed": 7},
         )
         assert completion["object"] == "text_completion"
@@ -268,7 +395,7 @@ def test_serve_answers_openai_completions_and_chat(
         assert completion["usage"]["completion_tokens"] >= 1
 
         chat = _http(
-            f"{base}/chat/completions",
+            f"{server.base}/chat/completions",
             {
                 "model": "acme/tiny",
                 "messages": [{"role": "user", "content": "Hello"}],
@@ -280,13 +407,54 @@ def test_serve_answers_openai_completions_and_chat(
         assert chat["choices"][0]["message"]["role"] == "assistant"
         assert isinstance(chat["choices"][0]["message"]["content"], str)
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    assert f"Serving acme/tiny 1.0 ({tiny_cid}) on http://127.0.0.1:{port}/v1" in log.read_text()
+        code = server.stop()
+    assert code == 0, server.log.read_text()
+    assert (
+        f"Serving acme/tiny 1.0 ({tiny_cid}) on http://127.0.0.1:{server.port}/v1"
+        in server.log.read_text()
+    )
+
+
+def test_quantised_models_serve(
+    sovnet_with_key: Runner, quantised_cid: str, tmp_path: Path
+) -> None:
+    server = Serving(sovnet_with_key, quantised_cid, tmp_path)
+    try:
+        assert server.models is not None
+        [name] = [m["id"] for m in server.models["data"]]
+        completion = _http(
+            f"{server.base}/completions",
+            # the end-of-text token barred, so that text always comes back
+            {
+                "model": name,
+                "prompt": PROMPT,
+                "max_tokens": 16,
+                "seed": 7,
+                "logit_bias": {"2": -100},
+            },
+        )
+        assert completion["choices"][0]["text"].strip()
+        assert completion["usage"]["completion_tokens"] == 16
+    finally:
+        server.stop()
+
+
+def test_a_crash_of_llama_cpp_under_serve_is_exit_11(
+    sovnet_with_key: Runner, tiny_cid: str, tmp_path: Path
+) -> None:
+    server = Serving(sovnet_with_key, "acme/tiny", tmp_path)
+    try:
+        children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+        [child] = [int(pid) for pid in children.read_text().split()]
+        os.kill(child, signal.SIGSEGV)
+        code = server.process.wait(timeout=30)
+    finally:
+        if server.process.poll() is None:
+            server.stop()
+    log = server.log.read_text()
+    assert code == 11, log
+    assert "llama.cpp crashed with SIGSEGV (segmentation fault) while running acme/tiny 1.0" in log
+    assert "Traceback" not in log
 
 
 def test_serve_refuses_a_tampered_model_without_listening(

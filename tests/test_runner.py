@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sovnet.runner import DEFAULT_CONTEXT, Output, context_size, explicit_settings
+from sovnet.llama_process import DEFAULT_CONTEXT, context_size
+from sovnet.runner import Output, explicit_settings
 from tests.conftest import Runner, write_gguf
 
 

@@ -1,6 +1,8 @@
-"""llama.cpp runs only in the process of `sovnet run` / `sovnet serve`, never in
-sovnetd: one module (sovnet/runner.py) imports llama_cpp, only the run commands
-import that module, and importing anything else of sovnet loads neither."""
+"""llama.cpp runs only in the child process that `sovnet run` / `sovnet serve` start
+for it, never in the CLI's own process and never in sovnetd: one module
+(sovnet/runner.py) imports llama_cpp, only the child's entry point
+(sovnet/llama_process.py) imports that module, and importing anything else of
+sovnet, the run commands included, loads neither."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "sovnet"
 RUNNER = PACKAGE / "runner.py"
-RUN_COMMANDS = PACKAGE / "cli" / "run_commands.py"
+LLAMA_PROCESS = PACKAGE / "llama_process.py"
 
 
 def _imported_names(path: Path) -> set[str]:
@@ -39,9 +41,23 @@ def test_only_the_runner_imports_llama_cpp() -> None:
     assert importers == [RUNNER]
 
 
-def test_only_the_run_commands_import_the_runner() -> None:
-    importers = [path for path in _sources() if "sovnet.runner" in _imported_names(path)]
-    assert importers == [RUN_COMMANDS]
+def test_only_the_child_process_imports_the_runner() -> None:
+    importers = [
+        path
+        for path in _sources()
+        if "sovnet.runner" in _imported_names(path) or "sovnet.runner" in _from_sovnet(path)
+    ]
+    assert importers == [LLAMA_PROCESS]
+
+
+def _from_sovnet(path: Path) -> set[str]:
+    """``from sovnet import runner`` names sovnet.runner too."""
+    return {
+        f"sovnet.{alias.name}"
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ImportFrom) and node.module == "sovnet"
+        for alias in node.names
+    }
 
 
 def _loaded_after(statement: str) -> set[str]:
@@ -53,7 +69,9 @@ def _loaded_after(statement: str) -> set[str]:
 
 
 def test_importing_the_runner_gate_and_cli_loads_no_llama_cpp() -> None:
-    loaded = _loaded_after("import sovnet.runner, sovnet.gate, sovnet.cli.run_commands")
+    loaded = _loaded_after(
+        "import sovnet.runner, sovnet.gate, sovnet.llama_process, sovnet.cli.run_commands"
+    )
     assert "llama_cpp" not in loaded
 
 
@@ -62,7 +80,7 @@ def test_no_other_sovnet_module_loads_the_runner_or_llama_cpp() -> None:
     modules = [
         ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
         for path in _sources()
-        if path not in (RUNNER, RUN_COMMANDS) and path.name != "__main__.py"
+        if path != RUNNER and path.name != "__main__.py"
     ]
     modules = [m.removesuffix(".__init__") for m in modules]
     code = (
@@ -86,4 +104,4 @@ def test_no_other_sovnet_module_loads_the_runner_or_llama_cpp() -> None:
 
 def test_the_daemon_entry_point_loads_no_runner() -> None:
     loaded = _loaded_after("import sovnet.daemon")
-    assert not loaded & {"llama_cpp", "sovnet.runner", "sovnet.cli.run_commands"}
+    assert not loaded & {"llama_cpp", "sovnet.runner", "sovnet.llama_process"}

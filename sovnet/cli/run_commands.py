@@ -2,20 +2,25 @@
 
 Each goes through the gate (sovnet/gate.py) first: a trusted signature, files that
 are the verified ones, GGUF headers checked by sovnet's parser in a limited child
-process. llama.cpp is imported only after the gate admitted the model (runner.py);
-nothing of it is imported when this module is, so ``sovnet --help`` stays fast.
+process. run and serve then hand the admitted file to llama.cpp in a child process
+(llama_process.py), whose crash becomes one line and exit 11; llama.cpp is never
+loaded in this process, so ``sovnet --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from sovnet.cli.context import Context, json_option, pass_context, use_json
 from sovnet.cli.output import emit_json, say
+
+if TYPE_CHECKING:
+    from sovnet.llama_process import Generate, Serve
 
 DEFAULT_PORT = 8000  # llama-cpp-python's server's own default
 
@@ -86,41 +91,10 @@ def run(
     MODEL is a CID, or ORG/MODEL[@VERSION] among the models signed by a trusted
     key (a bare name must match exactly one; `sovnet ls` lists them).
     """
-    from sovnet import gate, runner
+    from sovnet.llama_process import Generate
 
-    # The gate works in a child process while this one imports llama-cpp-python's
-    # dependencies (not llama.cpp): on two cores, most of the gate costs no time.
-    pending = gate.admit_in_child(
-        ctx.state_dir, model_ref, verify_full=verify_full, gguf_file=gguf_file
-    )
-    try:
-        runner.prewarm()
-        admission = pending.result()
-    finally:
-        pending.close()
-    _say_rehashed(admission.rehashed)
-    n_ctx = runner.context_size(ctx_size, admission.context_length)
-    llm = runner.load(admission.entry_path, n_ctx=n_ctx, seed=seed, verbose=verbose)
-    out = runner.Output(sys.stdout)
-    try:
-        if prompt is not None:
-            if chat:
-                messages = [{"role": "user", "content": prompt}]
-                runner.chat(llm, messages, out, max_tokens=max_tokens)
-            else:
-                runner.complete(llm, prompt, out, max_tokens=max_tokens)
-            return
-        say(f"{admission.label} ({admission.cid}) is verified and loaded.")
-        say("Type a prompt and press Enter; Ctrl-D quits, Ctrl-C stops a reply.")
-
-        def show_prompt() -> None:
-            click.echo("> ", nl=False, err=True)
-
-        runner.interactive(llm, out, max_tokens=max_tokens, use_chat=chat, prompt=show_prompt)
-    except BrokenPipeError:
-        # The reader went away (`sovnet run ... | head`): stop quietly, as cat does,
-        # and keep Python from complaining when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    task = Generate(prompt=prompt, max_tokens=max_tokens, chat=chat, seed=seed)
+    _admit_and_hand_over(ctx, model_ref, verify_full, gguf_file, ctx_size, verbose, task)
 
 
 @click.command()
@@ -155,22 +129,53 @@ def serve(
     MODEL is a CID, or ORG/MODEL[@VERSION] among the models signed by a trusted
     key (a bare name must match exactly one; `sovnet ls` lists them).
     """
-    from sovnet import gate, runner
+    from sovnet.llama_process import Serve
 
-    admission = gate.admit(
-        ctx.store(),
-        ctx.node_files().load_trust(),
-        model_ref,
-        verify_full=verify_full,
-        gguf_file=gguf_file,
-    )
-    _say_rehashed(admission.rehashed)
     if not _is_loopback(host):
         say(f"warning: listening on {host}: anyone who can reach port {port} can use the model")
-    say(f"Serving {admission.label} ({admission.cid}) on http://{host}:{port}/v1")
-    say(f'  clients name the model "{admission.name}"; Ctrl-C stops the server')
-    n_ctx = runner.context_size(ctx_size, admission.context_length)
-    runner.serve(admission.entry_path, alias=admission.name, host=host, port=port, n_ctx=n_ctx)
+    task = Serve(host=host, port=port, alias="")  # the alias is the model's name, once admitted
+    _admit_and_hand_over(ctx, model_ref, verify_full, gguf_file, ctx_size, False, task)
+
+
+def _admit_and_hand_over(
+    ctx: Context,
+    model_ref: str,
+    verify_full: bool,
+    gguf_file: str | None,
+    ctx_size: int | None,
+    verbose: bool,
+    task: Generate | Serve,
+) -> None:
+    """The gate, then llama.cpp in a child process (llama_process.py) for ``task``.
+
+    The child starts first: it imports llama-cpp-python's Python dependencies (never
+    llama.cpp itself) while the gate, forked from this process, checks the model on
+    the other core. On two cores most of the gate then costs no time.
+    """
+    from sovnet import gate
+    from sovnet.llama_process import Job, LlamaProcess, Serve, context_size
+
+    with LlamaProcess() as child:
+        pending = gate.admit_in_child(
+            ctx.state_dir, model_ref, verify_full=verify_full, gguf_file=gguf_file
+        )
+        try:
+            admission = pending.result()
+        finally:
+            pending.close()
+        _say_rehashed(admission.rehashed)
+        label = f"{admission.label} ({admission.cid})"
+        if isinstance(task, Serve):
+            task = dataclasses.replace(task, alias=admission.name)
+            say(f"Serving {label} on http://{task.host}:{task.port}/v1")
+            say(f'  clients name the model "{admission.name}"; Ctrl-C stops the server')
+        n_ctx = context_size(ctx_size, admission.context_length)
+        job = Job(admission.entry_path, label, n_ctx, verbose, task)
+        code = child.run(job)
+    if code == 130:
+        raise KeyboardInterrupt
+    if code:
+        raise SystemExit(code)
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,0 +1,66 @@
+"""sovnet.llama_process's own decisions: what a child's death means to the user, and
+the job that crosses the pipe. (The real child, crashing and being stopped, is
+tested through the CLI in tests/test_run.py.)"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sovnet.errors import RunnerCrashError
+from sovnet.llama_process import Generate, Job, Serve, explain_death
+
+LABEL = "acme/tiny 1.0 (bafkr4i...)"
+
+
+@pytest.mark.parametrize(
+    ("number", "words", "hint"),
+    [
+        (signal.SIGSEGV, "SIGSEGV (segmentation fault)", "rebuild llama-cpp-python for this CPU"),
+        (signal.SIGBUS, "SIGBUS (bus error)", "llama.cpp/issues"),
+        (signal.SIGABRT, "SIGABRT (aborted)", "rebuild"),
+        (signal.SIGILL, "SIGILL (illegal instruction)", "instructions this machine does not have"),
+        (signal.SIGKILL, "SIGKILL (killed)", "out-of-memory killer"),
+    ],
+)
+def test_a_crash_names_the_model_the_signal_and_what_to_try(
+    number: int, words: str, hint: str
+) -> None:
+    error = explain_death(-number, LABEL)
+    assert isinstance(error, RunnerCrashError)
+    assert error.exit_code == 11
+    assert error.message.startswith(f"llama.cpp crashed with {words} while running {LABEL}; ")
+    assert "the model itself was verified" in error.message
+    assert "\n" not in error.message
+    assert error.hint is not None and hint in error.hint
+
+
+@pytest.mark.parametrize("returncode", [0, 1, 10, 130, -signal.SIGINT, -signal.SIGTERM])
+def test_an_exit_or_a_stop_request_is_not_a_crash(returncode: int) -> None:
+    assert explain_death(returncode, LABEL) is None
+
+
+def test_an_unknown_signal_number_is_still_explained() -> None:
+    error = explain_death(-63, LABEL)
+    assert error is not None
+    assert "llama.cpp crashed with" in error.message
+
+
+@given(
+    prompt=st.none() | st.text(),
+    label=st.text(),
+    n_ctx=st.integers(16, 1 << 24),
+    seed=st.none() | st.integers(0, 2**32 - 1),
+    chat=st.booleans(),
+)
+def test_a_job_crosses_the_pipe_unchanged(
+    prompt: str | None, label: str, n_ctx: int, seed: int | None, chat: bool
+) -> None:
+    generate = Job(Path("/s/models/x/m.gguf"), label, n_ctx, chat, Generate(prompt, 8, chat, seed))
+    serve = Job(Path("/m.gguf"), label, n_ctx, False, Serve("::1", 8000, label))
+    for job in (generate, serve):
+        assert Job.from_bytes(job.to_bytes()) == job
