@@ -47,6 +47,11 @@ _REBUILD_HINT = (
     "it for this machine, without AMX); if it still crashes, report it with the model and "
     "`lscpu` at https://github.com/ggml-org/llama.cpp/issues"
 )
+_AMX_HINT = (
+    "this CPU has AMX, and llama.cpp's AMX kernels crash on quantised models (llama.cpp "
+    "issue #20824): rebuild llama-cpp-python without them (in a sovnet checkout, "
+    "./scripts/setup.sh does)"
+)
 _HINTS: dict[int, str] = {
     signal.SIGILL: (
         "this llama.cpp build uses CPU instructions this machine does not have (was it "
@@ -120,7 +125,7 @@ def context_size(requested: int | None, trained: int | None) -> int:
     return min(DEFAULT_CONTEXT, trained) if trained else DEFAULT_CONTEXT
 
 
-def explain_death(returncode: int, label: str) -> SovnetError | None:
+def explain_death(returncode: int, label: str, *, cpu_has_amx: bool = False) -> SovnetError | None:
     """The error for a child that ended with ``returncode`` (Popen's: -N for signal N),
     or None when it ended of its own accord or because it was asked to stop."""
     if returncode >= 0:
@@ -134,7 +139,7 @@ def explain_death(returncode: int, label: str) -> SovnetError | None:
         f"llama.cpp crashed with {name} ({what.lower()}) while running {label}; the model "
         "itself was verified (trusted signature, every byte checked), so the fault is in "
         "llama.cpp or in its build for this CPU",
-        hint=_HINTS.get(number, _REBUILD_HINT),
+        hint=_HINTS.get(number, _AMX_HINT if cpu_has_amx else _REBUILD_HINT),
     )
 
 
@@ -181,7 +186,7 @@ class LlamaProcess:
                     raise error_from_json(value["error"])
                 if isinstance(value, dict) and "bug" in value:
                     raise RuntimeError(f"the llama.cpp process failed:\n{value['bug']}")
-        crash = explain_death(returncode, job.label)
+        crash = explain_death(returncode, job.label, cpu_has_amx=returncode < 0 and _has_amx())
         if crash is not None:
             _restore_terminal(saved_terminal)
             interactive = isinstance(job.task, Generate) and job.task.prompt is None
@@ -232,6 +237,14 @@ class LlamaProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.abandon()
+
+
+def _has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            return any(line.startswith("flags") and "amx_int8" in line.split() for line in cpuinfo)
+    except OSError:
+        return False
 
 
 def _terminal_settings() -> list[Any] | None:

@@ -39,6 +39,15 @@ def test_a_crash_names_the_model_the_signal_and_what_to_try(
     assert error.hint is not None and hint in error.hint
 
 
+def test_on_a_cpu_with_amx_the_hint_names_amx() -> None:
+    error = explain_death(-signal.SIGSEGV, LABEL, cpu_has_amx=True)
+    assert error is not None and error.hint is not None
+    assert "this CPU has AMX" in error.hint and "#20824" in error.hint
+    illegal = explain_death(-signal.SIGILL, LABEL, cpu_has_amx=True)
+    assert illegal is not None and illegal.hint is not None
+    assert "instructions this machine does not have" in illegal.hint
+
+
 @pytest.mark.parametrize("returncode", [0, 1, 10, 130, -signal.SIGINT, -signal.SIGTERM])
 def test_an_exit_or_a_stop_request_is_not_a_crash(returncode: int) -> None:
     assert explain_death(returncode, LABEL) is None
