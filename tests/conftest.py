@@ -51,9 +51,9 @@ def loopback_session(listen: str = "127.0.0.1:0") -> Any:
     port ending in "s" is an SSL listen socket): only 127.0.0.1, over TCP."""
     import libtorrent as lt
 
-    from sovnet._libtorrent import session_settings
-    from sovnet.address import PeerAddress
-    from sovnet.swarm import SwarmSettings
+    from sovnet.core.address import PeerAddress
+    from sovnet.net._libtorrent import session_settings
+    from sovnet.net.swarm import SwarmSettings
 
     settings = session_settings(SwarmSettings(listen=PeerAddress("127.0.0.1", 0)))
     settings["listen_interfaces"] = listen

@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sovnet.cid import CID
-from sovnet.filehash import hash_file
+from sovnet.core.cid import CID
+from sovnet.core.manifest import Facts, FileEntry, FileFormat, Manifest, piece_size_for
+from sovnet.core.signing import SignatureBundle
 from sovnet.formats.gguf import GGUFFacts
 from sovnet.formats.safetensors import SafetensorsFacts
-from sovnet.keyfiles import NodeFiles
-from sovnet.manifest import Facts, FileEntry, FileFormat, Manifest, piece_size_for
-from sovnet.signing import SignatureBundle
-from sovnet.store import Store
+from sovnet.store.filehash import hash_file
+from sovnet.store.keyfiles import NodeFiles
+from sovnet.store.store import Store
 
 # What a careless tool might claim; the gate never believes a manifest's facts
 # about a header, it parses the header itself.

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
+from sovnet.core.manifest import FileEntry, FileFormat, Manifest
 from sovnet.formats.gguf import GGUFFacts
 from sovnet.formats.safetensors import SafetensorsFacts
-from sovnet.manifest import FileEntry, FileFormat, Manifest
 
 _component = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_. -]{0,11}", fullmatch=True).filter(
     lambda s: s not in (".", "..") and not s.endswith(" ")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sovnet.address import PeerAddress
+from sovnet.core.address import PeerAddress
 from sovnet.errors import InvalidInputError
 
 

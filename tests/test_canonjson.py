@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sovnet import canonjson
+from sovnet.core import canonjson
 from sovnet.errors import ManifestFormatError
 
 _safe_text = st.text(

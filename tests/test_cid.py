@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multiformats import CID as MultiformatsCID
 
-from sovnet.cid import CID
+from sovnet.core.cid import CID
 from sovnet.errors import InvalidCIDError
 
 

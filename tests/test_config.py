@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sovnet import config
-from sovnet.address import PeerAddress
+from sovnet.core import config
+from sovnet.core.address import PeerAddress
 from sovnet.errors import ConfigError
 
 HOME = Path("/home/ada")

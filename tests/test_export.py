@@ -17,10 +17,10 @@ from huggingface_hub.utils import validate_repo_id
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sovnet.cid import CID
+from sovnet.core.cid import CID
+from sovnet.core.manifest import NAME_PATTERN
 from sovnet.errors import InvalidInputError
-from sovnet.hfexport import default_cache_dir, hf_repo_id, revision_for
-from sovnet.manifest import NAME_PATTERN
+from sovnet.run.hfexport import default_cache_dir, hf_repo_id, revision_for
 from tests.conftest import Runner, write_safetensors, write_tiny_gguf
 
 FILES = ["README.md", "config.json", "notes/usage.md", "sovnet-tiny.gguf"]

@@ -7,13 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sovnet.address import PeerAddress
-from sovnet.cid import CID
+from sovnet.core.address import PeerAddress
+from sovnet.core.cid import CID
+from sovnet.core.manifest import FileEntry, FileFormat, Manifest
+from sovnet.core.signing import PrivateKey, SignatureBundle
+from sovnet.daemon.fetchplan import Answer, Progress, choose_manifest, resume_due
 from sovnet.errors import IntegrityError, NotFoundError, TrustError
-from sovnet.fetchplan import Answer, Progress, choose_manifest, resume_due
-from sovnet.manifest import FileEntry, FileFormat, Manifest
-from sovnet.signing import PrivateKey, SignatureBundle
-from sovnet.trust import TrustedKey, TrustStore
+from sovnet.trust.keys import TrustedKey, TrustStore
 
 A, B, C = (PeerAddress("192.0.2.1", p) for p in (1, 2, 3))
 PUBLISHER = PrivateKey.from_seed(bytes(range(32)))

@@ -8,7 +8,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from sovnet import filehash
+from sovnet.store import filehash
 
 
 @pytest.mark.parametrize(

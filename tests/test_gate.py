@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sovnet import gate, stamps
-from sovnet.cid import CID
+from sovnet.core.cid import CID
 from sovnet.errors import (
     IntegrityError,
     InvalidCIDError,
@@ -26,11 +25,13 @@ from sovnet.errors import (
     RunnerError,
     TrustError,
 )
-from sovnet.headercheck import Limits, check_headers
-from sovnet.keyfiles import NodeFiles
-from sovnet.publish import publish
-from sovnet.store import Store
-from sovnet.trust import TrustStore
+from sovnet.run.admission import Admission, admit, admit_in_child
+from sovnet.run.headercheck import Limits, check_headers
+from sovnet.store import stamps
+from sovnet.store.keyfiles import NodeFiles
+from sovnet.store.publish import publish
+from sovnet.store.store import Store
+from sovnet.trust.keys import TrustStore
 from tests.conftest import flip_byte, write_gguf, write_safetensors, write_tiny_gguf
 from tests.signed_store import commit_signed
 
@@ -54,8 +55,8 @@ class Node:
         result = publish(self.store, self.key, path, name=name, version=version, copy=True)
         return str(result.cid)
 
-    def admit(self, ref: str, **kwargs: object) -> gate.Admission:
-        return gate.admit(self.store, self.trust, ref, **kwargs)  # type: ignore[arg-type]
+    def admit(self, ref: str, **kwargs: object) -> Admission:
+        return admit(self.store, self.trust, ref, **kwargs)  # type: ignore[arg-type]
 
     def view(self, cid: str, path: str = TINY) -> Path:
         return self.root / "models" / cid / path
@@ -355,7 +356,7 @@ def test_header_check_that_runs_out_of_time_is_a_refusal(big_header: Path) -> No
 def test_a_whole_report_that_ends_after_the_deadline_is_still_a_verdict(tmp_path: Path) -> None:
     # The race CI met: the child wrote every verdict, and the wall clock ran out
     # before the parent read the end of the pipe. The verdicts are whole: use them.
-    from sovnet.headercheck import _interpret
+    from sovnet.run.headercheck import _interpret
 
     report = (
         b'{"file": 0}\n{"ok": {"facts": {"version": 3, "architecture": "llama", '
@@ -374,7 +375,7 @@ _OUT_OF_MEMORY = """
 import sys
 from pathlib import Path
 from sovnet.errors import MalformedFileError
-from sovnet.headercheck import Limits, check_headers
+from sovnet.run.headercheck import Limits, check_headers
 try:
     check_headers([("big.gguf", Path(sys.argv[1]))], Limits(memory_bytes=1024 * 1024))
 except MalformedFileError as exc:
@@ -426,7 +427,7 @@ def test_header_check_refuses_to_fork_beside_other_threads(tmp_path: Path) -> No
 
 def test_admission_crosses_the_process_boundary(node: Node, tiny: Path) -> None:
     cid = node.publish(tiny, version="1.0")
-    pending = gate.admit_in_child(node.root, "acme/tiny@1.0")
+    pending = admit_in_child(node.root, "acme/tiny@1.0")
     try:
         admission = pending.result()
     finally:
@@ -437,7 +438,7 @@ def test_admission_crosses_the_process_boundary(node: Node, tiny: Path) -> None:
 def test_refusal_crosses_the_process_boundary_with_its_class(node: Node, tiny: Path) -> None:
     cid = node.publish(tiny)
     flip_byte(node.view(cid), 300_000)
-    pending = gate.admit_in_child(node.root, cid)
+    pending = admit_in_child(node.root, cid)
     try:
         with pytest.raises(IntegrityError, match=TINY):
             pending.result()
@@ -450,7 +451,7 @@ def test_refusal_crosses_the_process_boundary_with_its_class(node: Node, tiny: P
 
 
 def _blake3_of(node: Node, cid: str) -> bytes:
-    from sovnet.manifest import Manifest
+    from sovnet.core.manifest import Manifest
 
     manifest = Manifest.from_bytes(node.store.manifest_bytes(CID.parse(cid)))
     return next(f.blake3 for f in manifest.files if f.path == TINY)

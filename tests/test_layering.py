@@ -13,20 +13,20 @@ import pytest
 PACKAGE = Path(__file__).parent.parent / "sovnet"
 PURE_MODULES = [
     "sovnet.errors",
-    "sovnet.cid",
-    "sovnet.canonjson",
-    "sovnet.relpath",
-    "sovnet.merkle",
-    "sovnet.manifest",
-    "sovnet.signing",
-    "sovnet.trust",
-    "sovnet.locations",
-    "sovnet.bencode",
-    "sovnet.torrent",
-    "sovnet.fetchplan",
-    "sovnet.config",
-    "sovnet.address",
-    "sovnet.network",
+    "sovnet.core.cid",
+    "sovnet.core.canonjson",
+    "sovnet.core.relpath",
+    "sovnet.core.merkle",
+    "sovnet.core.manifest",
+    "sovnet.core.signing",
+    "sovnet.trust.gate",
+    "sovnet.core.locations",
+    "sovnet.core.bencode",
+    "sovnet.core.torrent",
+    "sovnet.daemon.fetchplan",
+    "sovnet.core.config",
+    "sovnet.core.address",
+    "sovnet.core.network",
     "sovnet.formats.gguf",
     "sovnet.formats.safetensors",
     "sovnet.formats.policy",
@@ -76,7 +76,7 @@ def test_only_the_adapter_imports_libtorrent() -> None:
         for path in PACKAGE.rglob("*.py")
         if "libtorrent" in _imports(str(path.relative_to(PACKAGE.parent))[:-3].replace("/", "."))
     )
-    assert importers == ["_libtorrent.py"]
+    assert importers == ["net/_libtorrent.py"]
 
 
 def test_cli_startup_loads_no_heavy_dependency() -> None:

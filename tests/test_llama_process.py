@@ -1,4 +1,4 @@
-"""sovnet.llama_process's own decisions: what a child's death means to the user, and
+"""sovnet.run.llama_process's own decisions: what a child's death means to the user, and
 the job that crosses the pipe. (The real child, crashing and being stopped, is
 tested through the CLI in tests/test_run.py.)"""
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sovnet.errors import RunnerCrashError
-from sovnet.llama_process import Generate, Job, Serve, explain_death
+from sovnet.run.llama_process import Generate, Job, Serve, explain_death
 
 LABEL = "acme/tiny 1.0 (bafkr4i...)"
 

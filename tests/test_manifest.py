@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sovnet.core.manifest import FileEntry, FileFormat, Manifest, piece_size_for
 from sovnet.errors import ManifestFormatError
-from sovnet.manifest import FileEntry, FileFormat, Manifest, piece_size_for
 from tests.strategies import manifests
 
 

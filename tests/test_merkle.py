@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sovnet import filehash, merkle
+from sovnet.core import merkle
+from sovnet.store import filehash
 from tests.conftest import loopback_session
 
 KIB = 1024

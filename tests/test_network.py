@@ -11,10 +11,10 @@ from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sovnet import network
-from sovnet.address import PeerAddress
+from sovnet.core import network
+from sovnet.core.address import PeerAddress
+from sovnet.core.network import Invite
 from sovnet.errors import InvalidInputError
-from sovnet.network import Invite
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
 

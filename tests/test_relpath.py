@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sovnet.core.relpath import check_relpath, check_tree
 from sovnet.errors import ManifestFormatError
-from sovnet.relpath import check_relpath, check_tree
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sovnet import resumefile
-from sovnet.resumefile import ResumeWriter, keep_resume
+from sovnet.store import resumefile
+from sovnet.store.resumefile import ResumeWriter, keep_resume
 
 
 def _partial(tmp_path: Path, files: int = 2) -> Path:

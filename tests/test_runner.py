@@ -1,4 +1,4 @@
-"""sovnet.runner's own decisions: what reaches the terminal, the context size, and
+"""sovnet.run.runner's own decisions: what reaches the terminal, the context size, and
 that llama-cpp-python's server settings take nothing from the environment."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sovnet.llama_process import DEFAULT_CONTEXT, context_size
-from sovnet.runner import Output, explicit_settings
+from sovnet.run.llama_process import DEFAULT_CONTEXT, context_size
+from sovnet.run.runner import Output, explicit_settings
 from tests.conftest import Runner, write_gguf
 
 

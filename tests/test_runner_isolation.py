@@ -1,7 +1,7 @@
 """llama.cpp runs only in the child process that `sovnet run` / `sovnet serve` start
 for it, never in the CLI's own process and never in sovnetd: one module
-(sovnet/runner.py) imports llama_cpp, only the child's entry point
-(sovnet/llama_process.py) imports that module, and importing anything else of
+(sovnet/run/runner.py) imports llama_cpp, only the child's entry point
+(sovnet/run/llama_process.py) imports that module, and importing anything else of
 sovnet, the run commands included, loads neither."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "sovnet"
-RUNNER = PACKAGE / "runner.py"
-LLAMA_PROCESS = PACKAGE / "llama_process.py"
+RUNNER = PACKAGE / "run" / "runner.py"
+LLAMA_PROCESS = PACKAGE / "run" / "llama_process.py"
 
 
 def _imported_names(path: Path) -> set[str]:
@@ -42,22 +42,9 @@ def test_only_the_runner_imports_llama_cpp() -> None:
 
 
 def test_only_the_child_process_imports_the_runner() -> None:
-    importers = [
-        path
-        for path in _sources()
-        if "sovnet.runner" in _imported_names(path) or "sovnet.runner" in _from_sovnet(path)
-    ]
+    # ("from sovnet.run import runner" names sovnet.run.runner too)
+    importers = [path for path in _sources() if "sovnet.run.runner" in _imported_names(path)]
     assert importers == [LLAMA_PROCESS]
-
-
-def _from_sovnet(path: Path) -> set[str]:
-    """``from sovnet import runner`` names sovnet.runner too."""
-    return {
-        f"sovnet.{alias.name}"
-        for node in ast.walk(ast.parse(path.read_text(), str(path)))
-        if isinstance(node, ast.ImportFrom) and node.module == "sovnet"
-        for alias in node.names
-    }
 
 
 def _loaded_after(statement: str) -> set[str]:
@@ -70,7 +57,8 @@ def _loaded_after(statement: str) -> set[str]:
 
 def test_importing_the_runner_gate_and_cli_loads_no_llama_cpp() -> None:
     loaded = _loaded_after(
-        "import sovnet.runner, sovnet.gate, sovnet.llama_process, sovnet.cli.run_commands"
+        "import sovnet.run.runner, sovnet.run.admission, sovnet.run.llama_process,"
+        " sovnet.cli.run_commands"
     )
     assert "llama_cpp" not in loaded
 
@@ -91,7 +79,7 @@ def test_no_other_sovnet_module_loads_the_runner_or_llama_cpp() -> None:
         "        importlib.import_module(name)\n"
         "    except Exception:  # not importable here (a missing extra): nothing to check\n"
         "        continue\n"
-        "    if 'llama_cpp' in sys.modules or 'sovnet.runner' in sys.modules:\n"
+        "    if 'llama_cpp' in sys.modules or 'sovnet.run.runner' in sys.modules:\n"
         "        bad.append(name)\n"
         "        break\n"
         "print(bad)\n"
@@ -103,5 +91,5 @@ def test_no_other_sovnet_module_loads_the_runner_or_llama_cpp() -> None:
 
 
 def test_the_daemon_entry_point_loads_no_runner() -> None:
-    loaded = _loaded_after("import sovnet.daemon")
-    assert not loaded & {"llama_cpp", "sovnet.runner", "sovnet.llama_process"}
+    loaded = _loaded_after("import sovnet.daemon.main")
+    assert not loaded & {"llama_cpp", "sovnet.run.runner", "sovnet.run.llama_process"}

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sovnet.cid import CID
+from sovnet.core.cid import CID
+from sovnet.core.signing import KeyId, PrivateKey, PublicKey, SignatureBundle, signed_message
 from sovnet.errors import InvalidKeyError, ManifestFormatError
-from sovnet.signing import KeyId, PrivateKey, PublicKey, SignatureBundle, signed_message
 
 ALICE = PrivateKey.from_seed(b"\x01" * 32)
 BOB = PrivateKey.from_seed(b"\x02" * 32)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sovnet import stamps
-from sovnet.stamps import Stamp
+from sovnet.store import stamps
+from sovnet.store.stamps import Stamp
 
 u64 = st.integers(0, 2**64 - 1)
 stamp_values = st.builds(Stamp, u64, u64, u64, u64, u64)

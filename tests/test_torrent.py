@@ -13,10 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sovnet import bencode, filehash, torrent
-from sovnet.cid import CID
+from sovnet.core import bencode, torrent
+from sovnet.core.cid import CID
+from sovnet.core.manifest import FileEntry, FileFormat, Manifest
 from sovnet.errors import ManifestFormatError
-from sovnet.manifest import FileEntry, FileFormat, Manifest
+from sovnet.store import filehash
 from tests.strategies import manifests
 
 CA = b"-----BEGIN CERTIFICATE-----\nnot parsed by the info-hash\n-----END CERTIFICATE-----\n"

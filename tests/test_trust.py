@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from sovnet.cid import CID
+from sovnet.core.cid import CID
+from sovnet.core.manifest import FileEntry, FileFormat, Manifest
+from sovnet.core.signing import PrivateKey, SignatureBundle
 from sovnet.errors import IntegrityError, ManifestFormatError, NotFoundError, TrustError
-from sovnet.manifest import FileEntry, FileFormat, Manifest
-from sovnet.signing import PrivateKey, SignatureBundle
-from sovnet.trust import TrustedKey, TrustStore, open_manifest, parse_key_reference
+from sovnet.trust.gate import open_manifest
+from sovnet.trust.keys import TrustedKey, TrustStore, parse_key_reference
 
 PUBLISHER = PrivateKey.from_seed(b"\x07" * 32)
 STRANGER = PrivateKey.from_seed(b"\x08" * 32)

@@ -8,12 +8,13 @@ from pathlib import Path
 import blake3
 import pytest
 
-from sovnet.cid import CID
-from sovnet.manifest import Manifest
-from sovnet.publish import publish
-from sovnet.signing import PrivateKey, PublicKey, SignatureBundle, signed_message
-from sovnet.store import Store
-from sovnet.trust import TrustedKey, TrustStore, open_manifest
+from sovnet.core.cid import CID
+from sovnet.core.manifest import Manifest
+from sovnet.core.signing import PrivateKey, PublicKey, SignatureBundle, signed_message
+from sovnet.store.publish import publish
+from sovnet.store.store import Store
+from sovnet.trust.gate import open_manifest
+from sovnet.trust.keys import TrustedKey, TrustStore
 
 VECTORS = Path(__file__).parent / "vectors"
 VERSIONS = sorted(p for p in VECTORS.iterdir() if p.is_dir())

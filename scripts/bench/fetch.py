@@ -61,9 +61,9 @@ from common import (
 )
 from common import free_port as pick_port
 
-from sovnet import network, torrent
-from sovnet.cid import CID
-from sovnet.manifest import Manifest
+from sovnet.core import network, torrent
+from sovnet.core.cid import CID
+from sovnet.core.manifest import Manifest
 
 NAME = "fetch"
 BASELINE = "curl from nginx (download)"

@@ -24,9 +24,9 @@ from typing import Any
 
 import libtorrent as lt
 
-from sovnet._libtorrent import session_settings
-from sovnet.address import PeerAddress
-from sovnet.swarm import SwarmSettings
+from sovnet.core.address import PeerAddress
+from sovnet.net._libtorrent import session_settings
+from sovnet.net.swarm import SwarmSettings
 
 DEADLINE = 300.0
 

@@ -71,7 +71,7 @@ def _context_size(gguf: Path) -> int:
     """The context `sovnet run` picks for this file, so the baseline asks for the same."""
     sys.path.insert(0, str(REPO))
     from sovnet.formats.gguf import parse_gguf
-    from sovnet.llama_process import context_size
+    from sovnet.run.llama_process import context_size
 
     with open(gguf, "rb") as handle:
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from sovnet.cid import CID
-    from sovnet.client import Client
-    from sovnet.keyfiles import NodeFiles
-    from sovnet.store import Store
+    from sovnet.api.client import Client
+    from sovnet.core.cid import CID
+    from sovnet.store.keyfiles import NodeFiles
+    from sovnet.store.store import Store
 
 
 @dataclass
@@ -26,30 +26,30 @@ class Context:
 
     @property
     def state_dir(self) -> Path:
-        from sovnet.locations import state_dir
+        from sovnet.core.locations import state_dir
 
         return state_dir(os.environ, Path.home(), self.state_override)
 
     @property
     def socket_path(self) -> Path:
-        from sovnet.config import default_socket
+        from sovnet.core.config import default_socket
 
         if self.socket_override:
             return Path(self.socket_override).expanduser()
         return default_socket(os.environ, self.state_dir)
 
     def store(self) -> Store:
-        from sovnet.store import Store
+        from sovnet.store.store import Store
 
         return Store(self.state_dir)
 
     def node_files(self) -> NodeFiles:
-        from sovnet.keyfiles import NodeFiles
+        from sovnet.store.keyfiles import NodeFiles
 
         return NodeFiles(self.state_dir)
 
     def client(self) -> Client:
-        from sovnet.client import Client
+        from sovnet.api.client import Client
 
         return Client(self.socket_path)
 
@@ -69,6 +69,6 @@ def use_json(ctx: Context, as_json: bool) -> None:
 
 
 def parse_cid(text: str) -> CID:
-    from sovnet.cid import CID
+    from sovnet.core.cid import CID
 
     return CID.parse(text)

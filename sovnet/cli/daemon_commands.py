@@ -68,7 +68,7 @@ def fetch(ctx: Context, cid_text: str, peers: tuple[str, ...], as_json: bool) ->
     The manifest must be signed by a publisher this node trusts. With --json,
     prints one JSON object a line: progress events, then the result.
     """
-    from sovnet.address import PeerAddress
+    from sovnet.core.address import PeerAddress
 
     use_json(ctx, as_json)
     cid = parse_cid(cid_text)
@@ -117,7 +117,7 @@ def peers() -> None:
 @pass_context
 def peers_add(ctx: Context, address: str, as_json: bool) -> None:
     """Add a peer; it is kept across restarts."""
-    from sovnet.address import PeerAddress
+    from sovnet.core.address import PeerAddress
 
     use_json(ctx, as_json)
     result = ctx.client().add_peer(str(PeerAddress.parse(address)))
@@ -152,7 +152,7 @@ def peers_ls(ctx: Context, as_json: bool) -> None:
 @pass_context
 def peers_rm(ctx: Context, address: str, as_json: bool) -> None:
     """Forget a peer."""
-    from sovnet.address import PeerAddress
+    from sovnet.core.address import PeerAddress
 
     use_json(ctx, as_json)
     result = ctx.client().remove_peer(str(PeerAddress.parse(address)))
@@ -198,7 +198,7 @@ def network_create(
     ctx: Context, name: str, node_name: str | None, force: bool, as_json: bool
 ) -> None:
     """Create a network: its CA stays on this node, which joins it at once."""
-    from sovnet.networkfiles import NetworkFiles
+    from sovnet.store.networkfiles import NetworkFiles
 
     use_json(ctx, as_json)
     files = NetworkFiles(ctx.state_dir)
@@ -223,7 +223,7 @@ def network_request(ctx: Context, node_name: str | None, output: Path | None) ->
 
     Send the request to the network's owner; the private key stays here.
     """
-    from sovnet.networkfiles import NetworkFiles
+    from sovnet.store.networkfiles import NetworkFiles
 
     request = NetworkFiles(ctx.state_dir).request(_node_name(node_name))
     if output is None:
@@ -255,8 +255,8 @@ def network_invite(
     """Admit a node: sign its request (or make its key with --new-node) into an invite."""
     import os
 
-    from sovnet.address import PeerAddress
-    from sovnet.networkfiles import NetworkFiles
+    from sovnet.core.address import PeerAddress
+    from sovnet.store.networkfiles import NetworkFiles
 
     files = NetworkFiles(ctx.state_dir)
     addresses = [PeerAddress.parse(p) for p in peers]
@@ -285,9 +285,9 @@ def network_invite(
 @pass_context
 def network_join(ctx: Context, invite_file: Path, force: bool, as_json: bool) -> None:
     """Join a network with the invite its owner wrote for this node."""
-    from sovnet.network import Invite
-    from sovnet.networkfiles import NetworkFiles
-    from sovnet.peerbook import read_added, write_added
+    from sovnet.core.network import Invite
+    from sovnet.net.peerbook import read_added, write_added
+    from sovnet.store.networkfiles import NetworkFiles
 
     use_json(ctx, as_json)
     invite = Invite.from_bytes(invite_file.read_bytes())
@@ -313,7 +313,7 @@ def network_join(ctx: Context, invite_file: Path, force: bool, as_json: bool) ->
 @pass_context
 def network_show(ctx: Context, as_json: bool) -> None:
     """Show this node's network and certificate."""
-    from sovnet.networkfiles import NetworkFiles
+    from sovnet.store.networkfiles import NetworkFiles
 
     use_json(ctx, as_json)
     files = NetworkFiles(ctx.state_dir)

@@ -28,7 +28,7 @@ from sovnet.cli.output import (
 from sovnet.errors import InvalidInputError, SovnetError
 
 if TYPE_CHECKING:
-    from sovnet.trust import OpenedManifest, SignerReport
+    from sovnet.trust.gate import OpenedManifest, SignerReport
 
 
 _use_json = use_json
@@ -140,7 +140,7 @@ def trust() -> None:
 @pass_context
 def trust_add(ctx: Context, key_ref: str, name: str, as_json: bool) -> None:
     """Trust a publisher key: its signatures make manifests trusted here."""
-    from sovnet.trust import TrustedKey, check_name, parse_key_reference
+    from sovnet.trust.keys import TrustedKey, check_name, parse_key_reference
 
     _use_json(ctx, as_json)
     key_id, public = parse_key_reference(key_ref)
@@ -184,7 +184,7 @@ def trust_ls(ctx: Context, as_json: bool) -> None:
 def trust_rm(ctx: Context, key_ref: str, as_json: bool) -> None:
     """Stop trusting a publisher key."""
     from sovnet.errors import NotFoundError
-    from sovnet.trust import TrustStore, parse_key_reference
+    from sovnet.trust.keys import TrustStore, parse_key_reference
 
     _use_json(ctx, as_json)
     files = ctx.node_files()
@@ -281,7 +281,7 @@ def _publish_locally(
     copy: bool,
     bar: ProgressSink,
 ) -> dict[str, object]:
-    from sovnet.publish import publish as do_publish
+    from sovnet.store.publish import publish as do_publish
 
     result = do_publish(
         ctx.store().init(),
@@ -446,8 +446,8 @@ def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
     Exits 0 only if every file matches and a trusted key signed.
     """
     from sovnet.errors import IntegrityError, TrustError
-    from sovnet.trust import UNTRUSTED_HINT, untrusted_reason
-    from sovnet.verify import verify as do_verify
+    from sovnet.store.verify import verify as do_verify
+    from sovnet.trust.gate import UNTRUSTED_HINT, untrusted_reason
 
     _use_json(ctx, as_json)
     cid = _parse_cid(cid_text)

@@ -1,6 +1,6 @@
 """The commands that hand a verified model to the tools that use it: run, serve, export.
 
-Each goes through the gate (sovnet/gate.py) first: a trusted signature, files that
+Each goes through the gate (sovnet/run/admission.py) first: a trusted signature, files that
 are the verified ones, GGUF headers checked by sovnet's parser in a limited child
 process. run and serve then hand the admitted file to llama.cpp in a child process
 (llama_process.py), whose crash becomes one line and exit 11; llama.cpp is never
@@ -20,7 +20,7 @@ from sovnet.cli.context import Context, json_option, pass_context, use_json
 from sovnet.cli.output import emit_json, say
 
 if TYPE_CHECKING:
-    from sovnet.llama_process import Generate, Serve
+    from sovnet.run.llama_process import Generate, Serve
 
 DEFAULT_PORT = 8000  # llama-cpp-python's server's own default
 
@@ -91,7 +91,7 @@ def run(
     MODEL is a CID, or ORG/MODEL[@VERSION] among the models signed by a trusted
     key (a bare name must match exactly one; `sovnet ls` lists them).
     """
-    from sovnet.llama_process import Generate
+    from sovnet.run.llama_process import Generate
 
     task = Generate(prompt=prompt, max_tokens=max_tokens, chat=chat, seed=seed)
     _admit_and_hand_over(ctx, model_ref, verify_full, gguf_file, ctx_size, verbose, task)
@@ -129,7 +129,7 @@ def serve(
     MODEL is a CID, or ORG/MODEL[@VERSION] among the models signed by a trusted
     key (a bare name must match exactly one; `sovnet ls` lists them).
     """
-    from sovnet.llama_process import Serve
+    from sovnet.run.llama_process import Serve
 
     if not _is_loopback(host):
         say(f"warning: listening on {host}: anyone who can reach port {port} can use the model")
@@ -152,11 +152,11 @@ def _admit_and_hand_over(
     llama.cpp itself) while the gate, forked from this process, checks the model on
     the other core. On two cores most of the gate then costs no time.
     """
-    from sovnet import gate
-    from sovnet.llama_process import Job, LlamaProcess, Serve, context_size
+    from sovnet.run.admission import admit_in_child
+    from sovnet.run.llama_process import Job, LlamaProcess, Serve, context_size
 
     with LlamaProcess() as child:
-        pending = gate.admit_in_child(
+        pending = admit_in_child(
             ctx.state_dir, model_ref, verify_full=verify_full, gguf_file=gguf_file
         )
         try:
@@ -222,8 +222,9 @@ def export(
     use_json(ctx, as_json)
     if hf_cache is None:
         raise click.UsageError("say what to export to: --hf-cache [DIR]")
-    from sovnet import gate, hfexport
-    from sovnet.cid import CID
+    from sovnet.core.cid import CID
+    from sovnet.run import hfexport
+    from sovnet.run.admission import admit
 
     if hf_cache:
         cache_dir = Path(hf_cache).expanduser()
@@ -231,7 +232,7 @@ def export(
         cache_dir = hfexport.default_cache_dir(os.environ, Path.home())
     store = ctx.store()
     trust = ctx.node_files().load_trust()
-    admission = gate.admit(store, trust, model_ref, verify_full=verify_full, runnable=False)
+    admission = admit(store, trust, model_ref, verify_full=verify_full, runnable=False)
     cid = CID.parse(admission.cid)
     manifest = store.open(cid, trust).manifest
     result = hfexport.export_hf_cache(admission.model_dir, cid, manifest, cache_dir)

@@ -18,9 +18,9 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 
-from sovnet import network, torrent
-from sovnet.cid import CID
-from sovnet.manifest import Manifest
+from sovnet.core import network, torrent
+from sovnet.core.cid import CID
+from sovnet.core.manifest import Manifest
 from tests.conftest import loopback_session
 from tests.e2e.conftest import Cluster, Node, make_model
 

@@ -1,0 +1,258 @@
+"""The local API: HTTP on a Unix socket (mode 0600), for the CLI and local tools.
+
+    GET    /v1/status                  the node: network, ports, fetches, bans, ...
+    GET    /v1/models                  stored models with what they uploaded
+    POST   /v1/models                  publish {path, name, version?, license?, copy?}  (stream)
+    DELETE /v1/models/{cid}            stop seeding and remove
+    POST   /v1/fetch                   fetch {cid, peers?: [HOST:PORT]}                 (stream)
+    GET    /v1/peers                   known peers
+    POST   /v1/peers                   {address}
+    DELETE /v1/peers/{address}
+    GET    /v1/trust                   trusted publisher keys
+    POST   /v1/trust                   {key, name}
+    DELETE /v1/trust/{key}
+
+Streams are NDJSON: progress objects (``{"event": ...}``), then one
+``{"event": "result", ...}`` or ``{"event": "error", "error": {...}}``. Other
+errors are ``{"error": {code, exit_code, message, hint}}`` with an HTTP status.
+The socket's permissions are the access control: only the daemon's user (and
+root) can connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from sovnet.core.address import PeerAddress
+from sovnet.core.cid import CID
+from sovnet.daemon.node import Node
+from sovnet.errors import (
+    DaemonError,
+    InvalidInputError,
+    LocalStateError,
+    SovnetError,
+)
+
+log = logging.getLogger("sovnet.api.server")
+
+MAX_REQUEST_BYTES = 64 * 1024
+_STATUS = {3: 404, 4: 400, 5: 409, 6: 403, 7: 500, 8: 502, 9: 503}
+
+
+def _error_response(error: SovnetError) -> web.Response:
+    return web.json_response({"error": error.to_json()}, status=_STATUS.get(error.exit_code, 500))
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except SovnetError as exc:
+        return _error_response(exc)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        log.exception("API %s %s failed", request.method, request.path)
+        return _error_response(SovnetError(f"internal error: {exc!r}", hint="see sovnetd's log"))
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        value = await request.json()
+    except ValueError:
+        raise InvalidInputError("the request body is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError("the request body must be a JSON object")
+    return value
+
+
+async def _stream(
+    request: web.Request,
+    work: Callable[[Callable[[dict[str, Any]], None]], Awaitable[dict[str, Any]]],
+) -> web.StreamResponse:
+    """Run ``work``, streaming the events it emits and then its result (or error)."""
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    async def run() -> None:
+        try:
+            result = await work(queue.put_nowait)
+            queue.put_nowait({"event": "result", **result})
+        except SovnetError as exc:
+            queue.put_nowait({"event": "error", "error": exc.to_json()})
+        except asyncio.CancelledError:
+            queue.put_nowait(
+                {"event": "error", "error": DaemonError("sovnetd is stopping").to_json()}
+            )
+            raise
+        except Exception as exc:
+            log.exception("API %s failed", request.path)
+            error = SovnetError(f"internal error: {exc!r}", hint="see sovnetd's log")
+            queue.put_nowait({"event": "error", "error": error.to_json()})
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.create_task(run())
+    try:
+        while (event := await queue.get()) is not None:
+            await response.write((json.dumps(event) + "\n").encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        # The client went away; a fetch goes on (others may follow it), a publish too.
+        pass
+    if task.done():
+        await task
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_errors])
+    routes = web.RouteTableDef()
+
+    @routes.get("/v1/status")
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(node.status())
+
+    @routes.get("/v1/models")
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"seeding": node.seeding_stats()})
+
+    @routes.post("/v1/models")
+    async def publish(request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        return await _stream(request, lambda emit: node.publish(body, emit))
+
+    @routes.delete("/v1/models/{cid}")
+    async def remove(request: web.Request) -> web.Response:
+        return web.json_response(await node.remove(CID.parse(request.match_info["cid"])))
+
+    @routes.post("/v1/fetch")
+    async def fetch(request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        cid = CID.parse(str(body.get("cid", "")))
+        peers = [PeerAddress.parse(str(p)) for p in body.get("peers") or []]
+        return await _stream(request, lambda emit: node.fetch(cid, peers, emit))
+
+    @routes.get("/v1/peers")
+    async def peers(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "peers": [
+                    {"address": str(p.address), "source": p.source, "name": p.name}
+                    for p in node.book.all()
+                ]
+            }
+        )
+
+    @routes.post("/v1/peers")
+    async def add_peer(request: web.Request) -> web.Response:
+        address = PeerAddress.parse(str((await _body(request)).get("address", "")))
+        peer = node.book.add(address)
+        return web.json_response({"address": str(peer.address), "source": peer.source})
+
+    @routes.delete("/v1/peers/{address}")
+    async def remove_peer(request: web.Request) -> web.Response:
+        address = PeerAddress.parse(request.match_info["address"])
+        node.book.remove(address)
+        return web.json_response({"removed": str(address)})
+
+    @routes.get("/v1/trust")
+    async def trust(request: web.Request) -> web.Response:
+        keys = node.keys.load_trust().keys
+        return web.json_response(
+            {
+                "keys": [
+                    {
+                        "key_id": str(k.key_id),
+                        "name": k.name,
+                        "public_key": k.public_key and str(k.public_key),
+                    }
+                    for k in keys
+                ]
+            }
+        )
+
+    @routes.post("/v1/trust")
+    async def add_trust(request: web.Request) -> web.Response:
+        from sovnet.trust.keys import TrustedKey, check_name, parse_key_reference
+
+        body = await _body(request)
+        key_id, public = parse_key_reference(str(body.get("key", "")))
+        entry = TrustedKey(key_id, check_name(str(body.get("name", ""))), public)
+        node.keys.update_trust(lambda store: store.with_key(entry))
+        return web.json_response({"key_id": str(key_id), "name": entry.name})
+
+    @routes.delete("/v1/trust/{key}")
+    async def remove_trust(request: web.Request) -> web.Response:
+        from sovnet.trust.keys import parse_key_reference
+
+        key_id, _ = parse_key_reference(request.match_info["key"])
+        node.keys.update_trust(lambda store: store.without(key_id))
+        return web.json_response({"removed": str(key_id)})
+
+    app.add_routes(routes)
+    return app
+
+
+def claim_socket(path: Path) -> None:
+    """Remove a stale socket file; refuse if a daemon answers on it."""
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)  # left by a daemon that died
+        return
+    except OSError as exc:
+        raise LocalStateError(f"cannot use the API socket {path}: {exc.strerror}") from exc
+    finally:
+        probe.close()
+    raise LocalStateError(
+        f"another sovnetd is already running with the API socket {path}",
+        hint="stop it first, or give this one another --state-dir / --socket",
+    )
+
+
+class ApiServer:
+    def __init__(self, node: Node, path: Path) -> None:
+        self._app = build_app(node)
+        self._path = path
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        if len(os.fsencode(self._path)) > 107:
+            raise LocalStateError(
+                f"the API socket path is too long for a Unix socket: {self._path}",
+                hint="set a shorter one with --socket or SOVNET_SOCKET",
+            )
+        self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        claim_socket(self._path)
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        # The process umask (0077, set by daemon.py) already makes the socket 0600
+        # at bind; the chmod states it.
+        await web.UnixSite(self._runner, str(self._path), shutdown_timeout=1.0).start()
+        os.chmod(self._path, 0o600)
+
+    async def close(self) -> None:
+        if self._runner is None:
+            return  # never bound: the socket (if any) is another daemon's
+        await self._runner.cleanup()
+        self._runner = None
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()

@@ -1,0 +1,210 @@
+"""The daemon's configuration: a TOML file, ``SOVNET_*`` variables and flags.
+
+Precedence, highest first: command-line flags, environment variables, the
+config file, defaults. Every value is checked here, once, and a bad one is
+refused with the field and where it came from named, so ``sovnetd`` never
+starts half-configured.
+
+The file (all keys optional)::
+
+    state_dir = "/var/lib/sovnet"        # SOVNET_STATE_DIR
+    socket = "/run/sovnet/api.sock"      # SOVNET_SOCKET: the local API (mode 0600)
+    swarm_listen = "0.0.0.0:6881"        # SOVNET_SWARM_LISTEN: BitTorrent over TLS
+    control_listen = "0.0.0.0:6880"      # SOVNET_CONTROL_LISTEN: HTTPS between peers
+    peers = ["192.0.2.7:6880"]           # SOVNET_PEERS (comma-separated): control addresses
+    upload_rate_limit = 0                # SOVNET_UPLOAD_RATE_LIMIT: bytes/s, 0 = none
+    download_rate_limit = 0              # SOVNET_DOWNLOAD_RATE_LIMIT
+    stall_timeout = 120                  # SOVNET_STALL_TIMEOUT: s without progress -> fail
+    peer_timeout = 10                    # SOVNET_PEER_TIMEOUT: s per control-plane request
+    refresh_interval = 5                 # SOVNET_REFRESH_INTERVAL: s between peer rounds
+    resume_interval = 5                  # SOVNET_RESUME_INTERVAL: s between resume saves
+    log_level = "info"                   # SOVNET_LOG_LEVEL: debug, info, warning, error
+
+Pure: the caller passes the file's bytes, the environment and the home
+directory; nothing here reads files or ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from sovnet.core.address import PeerAddress
+from sovnet.core.locations import state_dir as default_state_dir
+from sovnet.errors import ConfigError, InvalidInputError
+
+CONFIG_NAME = "sovnetd.toml"
+SOCKET_NAME = "sovnetd.sock"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: Path
+    socket: Path
+    swarm_listen: PeerAddress
+    control_listen: PeerAddress
+    peers: tuple[PeerAddress, ...] = ()
+    upload_rate_limit: int = 0
+    download_rate_limit: int = 0
+    stall_timeout: float = 120.0
+    peer_timeout: float = 10.0
+    refresh_interval: float = 5.0
+    resume_interval: float = 5.0
+    log_level: str = "info"
+
+
+def config_file(
+    env: Mapping[str, str], home: Path, override: str | None = None
+) -> tuple[Path, bool]:
+    """Where the config file is, and whether it must exist (named explicitly)."""
+    if override:
+        return Path(override).expanduser(), True
+    if env.get("SOVNET_CONFIG"):
+        return Path(env["SOVNET_CONFIG"]).expanduser(), True
+    if env.get("CONFIGURATION_DIRECTORY"):
+        return Path(env["CONFIGURATION_DIRECTORY"].split(":")[0]) / CONFIG_NAME, False
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".config"
+    return base / "sovnet" / CONFIG_NAME, False
+
+
+def default_socket(env: Mapping[str, str], state: Path) -> Path:
+    """The API socket: SOVNET_SOCKET, else beside the state (the CLI looks there too)."""
+    if env.get("SOVNET_SOCKET"):
+        return Path(env["SOVNET_SOCKET"]).expanduser()
+    return state / SOCKET_NAME
+
+
+# -- field parsers: each takes a TOML value or an environment string ---------------
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _path(value: object) -> Path:
+    return Path(_text(value)).expanduser()
+
+
+def _listen(value: object) -> PeerAddress:
+    try:
+        return PeerAddress.parse(_text(value), allow_zero_port=True)
+    except InvalidInputError as exc:
+        raise ValueError(exc.message) from exc
+
+
+def _peers(value: object) -> tuple[PeerAddress, ...]:
+    items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("expected a list of HOST:PORT")
+    try:
+        return tuple(dict.fromkeys(PeerAddress.parse(_text(v)) for v in items))
+    except InvalidInputError as exc:
+        raise ValueError(exc.message) from exc
+
+
+def _rate(value: object) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("expected bytes per second, a whole number >= 0 (0 = no limit)")
+    return value
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError("expected a number of seconds") from None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 86400:
+        raise ValueError("expected a number of seconds above 0 (at most 86400)")
+    return float(value)
+
+
+def _level(value: object) -> str:
+    text = _text(value).lower()
+    if text not in LOG_LEVELS:
+        raise ValueError("expected one of " + ", ".join(LOG_LEVELS))
+    return text
+
+
+_PARSERS: dict[str, Callable[[object], object]] = {
+    "state_dir": _path,
+    "socket": _path,
+    "swarm_listen": _listen,
+    "control_listen": _listen,
+    "peers": _peers,
+    "upload_rate_limit": _rate,
+    "download_rate_limit": _rate,
+    "stall_timeout": _seconds,
+    "peer_timeout": _seconds,
+    "refresh_interval": _seconds,
+    "resume_interval": _seconds,
+    "log_level": _level,
+}
+assert set(_PARSERS) == {f.name for f in fields(DaemonConfig)}
+
+_DEFAULT_LISTEN = {"swarm_listen": "0.0.0.0:6881", "control_listen": "0.0.0.0:6880"}
+
+
+def env_name(field: str) -> str:
+    return "SOVNET_" + field.upper()
+
+
+def load(
+    toml_data: bytes | None,
+    env: Mapping[str, str],
+    home: Path,
+    overrides: Mapping[str, object] | None = None,
+    *,
+    source: str = CONFIG_NAME,
+) -> DaemonConfig:
+    """The configuration from a file's bytes (or none), the environment and flags."""
+    layers: list[tuple[str, Mapping[str, object]]] = []
+    if toml_data is not None:
+        try:
+            table = tomllib.loads(toml_data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
+        unknown = sorted(set(table) - set(_PARSERS))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown setting {unknown[0]!r}",
+                hint="settings: " + ", ".join(sorted(_PARSERS)),
+            )
+        layers.append((source, table))
+    layers.append(
+        ("the environment", {k: env[env_name(k)] for k in _PARSERS if env_name(k) in env})
+    )
+    if overrides:
+        layers.append(("the command line", {k: v for k, v in overrides.items() if v is not None}))
+
+    values: dict[str, object] = {}
+    for where, layer in layers:
+        for key, raw in layer.items():
+            shown = env_name(key) if where == "the environment" else key
+            try:
+                values[key] = _PARSERS[key](raw)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"setting {shown!r} from {where}: {exc} (got {raw!r})",
+                    hint="fix it and start sovnetd again",
+                ) from None
+    state = values.get("state_dir")
+    if not isinstance(state, Path):
+        state = default_state_dir(env, home)
+        values["state_dir"] = state
+    if "socket" not in values:
+        runtime = env.get("RUNTIME_DIRECTORY")
+        values["socket"] = (
+            Path(runtime.split(":")[0]) / "api.sock" if runtime else default_socket(env, state)
+        )
+    for key, default in _DEFAULT_LISTEN.items():
+        values.setdefault(key, _listen(default))
+    return DaemonConfig(**values)  # type: ignore[arg-type]

@@ -1,0 +1,160 @@
+"""``sovnetd``: the node daemon's entry point.
+
+Reads flags, environment and the config file (config.py) once, then runs a
+:class:`~sovnet.node.Node` until SIGTERM or SIGINT. Under systemd
+(``Type=notify``) it reports READY=1 once the local API, the swarm and the
+control plane all listen, STATUS= lines while it runs, and STOPPING=1 when it
+shuts down. Logs go to stderr, which journald collects.
+
+On SIGTERM, fetches stop where they are (their resume data saved), the swarm
+is closed, and nothing half-written is left where it could be taken for
+verified data: downloads live in ``partial/`` until they are verified and
+committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from sovnet.errors import SovnetError
+
+if TYPE_CHECKING:  # imported where the daemon starts: `sovnetd --help` stays light
+    from sovnet.daemon.node import Node
+
+log = logging.getLogger("sovnet.daemon.main")
+
+
+def notify(message: str) -> None:
+    """Tell systemd (sd_notify protocol); nothing to do when not under systemd."""
+    target = os.environ.get("NOTIFY_SOCKET")
+    if not target:
+        return
+    address = "\0" + target[1:] if target.startswith("@") else target
+    with (
+        contextlib.suppress(OSError),
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock,
+    ):
+        sock.sendto(message.encode(), address)
+
+
+async def serve(config_overrides: dict[str, object], config_path: str | None) -> None:
+    from sovnet.api.server import ApiServer, claim_socket
+    from sovnet.core import config as config_module
+    from sovnet.daemon.node import Node, swarm_settings
+    from sovnet.errors import ConfigError
+    from sovnet.net._libtorrent import LibtorrentSwarm
+
+    env = dict(os.environ)
+    path, required = config_module.config_file(env, Path.home(), config_path)
+    try:
+        data: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"the config file {path} does not exist") from None
+        data = None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
+    config = config_module.load(data, env, Path.home(), config_overrides, source=str(path))
+    logging.getLogger().setLevel(config.log_level.upper())
+
+    node = Node(config, LibtorrentSwarm(swarm_settings(config)))
+    api = ApiServer(node, config.socket)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    claim_socket(config.socket)  # before anything else: one daemon per state
+    try:
+        await node.start()
+        await api.start()
+        notify("READY=1\nSTATUS=" + _summary(node))
+        log.info("ready; API on %s", config.socket)
+        async with asyncio.TaskGroup() as group:
+            events = group.create_task(node.run_events(), name="swarm events")
+            reporter = group.create_task(_report(node), name="status")
+            await stop.wait()
+            notify("STOPPING=1")
+            log.info("stopping")
+            events.cancel()
+            reporter.cancel()
+    finally:
+        await api.close()
+        await node.close()
+        log.info("stopped")
+
+
+def _summary(node: Node) -> str:
+    status = node.status()
+    return (
+        f"seeding {status['seeding']} model(s), {len(status['fetches'])} fetch(es), "
+        f"{status['peers']} peer(s)"
+    )
+
+
+async def _report(node: Node) -> None:
+    while True:
+        await asyncio.sleep(10)
+        notify("STATUS=" + _summary(node))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", help="Config file [default: see README].")
+@click.option("--state-dir", help="Where the store, keys and network files are.")
+@click.option("--socket", "socket_path", help="The local API's Unix socket.")
+@click.option("--swarm-listen", help="HOST:PORT for BitTorrent over TLS [0.0.0.0:6881].")
+@click.option("--control-listen", help="HOST:PORT for HTTPS between peers [0.0.0.0:6880].")
+@click.option("--peer", "peers", multiple=True, help="A peer's HOST:PORT (repeatable).")
+@click.option("--log-level", help="debug, info, warning or error [info].")
+@click.version_option(package_name="sovnet")
+def cli(
+    config_path: str | None,
+    state_dir: str | None,
+    socket_path: str | None,
+    swarm_listen: str | None,
+    control_listen: str | None,
+    peers: tuple[str, ...],
+    log_level: str | None,
+) -> None:
+    """sovnetd: seed the models in this node's store, fetch from trusted peers,
+    and serve the local API that the `sovnet` command uses."""
+    overrides: dict[str, object] = {
+        "state_dir": state_dir,
+        "socket": socket_path,
+        "swarm_listen": swarm_listen,
+        "control_listen": control_listen,
+        "peers": list(peers) if peers else None,
+        "log_level": log_level,
+    }
+    # Everything the daemon creates is private to its user unless made otherwise.
+    os.umask(0o077)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s"
+        if os.environ.get("JOURNAL_STREAM")
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(serve(overrides, config_path))
+    except SovnetError as exc:
+        log.error("%s", exc.message)
+        if exc.hint:
+            log.error("hint: %s", exc.hint)
+        notify(f"STATUS=failed: {exc.message}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def main() -> None:
+    cli()

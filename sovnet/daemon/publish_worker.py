@@ -1,0 +1,81 @@
+"""Work sovnetd hands to a child process: ``python -m sovnet.worker publish ...``.
+
+Publishing hashes a file the daemon does not own, through a memory mapping
+(filehash.py): if its owner truncates it meanwhile, the process that maps it
+gets SIGBUS. In a child, that ends the child, and the daemon reports a failed
+publish. The child also keeps the hashing threads' pressure on the GIL away
+from the daemon's event loop.
+
+The child writes one JSON object a line to stdout: ``{"event": "scanned",
+"total"}``, ``{"event": "hashed", "bytes"}`` (at most ten a second),
+then ``{"event": "result", ...}`` or ``{"event": "error", "error": {...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from sovnet.errors import SovnetError
+
+
+def _send(event: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def publish(args: argparse.Namespace) -> None:
+    from sovnet.store.keyfiles import NodeFiles
+    from sovnet.store.publish import publish as do_publish
+    from sovnet.store.store import Store
+
+    state = Path(args.state_dir)
+    hashed = 0
+    last = 0.0
+
+    def progress(amount: int) -> None:
+        nonlocal hashed, last
+        hashed += amount
+        now = time.monotonic()
+        if now - last >= 0.1:
+            last = now
+            _send({"event": "hashed", "bytes": hashed})
+
+    key = NodeFiles(state).load_key()
+    result = do_publish(
+        Store(state).init(),
+        key,
+        Path(args.path),
+        name=args.name,
+        version=args.version,
+        license=args.license,
+        copy=args.copy,
+        on_scanned=lambda total: _send({"event": "scanned", "total": total}),
+        progress=progress,
+    )
+    _send({"event": "result", **result.summary()})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sovnet.worker")
+    commands = parser.add_subparsers(dest="command", required=True)
+    pub = commands.add_parser("publish")
+    pub.add_argument("--state-dir", required=True)
+    pub.add_argument("--name", required=True)
+    pub.add_argument("--version")
+    pub.add_argument("--license")
+    pub.add_argument("--copy", action="store_true")
+    pub.add_argument("path")
+    args = parser.parse_args(argv)
+    try:
+        publish(args)
+    except SovnetError as exc:
+        _send({"event": "error", "error": exc.to_json()})
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

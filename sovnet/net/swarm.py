@@ -1,0 +1,147 @@
+"""The swarm as the daemon sees it: what it can ask of BitTorrent, and what it hears.
+
+:class:`Swarm` is the interface node.py programs against; _libtorrent.py is its
+one implementation (the only module that imports libtorrent). The value types
+here are plain data copied out of libtorrent, so nothing above this layer ever
+holds a libtorrent object or waits on its threads.
+
+A torrent is addressed by its v2 info-hash (32 bytes). Files are addressed by
+their position in :attr:`sovnet.torrent.TorrentSpec.files` (torrent order), so
+callers never see libtorrent's internal pad files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sovnet.core.address import PeerAddress
+from sovnet.core.torrent import TorrentSpec
+
+
+@dataclass(frozen=True)
+class SwarmSettings:
+    listen: PeerAddress
+    upload_rate_limit: int = 0  # bytes/s over all torrents, 0 = none
+    download_rate_limit: int = 0
+
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    """This node's certificate in the network, for the SSL torrents."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    dh_pem: bytes
+
+
+@dataclass(frozen=True)
+class TransferStatus:
+    info_hash: bytes
+    state: str  # checking, downloading, finished, seeding, paused, error
+    wanted: int  # bytes this node wants (files it already had are not wanted)
+    wanted_done: int
+    download_rate: int  # payload bytes/s
+    upload_rate: int
+    peers: int
+    seeds: int
+    session_downloaded: int  # payload bytes since the torrent was added in this process
+    session_uploaded: int
+    failed_bytes: int  # bytes that failed a hash check
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Every wanted piece is downloaded and passed its hash check."""
+
+    info_hash: bytes
+
+
+@dataclass(frozen=True)
+class ResumeSaved:
+    info_hash: bytes
+    data: bytes  # opaque; give it back to :meth:`Swarm.add` after a restart
+
+
+@dataclass(frozen=True)
+class HashFailed:
+    info_hash: bytes
+    piece: int
+
+
+@dataclass(frozen=True)
+class PeerBanned:
+    info_hash: bytes
+    peer: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TorrentFailed:
+    info_hash: bytes
+    message: str
+
+
+SwarmEvent = Finished | ResumeSaved | HashFailed | PeerBanned | TorrentFailed
+
+
+class Swarm(Protocol):
+    @property
+    def port(self) -> int:
+        """The port the swarm listens on (after :meth:`start`)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None:
+        """Save resume data of every download (as ResumeSaved events), then stop."""
+        ...
+
+    async def add(
+        self,
+        spec: TorrentSpec,
+        *,
+        identity: TlsIdentity,
+        paths: Mapping[int, Path],
+        seeding: bool,
+        layers: Mapping[bytes, bytes] | None = None,
+        resume: bytes | None = None,
+        skip: Iterable[int] = (),
+        peers: Iterable[PeerAddress] = (),
+    ) -> None:
+        """Share ``spec``: file ``i`` lives at ``paths[i]`` (an absolute path).
+
+        ``seeding``: this node has every file, already verified (needs ``layers``,
+        the piece layers by pieces root). Otherwise it downloads every file not in
+        ``skip``, continuing from ``resume`` when given, and connects to ``peers``
+        as it starts (sooner than :meth:`connect` right after it would).
+        """
+        ...
+
+    async def remove(self, info_hash: bytes) -> None: ...
+
+    def connect(self, info_hash: bytes, peers: Iterable[PeerAddress]) -> None: ...
+
+    def save_resume(self, info_hash: bytes) -> bool:
+        """Ask for a ResumeSaved event for a download; False if one is still on its
+        way (or the torrent is not here)."""
+        ...
+
+    async def verified_leaves(self, info_hash: bytes, spec: TorrentSpec) -> dict[int, list[bytes]]:
+        """For a finished download: by file of ``spec``, the SHA-256 leaf hashes the
+        swarm checked every block against (files it kept no leaves of are left out).
+        The files are complete only once the torrent is removed."""
+        ...
+
+    def statuses(self) -> Mapping[bytes, TransferStatus]:
+        """The latest status of every torrent (refreshed about once a second)."""
+        ...
+
+    async def status_now(self, info_hash: bytes) -> TransferStatus | None:
+        """The status of one torrent as of now (for final figures)."""
+        ...
+
+    async def next_event(self) -> SwarmEvent: ...

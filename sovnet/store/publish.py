@@ -1,0 +1,178 @@
+"""Publish a model: scan, hash, sign and commit it to the store.
+
+Each file is read once. When the source is on the store's filesystem it is hard
+linked into the store (no copy, no extra space: publishing a 2 GiB model costs
+about as much as hashing it) and made read-only; otherwise, or with
+``copy=True``, it is copied while it is hashed. Either way the bytes hashed are
+the bytes of the inode that becomes the blob, and a file that changes while it
+is read is refused.
+
+Hashing happens without the store lock, into private temp names; the lock is
+held only for the commit, which is atomic (store.py).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from sovnet.core.cid import CID
+from sovnet.core.manifest import FileEntry, Manifest, check_identity, piece_size_for
+from sovnet.core.signing import KeyId, PrivateKey, SignatureBundle
+from sovnet.errors import IntegrityError, LocalStateError, ModelRejectedError
+from sovnet.store.filehash import FileDigest, hash_fd
+from sovnet.store.scan import ScannedFile, scan_model
+from sovnet.store.store import Store
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    cid: CID
+    manifest: Manifest
+    signer: KeyId
+    linked: int
+    copied: int
+    already_stored: int
+
+    def summary(self) -> dict[str, object]:
+        """What `sovnet publish --json` (and the daemon's publish) report."""
+        return {
+            "cid": str(self.cid),
+            "name": self.manifest.name,
+            "version": self.manifest.version,
+            "size": self.manifest.total_size,
+            "files": len(self.manifest.files),
+            "signer": str(self.signer),
+            "linked": self.linked,
+            "copied": self.copied,
+        }
+
+
+@dataclass(frozen=True)
+class _Imported:
+    temp: Path
+    digest: FileDigest
+    linked: bool
+
+
+def _import_file(
+    store: Store,
+    item: ScannedFile,
+    executor: ThreadPoolExecutor,
+    copy: bool,
+    piece_size: int,
+    progress: Progress | None,
+) -> _Imported:
+    fd = os.open(item.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb", buffering=0):  # closes fd however we leave
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise ModelRejectedError(f"refusing {item.relpath}: not a regular file")
+        temp = store.temp_path()
+        linked = False
+        if not copy:
+            try:
+                os.link(item.source, temp, follow_symlinks=False)
+                now = os.lstat(temp)
+                # The name could have been swapped since we opened it: keep the link
+                # only if it is the inode we are about to hash.
+                linked = (now.st_dev, now.st_ino) == (before.st_dev, before.st_ino)
+                if not linked:
+                    temp.unlink()
+            except OSError:
+                linked = False  # another filesystem, or links not permitted: copy
+        try:
+            if linked:
+                digest = hash_fd(fd, executor, piece_size=piece_size, progress=progress)
+            else:
+                with open(temp, "xb") as sink:
+                    digest = hash_fd(
+                        fd, executor, piece_size=piece_size, sink=sink, progress=progress
+                    )
+                    sink.flush()
+                    os.fsync(sink.fileno())
+            after = os.fstat(fd)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or (
+        digest.size != before.st_size
+    ):
+        temp.unlink(missing_ok=True)
+        raise IntegrityError(
+            f"{item.relpath} changed while it was being published", hint="publish it again"
+        )
+    return _Imported(temp, digest, linked)
+
+
+def publish(
+    store: Store,
+    key: PrivateKey,
+    model: Path,
+    *,
+    name: str,
+    version: str | None = None,
+    license: str | None = None,
+    copy: bool = False,
+    on_scanned: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
+) -> PublishResult:
+    """Publish ``model`` under ``name``; ``on_scanned`` gets the total bytes to hash."""
+    check_identity(name, version, license)  # before the long part, not after it
+    scanned = scan_model(model)
+    total = sum(item.size for item in scanned)
+    piece_size = piece_size_for(total)
+    if on_scanned is not None:
+        on_scanned(total)
+    imported: list[_Imported] = []
+    try:
+        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as executor:
+            for item in scanned:
+                imported.append(_import_file(store, item, executor, copy, piece_size, progress))
+        entries = tuple(
+            FileEntry(
+                path=item.relpath,
+                size=done.digest.size,
+                blake3=done.digest.blake3,
+                pieces_root=done.digest.pieces_root,
+                format=item.format,
+                facts=item.facts,
+            )
+            for item, done in zip(scanned, imported, strict=True)
+        )
+        manifest = Manifest(
+            name=name,
+            version=version,
+            license=license,
+            piece_size=piece_size,
+            files=entries,
+        )
+        raw = manifest.to_bytes()
+        cid = CID.of(raw)
+        signature = key.sign(cid)
+        stored = 0
+        with store.locked():
+            for done in imported:
+                if not store.adopt_blob(done.temp, done.digest.blake3):
+                    stored += 1
+                store.put_layer(done.digest.blake3, piece_size, done.digest.piece_layer)
+            store.commit(manifest, raw, SignatureBundle(cid).with_signature(signature))
+    except OSError as exc:
+        raise LocalStateError(f"cannot write to the store at {store.root}: {exc.strerror}") from exc
+    finally:
+        for done in imported:
+            done.temp.unlink(missing_ok=True)
+    return PublishResult(
+        cid=cid,
+        manifest=manifest,
+        signer=key.public_key.key_id,
+        linked=sum(1 for d in imported if d.linked),
+        copied=sum(1 for d in imported if not d.linked),
+        already_stored=stored,
+    )
