@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sovnet.core.cid import CID
-from sovnet.core.manifest import Facts, FileEntry, FileFormat, Manifest, piece_size_for
+from sovnet.core.manifest import Facts, FileEntry, Manifest, piece_size_for
 from sovnet.core.signing import SignatureBundle
+from sovnet.formats.fileformat import FileFormat
 from sovnet.formats.gguf import GGUFFacts
 from sovnet.formats.safetensors import SafetensorsFacts
 from sovnet.store.filehash import hash_file

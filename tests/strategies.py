@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
-from sovnet.core.manifest import FileEntry, FileFormat, Manifest
+from sovnet.core.manifest import FileEntry, Manifest
+from sovnet.formats.fileformat import FileFormat
 from sovnet.formats.gguf import GGUFFacts
 from sovnet.formats.safetensors import SafetensorsFacts
 

@@ -9,10 +9,11 @@ from hypothesis import strategies as st
 
 from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
-from sovnet.core.manifest import FileEntry, FileFormat, Manifest
+from sovnet.core.manifest import FileEntry, Manifest
 from sovnet.core.signing import PrivateKey, SignatureBundle
 from sovnet.daemon.fetchplan import Answer, Progress, choose_manifest, resume_due
 from sovnet.errors import IntegrityError, NotFoundError, TrustError
+from sovnet.formats.fileformat import FileFormat
 from sovnet.trust.keys import TrustedKey, TrustStore
 
 A, B, C = (PeerAddress("192.0.2.1", p) for p in (1, 2, 3))

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sovnet.core.manifest import FileEntry, FileFormat, Manifest, piece_size_for
+from sovnet.core.manifest import FileEntry, Manifest, piece_size_for
 from sovnet.errors import ManifestFormatError
+from sovnet.formats.fileformat import FileFormat
 from tests.strategies import manifests
 
 

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from sovnet.core import bencode, torrent
 from sovnet.core.cid import CID
-from sovnet.core.manifest import FileEntry, FileFormat, Manifest
+from sovnet.core.manifest import FileEntry, Manifest
 from sovnet.errors import ManifestFormatError
+from sovnet.formats.fileformat import FileFormat
 from sovnet.store import filehash
 from tests.strategies import manifests
 

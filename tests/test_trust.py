@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sovnet.core.cid import CID
-from sovnet.core.manifest import FileEntry, FileFormat, Manifest
+from sovnet.core.manifest import FileEntry, Manifest
 from sovnet.core.signing import PrivateKey, SignatureBundle
 from sovnet.errors import IntegrityError, ManifestFormatError, NotFoundError, TrustError
+from sovnet.formats.fileformat import FileFormat
 from sovnet.trust.gate import open_manifest
 from sovnet.trust.keys import TrustedKey, TrustStore, parse_key_reference
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import cast
 
 from sovnet.core import canonjson
 from sovnet.core.cid import CID
 from sovnet.core.relpath import check_relpath, check_tree
 from sovnet.errors import ManifestFormatError
+from sovnet.formats.fileformat import FileFormat
 from sovnet.formats.gguf import GGUFFacts
 from sovnet.formats.safetensors import SafetensorsFacts
 
@@ -45,16 +45,6 @@ MAX_LICENSE_CHARS = 128
 MAX_ARCHITECTURE_BYTES = 128
 
 Facts = GGUFFacts | SafetensorsFacts | None
-
-
-class FileFormat(StrEnum):
-    """How a file's content was validated when it was published."""
-
-    GGUF = "gguf"
-    SAFETENSORS = "safetensors"
-    JSON = "json"
-    TEXT = "text"
-    SENTENCEPIECE = "sentencepiece"
 
 
 def piece_size_for(total_size: int) -> int:

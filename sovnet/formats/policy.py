@@ -10,8 +10,8 @@ Pure: decides from names only; scan.py checks file types and content.
 
 from __future__ import annotations
 
-from sovnet.core.manifest import FileFormat
 from sovnet.errors import UnsafeFileError
+from sovnet.formats.fileformat import FileFormat
 
 _BY_SUFFIX = {
     ".gguf": FileFormat.GGUF,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sovnet.core.manifest import MAX_FILES, Facts, FileFormat
+from sovnet.core.manifest import MAX_FILES, Facts
 from sovnet.core.relpath import check_relpath, check_tree
 from sovnet.errors import (
     MalformedFileError,
@@ -27,6 +27,7 @@ from sovnet.errors import (
     UnsafeFileError,
 )
 from sovnet.formats import companions, policy
+from sovnet.formats.fileformat import FileFormat
 from sovnet.formats.gguf import parse_gguf
 from sovnet.formats.safetensors import parse_safetensors
 
