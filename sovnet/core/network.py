@@ -136,6 +136,15 @@ def new_key() -> bytes:
 
 
 @dataclass(frozen=True)
+class TlsIdentity:
+    """This node's certificate in the network, for the SSL torrents."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    dh_pem: bytes
+
+
+@dataclass(frozen=True)
 class TlsFiles:
     """Where a node's TLS material is, for Python's ssl (which loads keys from files)."""
 

@@ -44,7 +44,7 @@ from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
 from sovnet.core.config import DaemonConfig
 from sovnet.core.manifest import FileEntry, Manifest
-from sovnet.core.network import Membership
+from sovnet.core.network import Membership, TlsIdentity
 from sovnet.core.signing import SignatureBundle
 from sovnet.daemon.fetchplan import Accepted, Answer, Progress, choose_manifest, resume_due
 from sovnet.errors import (
@@ -71,7 +71,6 @@ from sovnet.net.swarm import (
     ResumeSaved,
     Swarm,
     SwarmSettings,
-    TlsIdentity,
     TorrentFailed,
 )
 from sovnet.store import filehash

@@ -30,6 +30,7 @@ import libtorrent as lt
 
 from sovnet.core import merkle
 from sovnet.core.address import PeerAddress
+from sovnet.core.network import TlsIdentity
 from sovnet.core.torrent import TorrentSpec
 from sovnet.errors import LocalStateError
 from sovnet.net.swarm import (
@@ -39,7 +40,6 @@ from sovnet.net.swarm import (
     ResumeSaved,
     SwarmEvent,
     SwarmSettings,
-    TlsIdentity,
     TorrentFailed,
     TransferStatus,
 )

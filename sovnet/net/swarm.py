@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sovnet.core.address import PeerAddress
+from sovnet.core.network import TlsIdentity
 from sovnet.core.torrent import TorrentSpec
 
 
@@ -26,15 +27,6 @@ class SwarmSettings:
     listen: PeerAddress
     upload_rate_limit: int = 0  # bytes/s over all torrents, 0 = none
     download_rate_limit: int = 0
-
-
-@dataclass(frozen=True)
-class TlsIdentity:
-    """This node's certificate in the network, for the SSL torrents."""
-
-    cert_pem: bytes
-    key_pem: bytes
-    dh_pem: bytes
 
 
 @dataclass(frozen=True)

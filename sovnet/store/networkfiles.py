@@ -20,9 +20,8 @@ from pathlib import Path
 
 from sovnet.core import network
 from sovnet.core.address import PeerAddress
-from sovnet.core.network import CertificateAuthority, Invite, Membership, TlsFiles
+from sovnet.core.network import CertificateAuthority, Invite, Membership, TlsFiles, TlsIdentity
 from sovnet.errors import InvalidInputError, LocalStateError, NotFoundError
-from sovnet.net.swarm import TlsIdentity
 from sovnet.store.atomicfile import write_atomic
 from sovnet.store.lockfile import exclusive_lock
 
