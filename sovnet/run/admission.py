@@ -292,7 +292,7 @@ def _rehash(
     from concurrent.futures import ThreadPoolExecutor
 
     from sovnet.store import stamps
-    from sovnet.store.filehash import hash_fd
+    from sovnet.store.filehash import Difference, check_fd
 
     view = store.model_dir(cid)
     # The executor's threads end with this block: headercheck forks right after.
@@ -301,18 +301,18 @@ def _rehash(
             fd = os.open(view / entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 before = os.fstat(fd)
-                digest = hash_fd(fd, executor)
+                check = check_fd(fd, entry, executor)
                 after = os.fstat(fd)
             finally:
                 os.close(fd)
-            if digest.size != entry.size or digest.blake3 != entry.blake3:
+            if check.difference is Difference.PIECES_ROOT:
+                problem = "has a BEP 52 root the manifest does not"
+                raise _differs(cid, manifest, entry, problem, action)
+            if check.difference is not None:
                 problem = (
-                    f"differs from the manifest (BLAKE3 {digest.blake3.hex()[:16]}…, "
+                    f"differs from the manifest (BLAKE3 {check.digest.blake3.hex()[:16]}…, "
                     f"signed {entry.blake3.hex()[:16]}…)"
                 )
-                raise _differs(cid, manifest, entry, problem, action)
-            if digest.pieces_root != entry.pieces_root:
-                problem = "has a BEP 52 root the manifest does not"
                 raise _differs(cid, manifest, entry, problem, action)
             stamp = stamps.Stamp.of(after)
             if stamps.Stamp.of(before) == stamp:

@@ -22,16 +22,21 @@ Blocking by design: callers in asyncio run it in a thread.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from enum import Enum
 from typing import BinaryIO
 
 import blake3
 
 from sovnet.core import merkle
+from sovnet.core.manifest import FileEntry
+
+log = logging.getLogger(__name__)
 
 SPAN = 4 * 1024 * 1024
 SPAN_HEIGHT = 8  # 4 MiB span = 2**8 blocks of 16 KiB
@@ -191,3 +196,60 @@ def layer_matches(layer: bytes, size: int, piece_size: int, pieces_root: bytes) 
     tree_height = merkle.height_for(merkle.leaf_count(size))
     root = merkle.subtree_root(pieces, tree_height - height, merkle.pad_hash(height))
     return root == pieces_root
+
+
+class Difference(Enum):
+    """How a file differs from its manifest entry (callers word it for their user)."""
+
+    SIZE = "size"
+    CONTENT = "content"  # its BLAKE3
+    PIECES_ROOT = "pieces root"  # its BEP 52 root: the publisher's hashes disagree
+
+
+@dataclass(frozen=True)
+class HashCheck:
+    """A file checked against the manifest entry it should be."""
+
+    digest: FileDigest
+    difference: Difference | None
+
+    @property
+    def ok(self) -> bool:
+        return self.difference is None
+
+
+def check_fd(
+    fd: int,
+    entry: FileEntry,
+    executor: Executor,
+    *,
+    piece_size: int | None = None,
+    leaves: list[bytes] | None = None,
+    progress: ProgressCallback | None = None,
+) -> HashCheck:
+    """Whether the file open at ``fd`` is ``entry``'s bytes: the one check the run gate,
+    ``sovnet verify`` and a fetch make.
+
+    With ``leaves``, the SHA-256 leaf hashes a swarm checked every block against (or
+    for a file of one piece, which the swarm checked against the pieces root
+    itself), only the BLAKE3 is computed and the piece layer is made from the
+    leaves; if they do not add up, the file is hashed in full. With ``piece_size``
+    the digest carries the piece layer for that size.
+    """
+    if piece_size is not None and (leaves is not None or entry.size <= piece_size):
+        size, blake3_digest = blake3_fd(fd)
+        if (size, blake3_digest) != (entry.size, entry.blake3):
+            difference = Difference.SIZE if size != entry.size else Difference.CONTENT
+            return HashCheck(FileDigest(size, blake3_digest, b""), difference)
+        layer = layer_from_leaves(leaves or [], size, piece_size)
+        if layer_matches(layer, size, piece_size, entry.pieces_root):
+            return HashCheck(FileDigest(size, blake3_digest, entry.pieces_root, layer), None)
+        log.warning("the swarm's leaf hashes of %s do not add up: hashing it", entry.path)
+    digest = hash_fd(fd, executor, piece_size=piece_size, progress=progress)
+    if digest.size != entry.size:
+        return HashCheck(digest, Difference.SIZE)
+    if digest.blake3 != entry.blake3:
+        return HashCheck(digest, Difference.CONTENT)
+    if digest.pieces_root != entry.pieces_root:
+        return HashCheck(digest, Difference.PIECES_ROOT)
+    return HashCheck(digest, None)

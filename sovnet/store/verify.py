@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sovnet.core.cid import CID
 from sovnet.core.manifest import FileEntry
-from sovnet.store.filehash import hash_fd
+from sovnet.store.filehash import Difference, check_fd
 from sovnet.store.store import Store
 from sovnet.trust.gate import OpenedManifest
 from sovnet.trust.keys import TrustStore
@@ -65,17 +65,17 @@ def _check_file(
             return FileCheck(entry.path, "is not a regular file")
         if info.st_size != entry.size:
             return FileCheck(entry.path, f"is {info.st_size} bytes, the manifest says {entry.size}")
-        digest = hash_fd(fd, executor, progress=progress)
+        check = check_fd(fd, entry, executor, progress=progress)
     finally:
         os.close(fd)
-    if digest.blake3 != entry.blake3:
+    if check.difference is Difference.PIECES_ROOT:
+        return FileCheck(entry.path, "BEP 52 pieces root differs from the manifest")
+    if check.difference is not None:
         return FileCheck(
             entry.path,
-            f"content differs: BLAKE3 {digest.blake3.hex()[:16]}…, "
+            f"content differs: BLAKE3 {check.digest.blake3.hex()[:16]}…, "
             f"manifest {entry.blake3.hex()[:16]}…",
         )
-    if digest.pieces_root != entry.pieces_root:
-        return FileCheck(entry.path, "BEP 52 pieces root differs from the manifest")
     if not store.blob_path(entry.blake3).is_file():
         return FileCheck(entry.path, "its blob is missing from the store")
     return FileCheck(entry.path, None)
