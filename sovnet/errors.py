@@ -6,6 +6,7 @@ below are documented in README.md and never reuse each other's exit codes, so a
 script can tell "the content is tampered" from "you typed it wrong".
 
     SovnetError                      exit 1   (only as a base; never raised bare)
+    ├── InternalError                exit 1   a failure sovnet did not expect: a bug
     ├── NotFoundError                exit 3   a CID, key or model is not here
     ├── InvalidInputError            exit 4   malformed input: CID, name, key, manifest
     │   ├── InvalidCIDError
@@ -49,6 +50,14 @@ class SovnetError(Exception):
             "message": self.message,
             "hint": self.hint,
         }
+
+
+class InternalError(SovnetError):
+    """A failure sovnet did not expect (a bug, or a helper process that died without
+    saying why): reported with what is known, and a hint to see the log."""
+
+    code = "internal"
+    exit_code = 1
 
 
 class NotFoundError(SovnetError):
@@ -174,7 +183,8 @@ def error_from_json(value: object) -> SovnetError:
     if not isinstance(value, dict):
         return DaemonError(f"sovnetd sent a malformed error: {value!r}"[:300])
     code, message, hint = value.get("code"), value.get("message"), value.get("hint")
-    cls = next((c for c in _all_classes() if c.code == code), SovnetError)
+    known = (c for c in _all_classes() if c is not SovnetError and c.code == code)
+    cls = next(known, InternalError)
     return cls(
         str(message) if message is not None else "unknown error",
         hint=str(hint) if hint is not None else None,

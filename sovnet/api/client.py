@@ -1,10 +1,11 @@
-"""The typed client of sovnetd's local API (api.py), for the CLI.
+"""The typed client of sovnetd's local API (server.py), for the CLI.
 
 Synchronous and built on the standard library's http.client over a Unix
 socket: the CLI is a short-lived process, and importing aiohttp would cost it
 more than a whole status request takes.
 
-Errors the daemon reports come back as the same SovnetError classes they were
+Answers come back as the messages of messages.py, checked as they are parsed;
+errors the daemon reports come back as the same SovnetError classes they were
 raised as (errors.error_from_json). A daemon that is not running is a
 DaemonError that says how to start it.
 """
@@ -15,12 +16,32 @@ import http.client
 import json
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from sovnet.errors import DaemonError, SovnetError, error_from_json
+from sovnet.api.messages import (
+    JSON,
+    FetchProgress,
+    FetchResult,
+    KnownPeer,
+    ManifestAccepted,
+    NodeStatus,
+    PeerRemoved,
+    PublishHashed,
+    PublishRequest,
+    PublishResult,
+    PublishScanned,
+    RemoveResult,
+    SeedingStats,
+    from_json,
+    to_json,
+)
+from sovnet.errors import DaemonError, error_from_json
+
+R = TypeVar("R")
+FetchEvent = ManifestAccepted | FetchProgress | FetchResult
+PublishEvent = PublishScanned | PublishHashed | PublishResult
 
 START_HINT = (
     "start it with `sovnetd` (or `systemctl start sovnetd`); with another state "
@@ -44,14 +65,6 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-@dataclass(frozen=True)
-class Event:
-    """One line of a streamed answer: ``kind`` is its "event" field."""
-
-    kind: str
-    data: dict[str, Any]
-
-
 class Client:
     def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
         self.socket_path = socket_path
@@ -72,7 +85,7 @@ class Client:
         return True
 
     def _send(
-        self, method: str, path: str, body: dict[str, Any] | None, timeout: float | None
+        self, method: str, path: str, body: dict[str, JSON] | None, timeout: float | None
     ) -> http.client.HTTPResponse:
         connection = _UnixConnection(self.socket_path, timeout)
         payload = None if body is None else json.dumps(body).encode()
@@ -92,7 +105,7 @@ class Client:
         except (OSError, http.client.HTTPException) as exc:
             raise DaemonError(f"cannot talk to sovnetd at {self.socket_path}: {exc}") from exc
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(self, method: str, path: str, body: dict[str, JSON] | None = None) -> JSON:
         response = self._send(method, path, body, self.timeout)
         try:
             data = response.read()
@@ -106,8 +119,11 @@ class Client:
             raise error_from_json(value.get("error") if isinstance(value, dict) else value)
         return value
 
-    def _stream(self, path: str, body: dict[str, Any]) -> Iterator[Event]:
-        """The events of a streamed call; the last is "result" (an error is raised)."""
+    def _stream(
+        self, path: str, body: dict[str, JSON], kinds: dict[str, type[Any]], result: type[R]
+    ) -> Iterator[Any]:
+        """The events of a streamed call, each as the message its "event" names; the
+        last is the result (an error is raised)."""
         response = self._send("POST", path, body, None)  # a fetch may take hours
         if response.status != 200:
             try:
@@ -128,61 +144,45 @@ class Client:
                 )
             try:
                 event = json.loads(line)
-                kind = str(event["event"])
-            except (ValueError, KeyError, TypeError):
+                kind = str(event.pop("event"))
+            except (ValueError, KeyError, TypeError, AttributeError):
                 raise DaemonError(f"sovnetd sent a malformed event: {line[:200]!r}") from None
             if kind == "error":
                 raise error_from_json(event.get("error"))
-            yield Event(kind, event)
             if kind == "result":
+                yield from_json(result, event)
                 return
+            if kind in kinds:  # an event of a kind this client does not know is skipped
+                yield from_json(kinds[kind], event)
 
     # -- the API -------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        return dict(self._call("GET", "/v1/status"))
+    def status(self) -> NodeStatus:
+        return from_json(NodeStatus, self._call("GET", "/v1/status"))
 
-    def seeding(self) -> dict[str, dict[str, int]]:
-        return dict(self._call("GET", "/v1/models")["seeding"])
+    def seeding(self) -> dict[str, SeedingStats]:
+        value = self._call("GET", "/v1/models")
+        seeding = value.get("seeding") if isinstance(value, dict) else None
+        return from_json(dict[str, SeedingStats], seeding)
 
-    def publish(
-        self,
-        path: Path,
-        name: str,
-        version: str | None,
-        license: str | None,
-        copy: bool,
-    ) -> Iterator[Event]:
-        return self._stream(
-            "/v1/models",
-            {
-                "path": str(path.resolve()),
-                "name": name,
-                "version": version,
-                "license": license,
-                "copy": copy,
-            },
-        )
+    def publish(self, request: PublishRequest) -> Iterator[PublishEvent]:
+        kinds = {PublishScanned.EVENT: PublishScanned, PublishHashed.EVENT: PublishHashed}
+        return self._stream("/v1/models", to_json(request), kinds, PublishResult)
 
-    def fetch(self, cid: str, peers: list[str]) -> Iterator[Event]:
-        return self._stream("/v1/fetch", {"cid": cid, "peers": peers})
+    def fetch(self, cid: str, peers: list[str]) -> Iterator[FetchEvent]:
+        kinds = {ManifestAccepted.EVENT: ManifestAccepted, FetchProgress.EVENT: FetchProgress}
+        return self._stream("/v1/fetch", {"cid": cid, "peers": peers}, kinds, FetchResult)
 
-    def remove(self, cid: str) -> dict[str, Any]:
-        return dict(self._call("DELETE", f"/v1/models/{quote(cid, safe='')}"))
+    def remove(self, cid: str) -> RemoveResult:
+        return from_json(RemoveResult, self._call("DELETE", f"/v1/models/{quote(cid, safe='')}"))
 
-    def peers(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/v1/peers")["peers"])
+    def peers(self) -> list[KnownPeer]:
+        value = self._call("GET", "/v1/peers")
+        listed = value.get("peers") if isinstance(value, dict) else None
+        return list(from_json(tuple[KnownPeer, ...], listed))
 
-    def add_peer(self, address: str) -> dict[str, Any]:
-        return dict(self._call("POST", "/v1/peers", {"address": address}))
+    def add_peer(self, address: str) -> KnownPeer:
+        return from_json(KnownPeer, self._call("POST", "/v1/peers", {"address": address}))
 
-    def remove_peer(self, address: str) -> dict[str, Any]:
-        return dict(self._call("DELETE", f"/v1/peers/{quote(address, safe='')}"))
-
-
-def result_of(events: Iterator[Event]) -> dict[str, Any]:
-    """Follow a stream to its end, ignoring progress; the result."""
-    for event in events:
-        if event.kind == "result":
-            return event.data
-    raise SovnetError("the stream ended without a result")  # pragma: no cover
+    def remove_peer(self, address: str) -> PeerRemoved:
+        return from_json(PeerRemoved, self._call("DELETE", f"/v1/peers/{quote(address, safe='')}"))

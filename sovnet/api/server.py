@@ -8,9 +8,9 @@
     GET    /v1/peers                   known peers
     POST   /v1/peers                   {address}
     DELETE /v1/peers/{address}
-    GET    /v1/trust                   trusted publisher keys
-    POST   /v1/trust                   {key, name}
-    DELETE /v1/trust/{key}
+
+The server serves a :class:`NodeService` (daemon/node.py implements it), and
+speaks the messages of messages.py.
 
 Streams are NDJSON: progress objects (``{"event": ...}``), then one
 ``{"event": "result", ...}`` or ``{"event": "error", "error": {...}}``. Other
@@ -27,17 +27,34 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from sovnet.api.messages import (
+    FetchProgress,
+    FetchResult,
+    KnownPeer,
+    ManifestAccepted,
+    NodeStatus,
+    PeerRemoved,
+    PublishHashed,
+    PublishRequest,
+    PublishResult,
+    PublishScanned,
+    RemoveResult,
+    SeedingStats,
+    event_json,
+    from_json,
+    to_json,
+)
 from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
-from sovnet.daemon.node import Node
 from sovnet.errors import (
     DaemonError,
+    InternalError,
     InvalidInputError,
     LocalStateError,
     SovnetError,
@@ -65,7 +82,7 @@ async def _errors(
         raise
     except Exception as exc:
         log.exception("API %s %s failed", request.method, request.path)
-        return _error_response(SovnetError(f"internal error: {exc!r}", hint="see sovnetd's log"))
+        return _error_response(InternalError(f"internal error: {exc!r}", hint="see sovnetd's log"))
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -78,9 +95,40 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return value
 
 
+FetchEvent = ManifestAccepted | FetchProgress
+PublishEvent = PublishScanned | PublishHashed
+
+
+class NodeService(Protocol):
+    """What the local API serves; daemon/node.py implements it."""
+
+    def status(self) -> NodeStatus: ...
+
+    def seeding(self) -> dict[str, SeedingStats]: ...
+
+    async def publish(
+        self, request: PublishRequest, emit: Callable[[PublishEvent], None]
+    ) -> PublishResult: ...
+
+    async def remove(self, cid: CID) -> RemoveResult: ...
+
+    async def fetch(
+        self, cid: CID, peers: Iterable[PeerAddress], emit: Callable[[FetchEvent], None]
+    ) -> FetchResult: ...
+
+    def peers(self) -> list[KnownPeer]: ...
+
+    def add_peer(self, address: PeerAddress) -> KnownPeer: ...
+
+    def remove_peer(self, address: PeerAddress) -> PeerRemoved: ...
+
+
+def _json(message: object) -> web.Response:
+    return web.json_response(to_json(message))
+
+
 async def _stream(
-    request: web.Request,
-    work: Callable[[Callable[[dict[str, Any]], None]], Awaitable[dict[str, Any]]],
+    request: web.Request, work: Callable[[Callable[[object], None]], Awaitable[object]]
 ) -> web.StreamResponse:
     """Run ``work``, streaming the events it emits and then its result (or error)."""
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -89,8 +137,8 @@ async def _stream(
 
     async def run() -> None:
         try:
-            result = await work(queue.put_nowait)
-            queue.put_nowait({"event": "result", **result})
+            result = await work(lambda event: queue.put_nowait(event_json(event)))
+            queue.put_nowait({"event": "result", **to_json(result)})
         except SovnetError as exc:
             queue.put_nowait({"event": "error", "error": exc.to_json()})
         except asyncio.CancelledError:
@@ -100,7 +148,7 @@ async def _stream(
             raise
         except Exception as exc:
             log.exception("API %s failed", request.path)
-            error = SovnetError(f"internal error: {exc!r}", hint="see sovnetd's log")
+            error = InternalError(f"internal error: {exc!r}", hint="see sovnetd's log")
             queue.put_nowait({"event": "error", "error": error.to_json()})
         finally:
             queue.put_nowait(None)
@@ -119,26 +167,27 @@ async def _stream(
     return response
 
 
-def build_app(node: Node) -> web.Application:
+def build_app(node: NodeService) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_errors])
     routes = web.RouteTableDef()
 
     @routes.get("/v1/status")
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(node.status())
+        return _json(node.status())
 
     @routes.get("/v1/models")
     async def models(request: web.Request) -> web.Response:
-        return web.json_response({"seeding": node.seeding_stats()})
+        seeding = {cid: to_json(stats) for cid, stats in node.seeding().items()}
+        return web.json_response({"seeding": seeding})
 
     @routes.post("/v1/models")
     async def publish(request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = from_request(PublishRequest, await _body(request))
         return await _stream(request, lambda emit: node.publish(body, emit))
 
     @routes.delete("/v1/models/{cid}")
     async def remove(request: web.Request) -> web.Response:
-        return web.json_response(await node.remove(CID.parse(request.match_info["cid"])))
+        return _json(await node.remove(CID.parse(request.match_info["cid"])))
 
     @routes.post("/v1/fetch")
     async def fetch(request: web.Request) -> web.StreamResponse:
@@ -149,63 +198,30 @@ def build_app(node: Node) -> web.Application:
 
     @routes.get("/v1/peers")
     async def peers(request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "peers": [
-                    {"address": str(p.address), "source": p.source, "name": p.name}
-                    for p in node.book.all()
-                ]
-            }
-        )
+        return web.json_response({"peers": [to_json(p) for p in node.peers()]})
 
     @routes.post("/v1/peers")
     async def add_peer(request: web.Request) -> web.Response:
         address = PeerAddress.parse(str((await _body(request)).get("address", "")))
-        peer = node.book.add(address)
-        return web.json_response({"address": str(peer.address), "source": peer.source})
+        return _json(node.add_peer(address))
 
     @routes.delete("/v1/peers/{address}")
     async def remove_peer(request: web.Request) -> web.Response:
-        address = PeerAddress.parse(request.match_info["address"])
-        node.book.remove(address)
-        return web.json_response({"removed": str(address)})
-
-    @routes.get("/v1/trust")
-    async def trust(request: web.Request) -> web.Response:
-        keys = node.keys.load_trust().keys
-        return web.json_response(
-            {
-                "keys": [
-                    {
-                        "key_id": str(k.key_id),
-                        "name": k.name,
-                        "public_key": k.public_key and str(k.public_key),
-                    }
-                    for k in keys
-                ]
-            }
-        )
-
-    @routes.post("/v1/trust")
-    async def add_trust(request: web.Request) -> web.Response:
-        from sovnet.trust.keys import TrustedKey, check_name, parse_key_reference
-
-        body = await _body(request)
-        key_id, public = parse_key_reference(str(body.get("key", "")))
-        entry = TrustedKey(key_id, check_name(str(body.get("name", ""))), public)
-        node.keys.update_trust(lambda store: store.with_key(entry))
-        return web.json_response({"key_id": str(key_id), "name": entry.name})
-
-    @routes.delete("/v1/trust/{key}")
-    async def remove_trust(request: web.Request) -> web.Response:
-        from sovnet.trust.keys import parse_key_reference
-
-        key_id, _ = parse_key_reference(request.match_info["key"])
-        node.keys.update_trust(lambda store: store.without(key_id))
-        return web.json_response({"removed": str(key_id)})
+        return _json(node.remove_peer(PeerAddress.parse(request.match_info["address"])))
 
     app.add_routes(routes)
     return app
+
+
+M = TypeVar("M")
+
+
+def from_request(cls: type[M], body: dict[str, Any]) -> M:
+    """A request body as a message; InvalidInputError (400) if it does not fit."""
+    try:
+        return from_json(cls, body)
+    except DaemonError as exc:
+        raise InvalidInputError(exc.message.replace("sovnetd sent", "the request is")) from None
 
 
 def claim_socket(path: Path) -> None:
@@ -229,7 +245,7 @@ def claim_socket(path: Path) -> None:
 
 
 class ApiServer:
-    def __init__(self, node: Node, path: Path) -> None:
+    def __init__(self, node: NodeService, path: Path) -> None:
         self._app = build_app(node)
         self._path = path
         self._runner: web.AppRunner | None = None

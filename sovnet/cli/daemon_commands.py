@@ -16,6 +16,13 @@ from typing import Any
 
 import click
 
+from sovnet.api.messages import (
+    FetchProgress,
+    FetchResult,
+    ManifestAccepted,
+    event_json,
+    to_json,
+)
 from sovnet.cli.context import Context, json_option, parse_cid, pass_context, use_json
 from sovnet.cli.output import emit_json, human_size, say, table, transfer_progress
 
@@ -33,22 +40,21 @@ def status(ctx: Context, as_json: bool) -> None:
     use_json(ctx, as_json)
     info = ctx.client().status()
     if as_json:
-        emit_json(info)
+        emit_json(to_json(info))
         return
-    click.echo(f"node:        {info['node']} ({info['node_id']})")
-    click.echo(f"network:     {info['network']} ({info['network_id']})")
-    click.echo(f"swarm port:  {info['swarm_port']}   control port: {info['control_port']}")
-    click.echo(f"seeding:     {info['seeding']} model(s), {human_size(info['uploaded'])} uploaded")
-    click.echo(f"peers:       {info['peers']} known")
-    for fetch in info["fetches"]:
-        done, total = fetch.get("done"), fetch.get("total")
-        where = f"{human_size(done)} of {human_size(total)}" if total else ""
-        click.echo(f"fetching:    {fetch['cid']} {fetch['state']} {where}".rstrip())
-    if info["hash_failures"]:
-        click.echo(f"hash fails:  {info['hash_failures']} piece(s) failed their hash check")
-    for ban in info["banned_peers"]:
-        click.echo(f"banned:      {ban['peer']} ({ban['reason']})")
-    for cid, problem in info["damaged"].items():
+    click.echo(f"node:        {info.node} ({info.node_id})")
+    click.echo(f"network:     {info.network} ({info.network_id})")
+    click.echo(f"swarm port:  {info.swarm_port}   control port: {info.control_port}")
+    click.echo(f"seeding:     {info.seeding} model(s), {human_size(info.uploaded)} uploaded")
+    click.echo(f"peers:       {info.peers} known")
+    for fetch in info.fetches:
+        where = f"{human_size(fetch.done or 0)} of {human_size(fetch.total)}" if fetch.total else ""
+        click.echo(f"fetching:    {fetch.cid} {fetch.state} {where}".rstrip())
+    if info.hash_failures:
+        click.echo(f"hash fails:  {info.hash_failures} piece(s) failed their hash check")
+    for ban in info.banned_peers:
+        click.echo(f"banned:      {ban.peer} ({ban.reason})")
+    for cid, problem in info.damaged.items():
         click.echo(f"DAMAGED:     {cid}: {problem}")
 
 
@@ -76,31 +82,34 @@ def fetch(ctx: Context, cid_text: str, peers: tuple[str, ...], as_json: bool) ->
     events = ctx.client().fetch(str(cid), addresses)
     if as_json:
         for event in events:
-            click.echo(json.dumps(event.data, sort_keys=True))
+            line = event_json(event) if not isinstance(event, FetchResult) else to_json(event)
+            if isinstance(event, FetchResult):
+                line = {"event": "result", **line}
+            click.echo(json.dumps(line, sort_keys=True))
         return
-    result: dict[str, Any] = {}
+    result: FetchResult | None = None
     with transfer_progress(enabled=True) as bar:
         for event in events:
-            if event.kind == "manifest":
-                signers = ", ".join(s["trusted_as"] for s in event.data["signers"])
+            if isinstance(event, ManifestAccepted):
+                signers = ", ".join(str(s.trusted_as) for s in event.signers)
                 say(
-                    f"{event.data['name']} {event.data['version'] or ''}: "
-                    f"{event.data['files']} files, {human_size(event.data['size'])}, "
-                    f"signed by {signers}"
+                    f"{event.name} {event.version or ''}: {event.files} files, "
+                    f"{human_size(event.size)}, signed by {signers}"
                 )
-            elif event.kind == "progress":
-                bar.update(event.data["done"], event.data["total"], event.data["peers"])
-            elif event.kind == "result":
-                result = event.data
-    click.echo(result["cid"])
-    if result.get("already_here"):
-        say(f"{result['name']} was already here, verified: {result['path']}")
+            elif isinstance(event, FetchProgress):
+                bar.update(event.done, event.total, event.peers)
+            else:
+                result = event
+    assert result is not None  # the stream ends with the result, or raises
+    click.echo(result.cid)
+    if result.already_here:
+        say(f"{result.name} was already here, verified: {result.path}")
     else:
         say(
-            f"Fetched and verified {result['name']}: {human_size(result['size'])} "
-            f"({human_size(result['downloaded'])} downloaded); seeding it now."
+            f"Fetched and verified {result.name}: {human_size(result.size)} "
+            f"({human_size(result.downloaded)} downloaded); seeding it now."
         )
-        say(f"  files: {result['path']}")
+        say(f"  files: {result.path}")
 
 
 # -- peers -------------------------------------------------------------------------
@@ -122,9 +131,9 @@ def peers_add(ctx: Context, address: str, as_json: bool) -> None:
     use_json(ctx, as_json)
     result = ctx.client().add_peer(str(PeerAddress.parse(address)))
     if as_json:
-        emit_json(result)
+        emit_json(to_json(result))
         return
-    say(f"Added peer {result['address']}.")
+    say(f"Added peer {result.address}.")
 
 
 @peers.command("ls")
@@ -135,14 +144,14 @@ def peers_ls(ctx: Context, as_json: bool) -> None:
     use_json(ctx, as_json)
     known = ctx.client().peers()
     if as_json:
-        emit_json(known)
+        emit_json([to_json(p) for p in known])
         return
     if not known:
         say("No peers yet. `sovnet peers add HOST:PORT` adds one.")
         return
     table(
         ["ADDRESS", "SOURCE", "NODE"],
-        [[p["address"], p["source"], p["name"] or "-"] for p in known],
+        [[p.address, p.source, p.name or "-"] for p in known],
     )
 
 
@@ -157,9 +166,9 @@ def peers_rm(ctx: Context, address: str, as_json: bool) -> None:
     use_json(ctx, as_json)
     result = ctx.client().remove_peer(str(PeerAddress.parse(address)))
     if as_json:
-        emit_json(result)
+        emit_json(to_json(result))
         return
-    say(f"Removed peer {result['removed']}.")
+    say(f"Removed peer {result.removed}.")
 
 
 # -- network ----------------------------------------------------------------------
@@ -266,7 +275,7 @@ def network_invite(
         except Exception:  # the invite works without; peers are a convenience
             info = None
         if info is not None:
-            addresses = [PeerAddress(socket.gethostname(), int(info["control_port"]))]
+            addresses = [PeerAddress(socket.gethostname(), info.control_port)]
     request = Path(request_file).read_bytes() if request_file else None
     invite = files.invite(request=request, new_node=new_node, peers=tuple(addresses))
     # An invite with a key in it is a secret: only its owner may read it.
@@ -286,14 +295,18 @@ def network_invite(
 def network_join(ctx: Context, invite_file: Path, force: bool, as_json: bool) -> None:
     """Join a network with the invite its owner wrote for this node."""
     from sovnet.core.network import Invite
-    from sovnet.net.peerbook import read_added, write_added
     from sovnet.store.networkfiles import NetworkFiles
+    from sovnet.store.peerfile import read_added, write_added
 
     use_json(ctx, as_json)
     invite = Invite.from_bytes(invite_file.read_bytes())
     files = NetworkFiles(ctx.state_dir)
     membership = files.join(invite, force=force)
-    if invite.peers:
+    daemon = ctx.daemon()
+    if daemon is not None:  # peers.json is the running daemon's: it adds them
+        for peer in invite.peers:
+            daemon.add_peer(str(peer))
+    elif invite.peers:
         path = ctx.state_dir / "peers.json"
         write_added(path, [*read_added(path), *invite.peers])
     if as_json:

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from sovnet.api.messages import (
+    PublishHashed,
+    PublishRequest,
+    PublishResult,
+    PublishScanned,
+    RemoveResult,
+    to_json,
+)
 from sovnet.cli import daemon_commands, run_commands
 from sovnet.cli.context import Context, json_option, parse_cid, pass_context, use_json
 from sovnet.cli.output import (
@@ -243,31 +251,29 @@ def publish(
     with byte_progress("hashing", enabled=not as_json) as bar:
         if daemon is not None:
             # The daemon publishes and starts seeding at once.
-            summary: dict[str, Any] = {}
+            request = PublishRequest(str(path.resolve()), name, model_version, license_text, copy)
             hashed = 0
-            for event in daemon.publish(path, name, model_version, license_text, copy):
-                if event.kind == "scanned":
-                    bar.start(int(event.data["total"]))
-                elif event.kind == "hashed":
-                    bar.advance(int(event.data["bytes"]) - hashed)
-                    hashed = int(event.data["bytes"])
-                elif event.kind == "result":
-                    summary = {k: v for k, v in event.data.items() if k != "event"}
+            for event in daemon.publish(request):
+                if isinstance(event, PublishScanned):
+                    bar.start(event.total)
+                elif isinstance(event, PublishHashed):
+                    bar.advance(event.bytes - hashed)
+                    hashed = event.bytes
+                else:
+                    summary = event
         else:
             summary = _publish_locally(ctx, path, name, model_version, license_text, copy, bar)
     if as_json:
-        emit_json({**summary, "seeding": daemon is not None})
+        emit_json({**to_json(summary), "seeding": daemon is not None})
         return
-    click.echo(summary["cid"])
-    label = f"{summary['name']} {summary['version'] or ''}".rstrip()
-    say(f"Published {label}: {summary['files']} files, {human_size(summary['size'])}")
-    say(f"  signed by {summary['signer']}")
-    if summary["linked"]:
-        say(
-            f"  {summary['linked']} file(s) hard-linked into the store and made read-only (no copy)"
-        )
-    if summary["copied"]:
-        say(f"  {summary['copied']} file(s) copied into the store")
+    click.echo(summary.cid)
+    label = f"{summary.name} {summary.version or ''}".rstrip()
+    say(f"Published {label}: {summary.files} files, {human_size(summary.size)}")
+    say(f"  signed by {summary.signer}")
+    if summary.linked:
+        say(f"  {summary.linked} file(s) hard-linked into the store and made read-only (no copy)")
+    if summary.copied:
+        say(f"  {summary.copied} file(s) copied into the store")
     if daemon is not None:
         say("  sovnetd is seeding it to the network.")
 
@@ -280,7 +286,7 @@ def _publish_locally(
     license_text: str | None,
     copy: bool,
     bar: ProgressSink,
-) -> dict[str, object]:
+) -> PublishResult:
     from sovnet.store.publish import publish as do_publish
 
     result = do_publish(
@@ -294,7 +300,7 @@ def _publish_locally(
         on_scanned=bar.start,
         progress=bar.advance,
     )
-    return result.summary()
+    return PublishResult(**result.summary())  # type: ignore[arg-type]
 
 
 @cli.command("ls")
@@ -513,18 +519,11 @@ def rm(ctx: Context, cid_text: str, as_json: bool) -> None:
         store.require(cid)  # before the lock, which would create the state directory
         with store.locked():
             result = store.remove(cid)
-        summary = {
-            "removed": str(cid),
-            "freed_bytes": result.freed_bytes,
-            "blobs_removed": result.blobs_removed,
-        }
+        summary = RemoveResult(str(cid), result.freed_bytes, result.blobs_removed)
     if as_json:
-        emit_json(summary)
+        emit_json(to_json(summary))
         return
-    say(
-        f"Removed {cid}; freed {human_size(summary['freed_bytes'])} "
-        f"({summary['blobs_removed']} blobs)."
-    )
+    say(f"Removed {cid}; freed {human_size(summary.freed_bytes)} ({summary.blobs_removed} blobs).")
 
 
 daemon_commands.register(cli)

@@ -1,7 +1,7 @@
 """``sovnetd``: the node daemon's entry point.
 
 Reads flags, environment and the config file (config.py) once, then runs a
-:class:`~sovnet.node.Node` until SIGTERM or SIGINT. Under systemd
+:class:`~sovnet.daemon.node.Node` until SIGTERM or SIGINT. Under systemd
 (``Type=notify``) it reports READY=1 once the local API, the swarm and the
 control plane all listen, STATUS= lines while it runs, and STOPPING=1 when it
 shuts down. Logs go to stderr, which journald collects.
@@ -51,7 +51,8 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
     from sovnet.api.server import ApiServer, claim_socket
     from sovnet.core import config as config_module
     from sovnet.daemon.node import Node, swarm_settings
-    from sovnet.errors import ConfigError
+    from sovnet.daemon.supervisor import Supervisor
+    from sovnet.errors import ConfigError, InternalError
     from sovnet.net._libtorrent import LibtorrentSwarm
 
     env = dict(os.environ)
@@ -67,37 +68,39 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
     config = config_module.load(data, env, Path.home(), config_overrides, source=str(path))
     logging.getLogger().setLevel(config.log_level.upper())
 
-    node = Node(config, LibtorrentSwarm(swarm_settings(config)))
-    api = ApiServer(node, config.socket)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     claim_socket(config.socket)  # before anything else: one daemon per state
+    supervisor = Supervisor()
+    node = await Node.start(config, LibtorrentSwarm(swarm_settings(config)), supervisor)
+    api = ApiServer(node, config.socket)
     try:
-        await node.start()
         await api.start()
         notify("READY=1\nSTATUS=" + _summary(node))
         log.info("ready; API on %s", config.socket)
-        async with asyncio.TaskGroup() as group:
-            events = group.create_task(node.run_events(), name="swarm events")
-            reporter = group.create_task(_report(node), name="status")
-            await stop.wait()
-            notify("STOPPING=1")
-            log.info("stopping")
-            events.cancel()
-            reporter.cancel()
+        supervisor.spawn(_report(node), "status")
+        stopping = asyncio.create_task(stop.wait())
+        failing = asyncio.create_task(supervisor.failed.wait())
+        await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        failing.cancel()
+        notify("STOPPING=1")
+        log.info("stopping")
     finally:
         await api.close()
         await node.close()
         log.info("stopped")
+    if supervisor.failure is not None:
+        raise InternalError(supervisor.failure, hint="see the traceback above in sovnetd's log")
 
 
 def _summary(node: Node) -> str:
     status = node.status()
     return (
-        f"seeding {status['seeding']} model(s), {len(status['fetches'])} fetch(es), "
-        f"{status['peers']} peer(s)"
+        f"seeding {status.seeding} model(s), {len(status.fetches)} fetch(es), "
+        f"{status.peers} peer(s)"
     )
 
 

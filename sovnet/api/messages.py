@@ -1,0 +1,294 @@
+"""The messages between sovnetd and its clients: typed values, and their JSON.
+
+The daemon builds these (daemon/), the API serialises them (server.py), the
+client parses them back (client.py) and the CLI shows them; metrics will read the
+same values. Each is a frozen dataclass whose JSON object has exactly its fields
+(a field that is None and marked optional is left out); :func:`from_json` checks a
+JSON value against the class's fields and their types, so a malformed reply is a
+DaemonError at the boundary, never a KeyError in the CLI.
+
+Streamed answers (fetch, publish) are events, one JSON object a line with an
+``"event"`` field naming the kind (the ``EVENT`` of its class), then one
+``"result"`` (or ``"error"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from sovnet.errors import DaemonError
+
+JSON = Any  # a value json.loads returns: the one place messages are untyped
+
+
+def _optional(default: object = None) -> Any:
+    """A field left out of the JSON when it is None."""
+    return field(default=default, metadata={"optional": True})
+
+
+# -- fetch --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signer:
+    key_id: str
+    trusted_as: str | None
+
+
+@dataclass(frozen=True)
+class ManifestAccepted:
+    """A fetch accepted the manifest (trusted, hashing to the CID); the download starts."""
+
+    EVENT: ClassVar[str] = "manifest"
+    cid: str
+    name: str
+    version: str | None
+    size: int
+    files: int
+    signers: tuple[Signer, ...]
+
+
+@dataclass(frozen=True)
+class FetchProgress:
+    EVENT: ClassVar[str] = "progress"
+    done: int
+    total: int
+    rate: int  # bytes/s over the last seconds
+    eta: float | None  # seconds; None: no rate yet
+    peers: int
+    hash_failures: int
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    cid: str
+    name: str
+    version: str | None
+    size: int
+    files: int
+    already_here: bool
+    downloaded: int  # payload bytes that came from the swarm
+    path: str  # the model view
+
+
+@dataclass(frozen=True)
+class RecentFetch:
+    """A fetch that ended in this daemon's life, with how long it took."""
+
+    cid: str
+    name: str
+    version: str | None
+    size: int
+    files: int
+    already_here: bool
+    downloaded: int
+    path: str
+    seconds: float
+
+
+# -- publish ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    path: str
+    name: str
+    version: str | None = None
+    license: str | None = None
+    copy: bool = False
+
+
+@dataclass(frozen=True)
+class PublishScanned:
+    EVENT: ClassVar[str] = "scanned"
+    total: int  # bytes to hash
+
+
+@dataclass(frozen=True)
+class PublishHashed:
+    EVENT: ClassVar[str] = "hashed"
+    bytes: int  # hashed so far
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What `sovnet publish --json` reports (store/publish.py's summary)."""
+
+    cid: str
+    name: str
+    version: str | None
+    size: int
+    files: int
+    signer: str  # key id
+    linked: int  # files hard-linked into the store
+    copied: int
+
+
+# -- the rest of the API --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    removed: str
+    freed_bytes: int
+    blobs_removed: int
+
+
+@dataclass(frozen=True)
+class FetchUnderWay:
+    cid: str
+    state: str  # "finding peers", "downloading"
+    done: int | None = _optional()
+    total: int | None = _optional()
+    rate: int | None = _optional()
+    resumable: int | None = _optional()  # bytes the last resume file covers
+    hash_failures: int | None = _optional()
+    swarm_peers: int | None = _optional()
+    session_downloaded: int | None = _optional()
+
+
+@dataclass(frozen=True)
+class Ban:
+    peer: str
+    cid: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node: str
+    node_id: str
+    network: str
+    network_id: str
+    version: str
+    pid: int
+    uptime: float
+    state_dir: str
+    swarm_port: int
+    control_port: int
+    seeding: int
+    uploaded: int
+    upload_rate: int
+    download_rate: int
+    peers: int
+    fetches: tuple[FetchUnderWay, ...]
+    recent_fetches: tuple[RecentFetch, ...]
+    hash_failures: int
+    banned_peers: tuple[Ban, ...]
+    damaged: Mapping[str, str]  # CID: why it is not seeded
+
+
+@dataclass(frozen=True)
+class SeedingStats:
+    uploaded: int
+    peers: int
+
+
+@dataclass(frozen=True)
+class KnownPeer:
+    address: str
+    source: str  # "added", "config", "learned"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class PeerRemoved:
+    removed: str
+
+
+# -- JSON -----------------------------------------------------------------------------
+
+M = TypeVar("M")
+
+
+def to_json(message: object) -> dict[str, JSON]:
+    """The JSON object of a message (nested messages included)."""
+    if not dataclasses.is_dataclass(message) or isinstance(message, type):
+        raise TypeError(f"not a message: {message!r}")
+    out: dict[str, JSON] = {}
+    for item in dataclasses.fields(message):
+        value = getattr(message, item.name)
+        if value is None and item.metadata.get("optional"):
+            continue
+        out[item.name] = _value_to_json(value)
+    return out
+
+
+def event_json(message: object) -> dict[str, JSON]:
+    """A streamed event: its JSON object with the ``"event"`` field of its class."""
+    return {"event": type(message).EVENT, **to_json(message)}  # type: ignore[attr-defined]
+
+
+def _value_to_json(value: object) -> JSON:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_json(value)
+    if isinstance(value, tuple | list):
+        return [_value_to_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _value_to_json(v) for k, v in value.items()}
+    return value
+
+
+def from_json(cls: type[M], value: JSON) -> M:
+    """``value`` as a ``cls``; DaemonError naming what does not fit."""
+    try:
+        parsed: M = _parse(cls, value, cls.__name__)
+    except _Mismatch as exc:
+        raise DaemonError(f"sovnetd sent a malformed {cls.__name__}: {exc}") from None
+    return parsed
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _parse(kind: Any, value: JSON, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if kind is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(kind):
+            try:
+                return _parse(option, value, where)
+            except _Mismatch:
+                continue
+        raise _Mismatch(f"{where} is {value!r:.60}")
+    if kind is type(None):
+        if value is not None:
+            raise _Mismatch(f"{where} is not null")
+        return None
+    if origin is tuple:
+        (item,) = typing.get_args(kind)[:1]
+        if not isinstance(value, list):
+            raise _Mismatch(f"{where} is not a list")
+        return tuple(_parse(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, Mapping) or kind in (dict, Mapping):
+        _, item = typing.get_args(kind) or (str, Any)
+        if not isinstance(value, dict):
+            raise _Mismatch(f"{where} is not an object")
+        return {str(k): _parse(item, v, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise _Mismatch(f"{where} is not an object")
+        hints = typing.get_type_hints(kind)
+        given = {}
+        for item in dataclasses.fields(kind):
+            if item.name in value:
+                given[item.name] = _parse(hints[item.name], value[item.name], item.name)
+            elif item.default is dataclasses.MISSING:
+                raise _Mismatch(f"{where} has no {item.name}")
+        return typing.cast(Any, kind)(**given)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Mismatch(f"{where} is not a number")
+        return float(value)
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise _Mismatch(f"{where} is not an integer")
+    if kind in (str, bool) and not isinstance(value, kind):
+        raise _Mismatch(f"{where} is not a {kind.__name__}")
+    return value

@@ -1,0 +1,481 @@
+"""Fetches: a model by CID from the peers of this node's network, to a verified,
+committed, seeded model in the store.
+
+A fetch, in order:
+
+1. ask known peers for the manifest; accept it only through the trust gate
+   (fetchplan.choose_manifest): bytes that hash to the CID, signed by a trusted
+   publisher. Nothing joins a swarm before that;
+2. derive the torrent from the manifest (core/torrent.py), announce to the holders,
+   connect to the swarm members they list, and download into ``partial/<cid>/``
+   (store/partial.py) every file whose blob the store does not already have; the
+   download's decisions (progress, resume data, more peers, stall, done) are made by
+   a :class:`~sovnet.daemon.fetchstate.FetchState`;
+3. re-hash every downloaded file (BLAKE3, and its piece layer from the leaf hashes
+   the swarm checked) against the manifest, then commit blobs, manifest and
+   signatures atomically and start seeding.
+
+One fetch of a CID runs at a time; a second request follows the first. A fetch
+that fails keeps what arrived (``partial/<cid>/failed`` says why), so the next
+request continues from it; a daemon that restarts continues every fetch that had
+not failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sovnet.api.messages import (
+    FetchProgress,
+    FetchResult,
+    FetchUnderWay,
+    ManifestAccepted,
+    RecentFetch,
+    Signer,
+)
+from sovnet.core import torrent
+from sovnet.core.address import PeerAddress
+from sovnet.core.cid import CID
+from sovnet.core.manifest import FileEntry, Manifest
+from sovnet.core.network import TlsIdentity
+from sovnet.daemon.fetchplan import Accepted, Answer, choose_manifest
+from sovnet.daemon.fetchstate import (
+    Action,
+    Fail,
+    FetchState,
+    Finish,
+    Refresh,
+    ReportProgress,
+    SaveResume,
+    Timings,
+)
+from sovnet.daemon.resume_writer import ResumeWriter
+from sovnet.daemon.seeder import Seeder
+from sovnet.daemon.supervisor import Supervisor
+from sovnet.errors import InternalError, SovnetError, TransferError
+from sovnet.net.control import AnnounceReply, PeerRequestError, gather_bounded
+from sovnet.net.peerbook import PeerBook
+from sovnet.net.swarm import ResumeSaved, Swarm, SwarmEvent
+from sovnet.store.partial import PartialDownload
+from sovnet.store.store import Store
+from sovnet.trust.keys import TrustStore
+
+log = logging.getLogger(__name__)
+
+FetchEvent = ManifestAccepted | FetchProgress
+Emit = Callable[[FetchEvent], None]
+RECENT = 20  # fetches that ended, kept for `sovnet status`
+
+
+class PeerQueries(Protocol):
+    """What a fetch asks other nodes' control planes (net/control.py's PeerClient)."""
+
+    async def manifest(self, peer: PeerAddress, cid: CID) -> tuple[bytes, bytes] | None: ...
+
+    async def announce(
+        self, peer: PeerAddress, cid: CID, swarm_port: int, control_port: int
+    ) -> AnnounceReply | None: ...
+
+    async def peers(self, peer: PeerAddress) -> list[PeerAddress]: ...
+
+
+@dataclass
+class Fetch:
+    """One fetch in progress: what it found, and the API clients following it."""
+
+    cid: CID
+    outcome: asyncio.Future[FetchResult]
+    listeners: list[Emit] = field(default_factory=list)
+    accepted: Accepted | None = None
+    spec: torrent.TorrentSpec | None = None
+    state: FetchState | None = None  # while downloading
+    holders: set[PeerAddress] = field(default_factory=set)  # control addresses
+    swarm_peers: set[PeerAddress] = field(default_factory=set)
+    asked: set[PeerAddress] = field(default_factory=set)
+    resume: ResumeWriter | None = None  # while downloading
+    pending: list[Action] = field(default_factory=list)  # decided on swarm events
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # one was decided
+    task: asyncio.Task[None] | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def emit(self, event: FetchEvent) -> None:
+        for listener in list(self.listeners):
+            listener(event)
+
+
+class Fetcher:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        load_trust: Callable[[], TrustStore],
+        swarm: Swarm,
+        seeder: Seeder,
+        peers: PeerQueries,
+        book: PeerBook,
+        identity: TlsIdentity,
+        control_port: Callable[[], int],
+        timings: Timings,
+        supervisor: Supervisor,
+    ) -> None:
+        self._store = store
+        self._load_trust = load_trust
+        self._swarm = swarm
+        self._seeder = seeder
+        self._peers = peers
+        self._book = book
+        self._identity = identity
+        self._control_port = control_port
+        self._timings = timings
+        self._supervisor = supervisor
+        self._fetches: dict[CID, Fetch] = {}
+        self._recent: list[RecentFetch] = []
+
+    # -- what the rest of the daemon asks -----------------------------------------------
+
+    def start(self, cid: CID, peers: Iterable[PeerAddress] = (), *, resume: bool = False) -> Fetch:
+        """The fetch of ``cid``: the one under way, or a new one."""
+        fetch = self._fetches.get(cid)
+        if fetch is None:
+            fetch = Fetch(cid, asyncio.get_running_loop().create_future())
+            self._fetches[cid] = fetch
+            fetch.task = self._supervisor.spawn(
+                self._run(fetch, list(peers), resume), f"fetch {cid}"
+            )
+        return fetch
+
+    async def fetch(self, cid: CID, peers: Iterable[PeerAddress], emit: Emit) -> FetchResult:
+        """Fetch ``cid`` (or follow the fetch already under way), reporting to ``emit``."""
+        if self._store.has(cid) and self._seeder.is_seeding(cid):
+            manifest = Manifest.from_bytes(self._store.manifest_bytes(cid))
+            return self._result(cid, manifest, already=True, downloaded=0)
+        fetch = self.start(cid, peers)
+        fetch.listeners.append(emit)
+        try:
+            return await asyncio.shield(fetch.outcome)
+        finally:
+            with contextlib.suppress(ValueError):
+                fetch.listeners.remove(emit)
+
+    def resume_all(self) -> None:
+        """Continue every download an earlier run of the daemon left unfinished."""
+        for cid in PartialDownload.resumable(self._store):
+            self.start(cid, resume=True)
+
+    async def cancel(self, cid: CID) -> None:
+        """Stop the fetch of ``cid``, if any, and take its download out of the swarm
+        (its files stay in ``partial/`` for whoever removes them)."""
+        fetch = self._fetches.get(cid)
+        if fetch is None:
+            return
+        await self._stop(fetch)
+        await self._stop_download(fetch)
+
+    async def _stop(self, fetch: Fetch) -> None:
+        if fetch.task is not None:
+            fetch.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetch.task
+
+    def accepted(self, cid: CID) -> Accepted | None:
+        """The manifest a fetch under way accepted (it is served to other nodes)."""
+        fetch = self._fetches.get(cid)
+        return fetch.accepted if fetch is not None else None
+
+    def accepted_cids(self) -> list[CID]:
+        return [cid for cid, fetch in self._fetches.items() if fetch.accepted is not None]
+
+    def on_event(self, event: SwarmEvent) -> bool:
+        """Give a swarm event to the download it concerns; False if none does."""
+        cid = self._seeder.cid_of(event.info_hash)
+        fetch = self._fetches.get(cid) if cid is not None else None
+        if fetch is None or fetch.state is None:
+            return False
+        if isinstance(event, ResumeSaved):
+            if fetch.resume is not None:
+                # What was done when it was asked for: libtorrent's snapshot holds
+                # that much at least (it is taken after the request).
+                fetch.resume.offer(event.data, fetch.state.resume_asked_at)
+            return True
+        fetch.state.swarm_peers = len(fetch.swarm_peers)
+        fetch.pending.extend(fetch.state.on_event(event))
+        fetch.wake.set()
+        return True
+
+    def under_way(self) -> list[FetchUnderWay]:
+        statuses = self._swarm.statuses()
+        out = []
+        for cid, fetch in self._fetches.items():
+            state = fetch.state
+            if state is None:
+                out.append(FetchUnderWay(str(cid), "finding peers"))
+                continue
+            status = statuses.get(fetch.spec.info_hash) if fetch.spec is not None else None
+            out.append(
+                FetchUnderWay(
+                    str(cid),
+                    "downloading",
+                    done=state.progress.done,
+                    total=state.progress.total,
+                    rate=round(state.progress.rate()),
+                    resumable=fetch.resume.saved_at if fetch.resume is not None else 0,
+                    hash_failures=state.hash_failures,
+                    swarm_peers=len(fetch.swarm_peers),
+                    session_downloaded=status.session_downloaded if status else None,
+                )
+            )
+        return out
+
+    def recent(self) -> list[RecentFetch]:
+        return list(self._recent)
+
+    async def close(self) -> None:
+        """Stop every fetch where it is: its download stays in the swarm, whose own
+        close saves its resume data, and in ``partial/`` for the next start."""
+        for fetch in list(self._fetches.values()):
+            await self._stop(fetch)
+
+    # -- one fetch ----------------------------------------------------------------------------
+
+    async def _run(self, fetch: Fetch, peers: list[PeerAddress], resume: bool) -> None:
+        partial = PartialDownload(self._store, fetch.cid)
+        # The outcome reaches the API clients following the fetch through its future;
+        # events carry only progress.
+        try:
+            result = await self._steps(fetch, peers, resume, partial)
+        except SovnetError as exc:
+            log.warning("fetch %s failed: %s", fetch.cid, exc.message)
+            await asyncio.to_thread(partial.mark_failed, exc.message)
+            await self._stop_download(fetch)
+            fetch.outcome.set_exception(exc)
+        except asyncio.CancelledError:
+            fetch.outcome.cancel()
+            raise
+        except Exception as exc:
+            log.exception("fetch %s failed unexpectedly", fetch.cid)
+            await self._stop_download(fetch)
+            error = InternalError(f"fetch failed unexpectedly: {exc!r}", hint="see sovnetd's log")
+            error.__cause__ = exc
+            fetch.outcome.set_exception(error)
+        else:
+            fetch.outcome.set_result(result)
+            seconds = round(time.monotonic() - fetch.started, 3)
+            self._recent = [
+                *self._recent[-(RECENT - 1) :],
+                RecentFetch(**vars(result), seconds=seconds),
+            ]
+        finally:
+            try:
+                if fetch.resume is not None:
+                    await fetch.resume.close()
+            finally:
+                if self._fetches.get(fetch.cid) is fetch:
+                    del self._fetches[fetch.cid]
+        if fetch.outcome.done() and not fetch.outcome.cancelled() and not fetch.listeners:
+            fetch.outcome.exception()  # nobody follows it: its failure is in the log
+
+    async def _stop_download(self, fetch: Fetch) -> None:
+        if fetch.spec is not None and not self._seeder.is_seeding(fetch.cid):
+            await self._swarm.remove(fetch.spec.info_hash)
+
+    async def _steps(
+        self, fetch: Fetch, peers: list[PeerAddress], resume: bool, partial: PartialDownload
+    ) -> FetchResult:
+        trust = self._load_trust()
+        if resume or partial.path.is_dir():
+            earlier = await asyncio.to_thread(partial.accepted, trust)
+            if earlier is not None:
+                fetch.accepted = Accepted(earlier[0], earlier[1], ())
+        if fetch.accepted is None:
+            fetch.accepted = await self._discover(fetch, peers, trust)
+            await asyncio.to_thread(
+                partial.keep_accepted, fetch.accepted.opened.raw, fetch.accepted.bundle
+            )
+        partial.clear_failed()
+        opened = fetch.accepted.opened
+        manifest = opened.manifest
+        spec = fetch.spec = self._seeder.derive(fetch.cid, manifest)
+        fetch.emit(
+            ManifestAccepted(
+                cid=str(fetch.cid),
+                name=manifest.name,
+                version=manifest.version,
+                size=manifest.total_size,
+                files=len(manifest.files),
+                signers=tuple(
+                    Signer(str(s.key_id), s.trusted_as) for s in opened.signers if s.counts
+                ),
+            )
+        )
+        skip = self._already_here(spec.files)
+        wanted = sum(f.size for k, f in enumerate(spec.files) if k not in skip)
+        downloaded = 0
+        leaves: dict[int, list[bytes]] = {}
+        if wanted:
+            downloaded, leaves = await self._download(fetch, spec, skip, wanted, partial)
+            # Only once the swarm has let go of the torrent are its writes all done:
+            # checked while it still held them, a just-finished file sometimes read
+            # other bytes than the ones libtorrent had verified.
+            await self._swarm.remove(spec.info_hash)
+        verified = await asyncio.to_thread(
+            partial.verify, spec.files, skip, manifest.piece_size, leaves
+        )
+        await asyncio.to_thread(partial.commit, opened, fetch.accepted.bundle, verified)
+        await self._seeder.seed(fetch.cid)
+        return self._result(fetch.cid, manifest, already=False, downloaded=downloaded)
+
+    async def _ask(self, peers: Iterable[PeerAddress], cid: CID) -> list[Answer]:
+        async def ask(peer: PeerAddress) -> Answer:
+            try:
+                got = await self._peers.manifest(peer, cid)
+            except PeerRequestError as exc:
+                return Answer(peer, error=str(exc))
+            if got is None:
+                return Answer(peer)
+            return Answer(peer, raw=got[0], bundle=got[1])
+
+        return list(await asyncio.gather(*(ask(p) for p in dict.fromkeys(peers))))
+
+    async def _discover(
+        self, fetch: Fetch, extra: list[PeerAddress], trust: TrustStore
+    ) -> Accepted:
+        for peer in extra:
+            self._book.learn(peer)
+        targets = list(dict.fromkeys([*extra, *self._book.addresses()]))
+        fetch.asked.update(targets)
+        accepted = choose_manifest(fetch.cid, await self._ask(targets, fetch.cid), trust)
+        fetch.holders.update(accepted.holders)
+        return accepted
+
+    def _already_here(self, files: tuple[FileEntry, ...]) -> set[int]:
+        """Positions of files the store has (or that repeat an earlier file's bytes)."""
+        skip: set[int] = set()
+        seen: set[bytes] = set()
+        for k, entry in enumerate(files):
+            if entry.blake3 in seen or self._store.blob_path(entry.blake3).is_file():
+                skip.add(k)
+            seen.add(entry.blake3)
+        return skip
+
+    async def _swarm_peers(self, fetch: Fetch) -> set[PeerAddress]:
+        """Find more holders and swarm members: the swarm addresses to connect to now
+        (everyone known, while nobody is connected)."""
+        assert fetch.spec is not None
+        fresh = [p for p in self._book.addresses() if p not in fetch.asked]
+        if fresh:
+            fetch.asked.update(fresh)
+            for answer in await self._ask(fresh, fetch.cid):
+                if answer.raw is not None and fetch.cid.matches(answer.raw):
+                    fetch.holders.add(answer.peer)
+        holders = list(fetch.holders)
+        swarm_port, control_port = self._swarm.port, self._control_port()
+        replies, learned = await asyncio.gather(
+            gather_bounded(
+                [
+                    functools.partial(self._peers.announce, p, fetch.cid, swarm_port, control_port)
+                    for p in holders
+                ]
+            ),
+            gather_bounded([functools.partial(self._peers.peers, p) for p in holders]),
+        )
+        found: set[PeerAddress] = set()
+        for peer, reply in zip(holders, replies, strict=True):
+            if isinstance(reply, AnnounceReply):
+                if reply.holder:
+                    found.add(PeerAddress(peer.host, reply.swarm_port))
+                found.update(reply.members)
+        for result in learned:
+            if isinstance(result, list):
+                for address in result:
+                    self._book.learn(address)
+        status = self._swarm.statuses().get(fetch.spec.info_hash)
+        if status is not None and status.peers == 0:
+            # Nobody connected (a first attempt can be refused, e.g. while the
+            # seeder still holds our previous connection): try everyone again.
+            new = found | fetch.swarm_peers
+        else:
+            new = found - fetch.swarm_peers
+        fetch.swarm_peers.update(new)
+        return new
+
+    async def _download(
+        self,
+        fetch: Fetch,
+        spec: torrent.TorrentSpec,
+        skip: set[int],
+        wanted: int,
+        partial: PartialDownload,
+    ) -> tuple[int, dict[int, list[bytes]]]:
+        """Download what is wanted; the bytes received, and the leaf hashes the swarm
+        checked them against."""
+        paths = await asyncio.to_thread(partial.file_paths, len(spec.files))
+        resume_data = await asyncio.to_thread(partial.resume_data)
+        fetch.resume = ResumeWriter(partial, self._supervisor.spawn)
+        # Ask the holders for the swarm before joining it, so that the swarm has
+        # their addresses as the torrent starts.
+        peers = await self._swarm_peers(fetch)
+        loop = asyncio.get_running_loop()
+        # Before the torrent is added: its first events may come while it is.
+        state = fetch.state = FetchState(str(fetch.cid), wanted, self._timings, loop.time())
+        state.swarm_peers = len(fetch.swarm_peers)
+        await self._swarm.add(
+            spec,
+            identity=self._identity,
+            paths=paths,
+            seeding=False,
+            resume=resume_data,
+            skip=skip,
+            peers=peers,
+        )
+        while True:
+            actions, fetch.pending = fetch.pending, []
+            now = loop.time()
+            actions += state.on_status(self._swarm.statuses().get(spec.info_hash), now)
+            for action in actions:
+                if isinstance(action, ReportProgress):
+                    fetch.emit(FetchProgress(**vars(action)))
+                elif isinstance(action, SaveResume):
+                    if self._swarm.save_resume(spec.info_hash):
+                        state.resume_asked(now)
+                elif isinstance(action, Refresh):
+                    new = await self._swarm_peers(fetch)
+                    state.swarm_peers = len(fetch.swarm_peers)
+                    if new:
+                        self._swarm.connect(spec.info_hash, new)
+                elif isinstance(action, Fail):
+                    raise TransferError(action.message, hint=action.hint)
+            if any(isinstance(action, Finish) for action in actions):
+                break
+            fetch.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fetch.wake.wait(), state.next_wakeup(now) - now)
+        # Resume files end here: the verification fsyncs every file itself, and no
+        # resume write may race the commit (close() returns once what was offered
+        # is written).
+        await fetch.resume.close()
+        status = await self._swarm.status_now(spec.info_hash)
+        state.progress.update(wanted, loop.time())
+        fetch.emit(FetchProgress(**vars(state.report(status.peers if status else 0))))
+        leaves = await self._swarm.verified_leaves(spec.info_hash, spec)
+        return (status.session_downloaded if status else 0), leaves
+
+    def _result(
+        self, cid: CID, manifest: Manifest, *, already: bool, downloaded: int
+    ) -> FetchResult:
+        return FetchResult(
+            cid=str(cid),
+            name=manifest.name,
+            version=manifest.version,
+            size=manifest.total_size,
+            files=len(manifest.files),
+            already_here=already,
+            downloaded=downloaded,
+            path=str(self._store.model_dir(cid)),
+        )

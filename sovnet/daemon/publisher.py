@@ -1,0 +1,80 @@
+"""Publishing through the daemon: the work runs in a child process, its NDJSON read here.
+
+Hashing a file the daemon does not own maps it into memory, and a file its owner
+truncates meanwhile raises SIGBUS in the process that maps it: that must end a
+child (publish_worker.py), never sovnetd. The child also keeps the hashing
+threads' pressure on the GIL away from the daemon's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from sovnet.api.messages import (
+    PublishHashed,
+    PublishRequest,
+    PublishResult,
+    PublishScanned,
+    from_json,
+)
+from sovnet.errors import InternalError, InvalidInputError, SovnetError, error_from_json
+
+PublishEvent = PublishScanned | PublishHashed
+MAX_LINE = 64 * 1024  # the worker's longest line is a result: well under this
+
+
+def worker_argv(state_dir: Path, request: PublishRequest) -> list[str]:
+    """The command line of the publish worker for ``request``."""
+    argv = [sys.executable, "-m", "sovnet.daemon.publish_worker", "publish"]
+    argv += ["--state-dir", str(state_dir), "--name", request.name]
+    if request.version is not None:
+        argv += ["--version", request.version]
+    if request.license is not None:
+        argv += ["--license", request.license]
+    if request.copy:
+        argv.append("--copy")
+    return [*argv, "--", str(Path(request.path))]
+
+
+async def publish(
+    state_dir: Path, request: PublishRequest, emit: Callable[[PublishEvent], None]
+) -> PublishResult:
+    """Publish in a worker process; its result, or the error it reported."""
+    if not request.path or not request.name:
+        raise InvalidInputError("publish needs a path and a name")
+    process = await asyncio.create_subprocess_exec(
+        *worker_argv(state_dir, request),
+        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        limit=MAX_LINE,
+    )
+    result: PublishResult | None = None
+    error: SovnetError | None = None
+    assert process.stdout is not None
+    try:
+        async for line in process.stdout:
+            event = json.loads(line)
+            kind = event.pop("event", None) if isinstance(event, dict) else None
+            if kind == "result":
+                result = from_json(PublishResult, event)
+            elif kind == "error":
+                error = error_from_json(event.get("error"))
+            elif kind == PublishScanned.EVENT:
+                emit(from_json(PublishScanned, event))
+            elif kind == PublishHashed.EVENT:
+                emit(from_json(PublishHashed, event))
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await process.wait()
+    if error is not None:
+        raise error
+    if result is None:
+        raise InternalError(f"the publish worker exited {process.returncode} without a result")
+    return result
