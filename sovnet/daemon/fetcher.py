@@ -30,7 +30,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from sovnet.api.messages import (
     FetchProgress,
@@ -60,7 +59,7 @@ from sovnet.daemon.resume_writer import ResumeWriter
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
 from sovnet.errors import InternalError, SovnetError, TransferError
-from sovnet.net.control import AnnounceReply, PeerRequestError, gather_bounded
+from sovnet.net.control import AnnounceReply, PeerQueries, PeerRequestError, gather_bounded
 from sovnet.net.peerbook import PeerBook
 from sovnet.net.swarm import ResumeSaved, Swarm, SwarmEvent
 from sovnet.store.partial import PartialDownload
@@ -72,18 +71,6 @@ log = logging.getLogger(__name__)
 FetchEvent = ManifestAccepted | FetchProgress
 Emit = Callable[[FetchEvent], None]
 RECENT = 20  # fetches that ended, kept for `sovnet status`
-
-
-class PeerQueries(Protocol):
-    """What a fetch asks other nodes' control planes (net/control.py's PeerClient)."""
-
-    async def manifest(self, peer: PeerAddress, cid: CID) -> tuple[bytes, bytes] | None: ...
-
-    async def announce(
-        self, peer: PeerAddress, cid: CID, swarm_port: int, control_port: int
-    ) -> AnnounceReply | None: ...
-
-    async def peers(self, peer: PeerAddress) -> list[PeerAddress]: ...
 
 
 @dataclass

@@ -46,7 +46,7 @@ from sovnet.daemon.members import SwarmMembers
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
 from sovnet.errors import SovnetError
-from sovnet.net.control import AnnounceReply, ManifestBytes, PeerClient, PeerServer
+from sovnet.net.control import AnnounceReply, ControlPlane, ManifestBytes, TlsControlPlane
 from sovnet.net.peerbook import PeerBook
 from sovnet.net.swarm import HashFailed, PeerBanned, Swarm, SwarmSettings, TorrentFailed
 from sovnet.store.keyfiles import NodeFiles
@@ -85,7 +85,7 @@ class Node:
         membership: Membership,
         swarm: Swarm,
         book: PeerBook,
-        client: PeerClient,
+        control: ControlPlane,
         seeder: Seeder,
         supervisor: Supervisor,
     ) -> None:
@@ -96,8 +96,8 @@ class Node:
         self.book = book
         self.seeder = seeder
         self.supervisor = supervisor
-        self._client = client
-        self._control: PeerServer | None = None
+        self._control = control
+        self.control_port = 0  # once the control plane listens
         self._members = SwarmMembers()
         self._health = SwarmHealth()
         self._started = time.time()
@@ -106,7 +106,7 @@ class Node:
             load_trust=NodeFiles(config.state_dir).load_trust,
             swarm=swarm,
             seeder=seeder,
-            peers=client,
+            peers=control.client,
             book=book,
             identity=seeder.identity,
             control_port=lambda: self.control_port,
@@ -115,8 +115,15 @@ class Node:
         )
 
     @classmethod
-    async def start(cls, config: DaemonConfig, swarm: Swarm, supervisor: Supervisor) -> Node:
-        """Open the store, join the network's swarms and start listening."""
+    async def start(
+        cls,
+        config: DaemonConfig,
+        swarm: Swarm,
+        supervisor: Supervisor,
+        control: ControlPlane | None = None,
+    ) -> Node:
+        """Open the store, join the network's swarms and start listening; the control
+        plane is HTTPS with the network's certificates unless another is given."""
         store = Store(config.state_dir).init()
         with store.locked():
             await asyncio.to_thread(store.repair)
@@ -124,26 +131,21 @@ class Node:
         membership = network.membership()
         seeder = Seeder(store, swarm, network.identity(), network.ca_pem())
         book = PeerBook(config.state_dir / "peers.json", config.peers)
-        await swarm.start()
-        client = PeerClient(network.tls_files(), config.peer_timeout)
-        try:
-            await client.__aenter__()
-        except BaseException:
-            await swarm.close()
-            raise
+        if control is None:
+            control = TlsControlPlane(network.tls_files(), config.peer_timeout)
         node = cls(
             config=config,
             store=store,
             membership=membership,
             swarm=swarm,
             book=book,
-            client=client,
+            control=control,
             seeder=seeder,
             supervisor=supervisor,
         )
         try:
-            node._control = PeerServer(node, network.tls_files(), config.control_listen)
-            await node._control.start()
+            await swarm.start()
+            node.control_port = await control.serve(node, config.control_listen)
             book.exclude_self(node._own_control_addresses())
             for cid in store.cids():
                 try:
@@ -167,10 +169,6 @@ class Node:
         )
         return node
 
-    @property
-    def control_port(self) -> int:
-        return self._control.port if self._control is not None else 0
-
     async def _route_events(self) -> None:
         """Give each swarm event to the fetch it concerns (runs until cancelled)."""
         while True:
@@ -185,13 +183,11 @@ class Node:
     async def close(self) -> None:
         """Stop fetches (keeping what they downloaded), save resume data, stop."""
         await self.fetcher.close()
-        if self._control is not None:
-            await self._control.close()
         await self.supervisor.close()
         await self.swarm.close()
         # close() posted ResumeSaved events for the downloads: write them.
         await self._drain_resume_events()
-        await self._client.close()
+        await self._control.close()
 
     async def _drain_resume_events(self) -> None:
         from sovnet.net.swarm import ResumeSaved

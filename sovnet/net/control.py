@@ -106,6 +106,33 @@ class PeerService(Protocol):
     def learn_peer(self, address: PeerAddress, name: str) -> None: ...
 
 
+class PeerQueries(Protocol):
+    """What a node asks other nodes' control planes (:class:`PeerClient` does it)."""
+
+    async def manifest(self, peer: PeerAddress, cid: CID) -> tuple[bytes, bytes] | None: ...
+
+    async def announce(
+        self, peer: PeerAddress, cid: CID, swarm_port: int, control_port: int
+    ) -> AnnounceReply | None: ...
+
+    async def peers(self, peer: PeerAddress) -> list[PeerAddress]: ...
+
+
+class ControlPlane(Protocol):
+    """The control plane as a node uses it: it serves a :class:`PeerService` and asks
+    other nodes. :class:`TlsControlPlane` is the real one (HTTPS, client certificates);
+    tests have one in memory."""
+
+    async def serve(self, service: PeerService, listen: PeerAddress) -> int:
+        """Start serving ``service``; the port it listens on."""
+        ...
+
+    @property
+    def client(self) -> PeerQueries: ...
+
+    async def close(self) -> None: ...
+
+
 def _peer_name(request: web.Request) -> str:
     cert = request.transport.get_extra_info("peercert") if request.transport else None
     for rdn in (cert or {}).get("subject", ()):
@@ -380,3 +407,27 @@ async def gather_bounded(
             return exc
 
     return list(await asyncio.gather(*(one(c) for c in calls)))
+
+
+class TlsControlPlane:
+    """HTTPS between the members of a network, both ways certified by its CA."""
+
+    def __init__(self, tls: TlsFiles, timeout: float) -> None:
+        self._tls = tls
+        self._client = PeerClient(tls, timeout)
+        self._server: PeerServer | None = None
+
+    async def serve(self, service: PeerService, listen: PeerAddress) -> int:
+        await self._client.__aenter__()
+        self._server = PeerServer(service, self._tls, listen)
+        await self._server.start()
+        return self._server.port
+
+    @property
+    def client(self) -> PeerClient:
+        return self._client
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+        await self._client.close()

@@ -1,0 +1,251 @@
+"""Whole nodes in one process, over the in-memory swarm and control plane of
+tests/fakes.py: a fetch that succeeds, one from a corrupt peer, one that stalls,
+one cancelled by `rm`, and one that continues after a restart, each in well under
+a second. The same behaviours over real libtorrent, TLS and processes are in
+tests/e2e/."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from sovnet.api.messages import FetchProgress, ManifestAccepted
+from sovnet.core.address import PeerAddress
+from sovnet.core.cid import CID
+from sovnet.core.config import DaemonConfig
+from sovnet.daemon.node import Node
+from sovnet.daemon.supervisor import Supervisor
+from sovnet.errors import NotFoundError, TransferError, TrustError
+from sovnet.store.keyfiles import NodeFiles
+from sovnet.store.networkfiles import NetworkFiles
+from sovnet.store.publish import publish
+from sovnet.store.store import Store
+from sovnet.trust.keys import TrustedKey
+from tests.fakes import FakeSwarm, LoopbackControlPlane, Network
+
+NOW = datetime.datetime.now(datetime.UTC)
+LOOPBACK = PeerAddress("127.0.0.1", 0)
+
+
+@dataclass
+class Cluster:
+    root: Path
+    network: Network = field(default_factory=Network)
+    nodes: list[Node] = field(default_factory=list)
+    stall_timeout: float = 5.0
+
+    def state(self, name: str) -> Path:
+        return self.root / name
+
+    def prepare(self, name: str, *, owner: Path | None = None, trusts: Path | None = None) -> Path:
+        """A node's keys and network files, as `key gen` and `network create/join` make them."""
+        state = self.state(name)
+        NodeFiles(state).generate_key()
+        if owner is None:
+            NetworkFiles(state).create("lab", name)
+        else:
+            request = NetworkFiles(state).request(name)
+            NetworkFiles(state).join(NetworkFiles(owner).invite(request=request))
+        if trusts is not None:
+            key_id = NodeFiles(trusts).load_key().public_key.key_id
+            NodeFiles(state).update_trust(lambda t: t.with_key(TrustedKey(key_id, "publisher")))
+        return state
+
+    async def start(self, state: Path, *peers: PeerAddress) -> Node:
+        config = DaemonConfig(
+            state_dir=state,
+            socket=state / "api.sock",
+            swarm_listen=LOOPBACK,
+            control_listen=LOOPBACK,
+            peers=peers,
+            stall_timeout=self.stall_timeout,
+            refresh_interval=0.2,
+            resume_interval=0.2,
+        )
+        node = await Node.start(
+            config, FakeSwarm(self.network), Supervisor(), LoopbackControlPlane(self.network)
+        )
+        self.nodes.append(node)
+        return node
+
+    async def stop(self, node: Node) -> None:
+        self.nodes.remove(node)
+        await node.close()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    cluster = Cluster(tmp_path)
+    try:
+        yield cluster
+    finally:
+        for node in list(cluster.nodes):
+            await cluster.stop(node)
+
+
+def control(node: Node) -> PeerAddress:
+    return PeerAddress("127.0.0.1", node.control_port)
+
+
+def publish_model(state: Path, tmp_path: Path, size: int = 3 * 1024 * 1024) -> CID:
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    (model / "weights.safetensors").write_bytes(_safetensors(size))
+    (model / "config.json").write_text('{"model_type": "llama"}\n')
+    key = NodeFiles(state).load_key()
+    return publish(Store(state).init(), key, model, name="acme/model", copy=True).cid
+
+
+def _safetensors(size: int) -> bytes:
+    import json
+    import struct
+
+    header = json.dumps({"w": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}})
+    padded = header.encode() + b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(padded)) + padded + os.urandom(size)
+
+
+async def two_nodes(cluster: Cluster, tmp_path: Path) -> tuple[Node, Node, CID]:
+    a_state = cluster.prepare("a")
+    b_state = cluster.prepare("b", owner=a_state, trusts=a_state)
+    cid = publish_model(a_state, tmp_path)
+    a = await cluster.start(a_state)
+    b = await cluster.start(b_state, control(a))
+    return a, b, cid
+
+
+async def test_a_fetch_downloads_verifies_commits_and_seeds(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a, b, cid = await two_nodes(cluster, tmp_path)
+    events: list[object] = []
+    result = await b.fetch(cid, [], events.append)
+    assert result.cid == str(cid) and not result.already_here
+    assert result.downloaded == result.size
+    assert isinstance(events[0], ManifestAccepted) and events[0].signers[0].trusted_as
+    assert isinstance(events[-1], FetchProgress) and events[-1].done == events[-1].total
+    model = Path(result.path)
+    for entry in Store(a.store.root).open(cid, NodeFiles(a.store.root).load_trust()).manifest.files:
+        assert (model / entry.path).read_bytes() == (
+            a.store.model_dir(cid) / entry.path
+        ).read_bytes()
+    assert b.seeding()[str(cid)] is not None
+    assert [f.cid for f in b.status().recent_fetches] == [str(cid)]
+    again = await b.fetch(cid, [], events.append)
+    assert again.already_here and again.downloaded == 0
+
+
+async def test_a_manifest_nobody_trusted_signed_is_refused_before_any_download(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a_state = cluster.prepare("a")
+    b_state = cluster.prepare("b", owner=a_state)  # trusts nobody
+    cid = publish_model(a_state, tmp_path)
+    a = await cluster.start(a_state)
+    b = await cluster.start(b_state, control(a))
+    with pytest.raises(TrustError):
+        await b.fetch(cid, [], lambda event: None)
+    assert not b.store.partial.joinpath(str(cid), "files").exists()
+    with pytest.raises(NotFoundError):
+        await b.fetch(CID.of(b"nothing"), [], lambda event: None)
+
+
+async def test_only_a_corrupt_seeder_means_hash_failures_a_ban_and_a_stall(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.stall_timeout = 0.5
+    a, b, cid = await two_nodes(cluster, tmp_path)
+    cluster.network.corrupt.add(PeerAddress("127.0.0.1", a.swarm.port))
+    with pytest.raises(TransferError) as caught:
+        await b.fetch(cid, [], lambda event: None)
+    assert "made no progress" in caught.value.message
+    assert "failed their hash check" in caught.value.message
+    assert f"banned for corrupt data: 127.0.0.1:{a.swarm.port}" in caught.value.message
+    status = b.status()
+    assert status.hash_failures >= 3 and status.banned_peers[0].cid == str(cid)
+    assert not b.store.has(cid)
+    failed = b.store.partial / str(cid) / "failed"
+    assert "made no progress" in failed.read_text()
+
+
+async def test_with_an_honest_seeder_too_the_fetch_completes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a, _, cid = await two_nodes(cluster, tmp_path)
+    c_state = cluster.prepare("c", owner=a.store.root, trusts=a.store.root)
+    c = await cluster.start(c_state, control(a))
+    await c.fetch(cid, [], lambda event: None)  # c holds it, honestly, too
+    d_state = cluster.prepare("d", owner=a.store.root, trusts=a.store.root)
+    cluster.network.corrupt.add(PeerAddress("127.0.0.1", a.swarm.port))
+    d = await cluster.start(d_state, control(a), control(c))
+    result = await d.fetch(cid, [], lambda event: None)
+    assert result.cid == str(cid)
+    assert d.status().banned_peers[0].peer == f"127.0.0.1:{a.swarm.port}"
+
+
+async def test_a_stalled_fetch_fails_and_the_next_attempt_continues(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.stall_timeout = 0.5
+    cluster.network.block_delay = 0.02
+    a, b, cid = await two_nodes(cluster, tmp_path)
+    fetch = asyncio.create_task(b.fetch(cid, [], lambda event: None))
+    await _until(lambda: _done(b) > 0)
+    await cluster.stop(a)  # the only holder goes away
+    with pytest.raises(TransferError, match="made no progress"):
+        await fetch
+    a = await cluster.start(a.store.root)
+    b.book.add(control(a))
+    cluster.network.block_delay = 0.0
+    result = await b.fetch(cid, [], lambda event: None)
+    assert result.downloaded < result.size  # what had arrived was not downloaded again
+
+
+async def test_rm_cancels_a_fetch_and_removes_what_arrived(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.network.block_delay = 0.02
+    _, b, cid = await two_nodes(cluster, tmp_path)
+    fetch = asyncio.create_task(b.fetch(cid, [], lambda event: None))
+    await _until(lambda: _done(b) > 0)
+    removed = await b.remove(cid)
+    assert removed.removed == str(cid)
+    with pytest.raises(asyncio.CancelledError):
+        await fetch
+    assert not (b.store.partial / str(cid)).exists()
+    assert b.status().fetches == ()
+    assert not any(s.state == "downloading" for s in b.swarm.statuses().values())
+
+
+async def test_a_restarted_node_continues_its_download(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.network.block_delay = 0.01
+    a, b, cid = await two_nodes(cluster, tmp_path)
+    fetch = asyncio.create_task(b.fetch(cid, [], lambda event: None))
+    await _until(lambda: _done(b) > 1024 * 1024)
+    await cluster.stop(b)  # as on SIGTERM: resume data saved
+    with pytest.raises(asyncio.CancelledError):
+        await fetch
+    assert (b.store.partial / str(cid) / "resume").is_file()
+    cluster.network.block_delay = 0.0
+    b = await cluster.start(b.store.root, control(a))  # resumes by itself
+    await _until(lambda: b.store.has(cid), timeout=10)
+    [ended] = b.status().recent_fetches
+    assert 0 < ended.downloaded < ended.size
+
+
+def _done(node: Node) -> int:
+    return sum(f.done or 0 for f in node.status().fetches)
+
+
+async def _until(condition: object, timeout: float = 5.0) -> None:
+    assert callable(condition)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
