@@ -72,3 +72,15 @@ def test_unknown_setting_and_bad_toml() -> None:
         config.load(b"stal_timeout = 3\n", {}, HOME)
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.load(b"stall_timeout = \n", {}, HOME)
+
+
+def test_a_leading_tilde_is_the_home_given_not_the_environment_s(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", "/somewhere/else")
+    env = {"SOVNET_STATE_DIR": "~/state", "SOVNET_SOCKET": "~"}
+    loaded = config.load(b"peers = []\n", env, tmp_path)
+    assert loaded.state_dir == tmp_path / "state"
+    assert loaded.socket == tmp_path
+    assert config.config_file({}, tmp_path, "~/sovnetd.toml") == (tmp_path / "sovnetd.toml", True)
+    assert config.load(b'state_dir = "~user/x"\n', {}, tmp_path).state_dir == Path("~user/x")

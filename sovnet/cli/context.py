@@ -36,7 +36,7 @@ class Context:
 
         if self.socket_override:
             return Path(self.socket_override).expanduser()
-        return default_socket(os.environ, self.state_dir)
+        return default_socket(os.environ, Path.home(), self.state_dir)
 
     def store(self) -> Store:
         from sovnet.store.store import Store

@@ -32,6 +32,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from sovnet.core.address import PeerAddress
+from sovnet.core.locations import expand_home
 from sovnet.core.locations import state_dir as default_state_dir
 from sovnet.errors import ConfigError, InvalidInputError
 
@@ -61,9 +62,9 @@ def config_file(
 ) -> tuple[Path, bool]:
     """Where the config file is, and whether it must exist (named explicitly)."""
     if override:
-        return Path(override).expanduser(), True
+        return expand_home(override, home), True
     if env.get("SOVNET_CONFIG"):
-        return Path(env["SOVNET_CONFIG"]).expanduser(), True
+        return expand_home(env["SOVNET_CONFIG"], home), True
     if env.get("CONFIGURATION_DIRECTORY"):
         return Path(env["CONFIGURATION_DIRECTORY"].split(":")[0]) / CONFIG_NAME, False
     xdg = env.get("XDG_CONFIG_HOME", "")
@@ -71,10 +72,10 @@ def config_file(
     return base / "sovnet" / CONFIG_NAME, False
 
 
-def default_socket(env: Mapping[str, str], state: Path) -> Path:
+def default_socket(env: Mapping[str, str], home: Path, state: Path) -> Path:
     """The API socket: SOVNET_SOCKET, else beside the state (the CLI looks there too)."""
     if env.get("SOVNET_SOCKET"):
-        return Path(env["SOVNET_SOCKET"]).expanduser()
+        return expand_home(env["SOVNET_SOCKET"], home)
     return state / SOCKET_NAME
 
 
@@ -88,7 +89,7 @@ def _text(value: object) -> str:
 
 
 def _path(value: object) -> Path:
-    return Path(_text(value)).expanduser()
+    return Path(_text(value))  # a leading ~ is expanded by load(), which knows home
 
 
 def _listen(value: object) -> PeerAddress:
@@ -196,6 +197,9 @@ def load(
                     f"setting {shown!r} from {where}: {exc} (got {raw!r})",
                     hint="fix it and start sovnetd again",
                 ) from None
+    for key in ("state_dir", "socket"):
+        if isinstance(values.get(key), Path):
+            values[key] = expand_home(values[key], home)  # type: ignore[arg-type]
     state = values.get("state_dir")
     if not isinstance(state, Path):
         state = default_state_dir(env, home)
@@ -203,7 +207,9 @@ def load(
     if "socket" not in values:
         runtime = env.get("RUNTIME_DIRECTORY")
         values["socket"] = (
-            Path(runtime.split(":")[0]) / "api.sock" if runtime else default_socket(env, state)
+            Path(runtime.split(":")[0]) / "api.sock"
+            if runtime
+            else default_socket(env, home, state)
         )
     for key, default in _DEFAULT_LISTEN.items():
         values.setdefault(key, _listen(default))

@@ -12,11 +12,22 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
+def expand_home(path: str | Path, home: Path) -> Path:
+    """``path`` with a leading ``~`` or ``~/`` standing for ``home`` (as a shell would;
+    ``~user`` is left as written: that needs the password database)."""
+    text = str(path)
+    if text == "~":
+        return home
+    if text.startswith("~/"):
+        return home / text[2:]
+    return Path(text)
+
+
 def state_dir(env: Mapping[str, str], home: Path, override: str | None = None) -> Path:
     if override:
-        return Path(override).expanduser()
+        return expand_home(override, home)
     if env.get("SOVNET_STATE_DIR"):
-        return Path(env["SOVNET_STATE_DIR"]).expanduser()
+        return expand_home(env["SOVNET_STATE_DIR"], home)
     if env.get("STATE_DIRECTORY"):
         # systemd passes several directories separated by colons when asked to.
         return Path(env["STATE_DIRECTORY"].split(":")[0])
