@@ -1,5 +1,9 @@
-"""The layering holds: the pure core imports no I/O frameworks, and `import sovnet`
-loads neither libtorrent nor llama.cpp nor aiohttp."""
+"""The layers hold: each package of sovnet/ imports only the packages below it, the
+pure ones (core, formats, trust) do no I/O and read no clock and no environment,
+store/ has no asyncio, and `import sovnet` loads neither libtorrent nor llama.cpp
+nor aiohttp. Every module is found from the tree itself: a new module is checked
+the day it is added.
+"""
 
 from __future__ import annotations
 
@@ -11,51 +15,149 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parent.parent / "sovnet"
-PURE_MODULES = [
-    "sovnet.errors",
-    "sovnet.core.cid",
-    "sovnet.core.canonjson",
-    "sovnet.core.relpath",
-    "sovnet.core.merkle",
-    "sovnet.core.manifest",
-    "sovnet.core.signing",
-    "sovnet.trust.gate",
-    "sovnet.core.locations",
-    "sovnet.core.bencode",
-    "sovnet.core.torrent",
-    "sovnet.daemon.fetchplan",
-    "sovnet.core.config",
-    "sovnet.core.address",
-    "sovnet.core.network",
-    "sovnet.formats.gguf",
-    "sovnet.formats.safetensors",
-    "sovnet.formats.policy",
-    "sovnet.formats.companions",
-]
-FORBIDDEN_IN_PURE = {"asyncio", "aiohttp", "libtorrent", "llama_cpp", "socket", "subprocess"}
+
+# What each package may import of sovnet (errors.py is below everything).
+MAY_IMPORT: dict[str, set[str]] = {
+    "formats": set(),
+    "core": {"formats"},
+    "trust": {"core", "formats"},
+    "store": {"core", "formats", "trust"},
+    "net": {"core", "formats", "trust", "store"},
+    "run": {"core", "formats", "trust", "store"},
+    "api": {"core", "formats", "trust"},
+    "daemon": {"core", "formats", "trust", "store", "net", "api"},
+    "cli": {"core", "formats", "trust", "store", "run", "api"},
+}
+PURE = ("core", "formats", "trust")
+# Modules whose import means I/O, a clock, threads or the network.
+NOT_PURE = {
+    "asyncio",
+    "aiohttp",
+    "libtorrent",
+    "llama_cpp",
+    "os",
+    "shutil",
+    "socket",
+    "subprocess",
+    "tempfile",
+    "threading",
+    "time",
+}
+# Calls and attributes that read files, the clock or the environment.
+NOT_PURE_ATTRIBUTES = {
+    "environ",
+    "expanduser",
+    "getenv",
+    "home",
+    "iterdir",
+    "mkdir",
+    "now",
+    "read_bytes",
+    "read_text",
+    "today",
+    "utcnow",
+    "write_bytes",
+    "write_text",
+}
 NEVER_ON_IMPORT = ["libtorrent", "llama_cpp", "aiohttp", "asyncio"]
 
 
-def _imports(module: str) -> set[str]:
-    path = PACKAGE.parent / (module.replace(".", "/") + ".py")
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _package(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
+def _imports(tree: ast.Module) -> set[str]:
+    """Every module named by an import anywhere in ``tree`` (inside functions too)."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
-@pytest.mark.parametrize("module", PURE_MODULES)
-def test_pure_module_does_not_import_io_frameworks(module: str) -> None:
-    assert not _imports(module) & FORBIDDEN_IN_PURE
+def _sovnet_packages(imported: set[str]) -> set[str]:
+    return {name.split(".")[1] for name in imported if name.startswith("sovnet.")}
+
+
+def _layering_violations(path: Path) -> list[str]:
+    package = _package(path)
+    if package not in MAY_IMPORT:
+        return []
+    tree = _tree(path)
+    imported = _imports(tree)
+    allowed = MAY_IMPORT[package] | {package, "errors"}
+    found = [f"imports sovnet.{p}" for p in sorted(_sovnet_packages(imported) - allowed)]
+    if package in PURE:
+        found += [f"imports {m}" for m in sorted({n.split(".")[0] for n in imported} & NOT_PURE)]
+        found += [
+            f"uses .{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr in NOT_PURE_ATTRIBUTES
+        ]
+        found += [
+            "calls open()"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "open"
+        ]
+    if package == "store" and "asyncio" in {n.split(".")[0] for n in imported}:
+        found.append("imports asyncio (store/ is blocking by design)")
+    return found
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_each_module_keeps_to_its_layer(path: Path) -> None:
+    assert _layering_violations(path) == []
+
+
+def test_the_root_holds_only_what_every_layer_shares() -> None:
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert root == ["__init__.py", "errors.py"]
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == set(
+        MAY_IMPORT
+    )
+
+
+def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
+    # The same checks, on modules written to break them: a clock, the environment
+    # and asyncio in core/; the daemon from the CLI.
+    core = PACKAGE / "core" / "clock_probe.py"
+    cli = PACKAGE / "cli" / "daemon_probe.py"
+    try:
+        core.write_text(
+            "import time\nimport asyncio\nimport os\n\n"
+            "def f() -> object:\n    return os.environ, time.time()\n"
+        )
+        cli.write_text("from sovnet.daemon.node import Node\n")
+        assert _layering_violations(core) == [
+            "imports asyncio",
+            "imports os",
+            "imports time",
+            "uses .environ",
+        ]
+        assert _layering_violations(cli) == ["imports sovnet.daemon"]
+    finally:
+        core.unlink(missing_ok=True)
+        cli.unlink(missing_ok=True)
 
 
 def _loaded_after(statement: str) -> set[str]:
     code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
     output = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
     )
     return set(output.stdout.split())
 
@@ -65,17 +167,22 @@ def test_import_sovnet_loads_no_heavy_dependency() -> None:
     assert not loaded & set(NEVER_ON_IMPORT)
 
 
-def test_pure_modules_pull_in_no_io_framework_transitively() -> None:
-    loaded = _loaded_after("; ".join(f"import {m}" for m in PURE_MODULES))
+def test_pure_packages_pull_in_no_io_framework_transitively() -> None:
+    pure = [
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts)
+        for p in _modules()
+        if _package(p) in PURE and p.name != "__init__.py"
+    ]
+    loaded = _loaded_after("; ".join(f"import {m}" for m in pure))
     assert not loaded & set(NEVER_ON_IMPORT)
 
 
 def test_only_the_adapter_imports_libtorrent() -> None:
-    importers = sorted(
-        str(path.relative_to(PACKAGE))
-        for path in PACKAGE.rglob("*.py")
-        if "libtorrent" in _imports(str(path.relative_to(PACKAGE.parent))[:-3].replace("/", "."))
-    )
+    importers = [
+        str(p.relative_to(PACKAGE))
+        for p in _modules()
+        if any(n.split(".")[0] == "libtorrent" for n in _imports(_tree(p)))
+    ]
     assert importers == ["net/_libtorrent.py"]
 
 
