@@ -234,8 +234,9 @@ async def test_a_restarted_node_continues_its_download(cluster: Cluster, tmp_pat
     assert (b.store.partial / str(cid) / "resume").is_file()
     cluster.network.block_delay = 0.0
     b = await cluster.start(b.store.root, control(a))  # resumes by itself
-    await _until(lambda: b.store.has(cid), timeout=10)
+    await _until(lambda: b.status().recent_fetches, timeout=10)  # committed and seeded
     [ended] = b.status().recent_fetches
+    assert b.store.has(cid)
     assert 0 < ended.downloaded < ended.size
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -44,7 +43,8 @@ from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
 from sovnet.core.manifest import FileEntry, Manifest
 from sovnet.core.network import TlsIdentity
-from sovnet.daemon.fetchplan import Accepted, Answer, choose_manifest
+from sovnet.daemon.discovery import Found, PeerFinder
+from sovnet.daemon.fetchplan import Accepted
 from sovnet.daemon.fetchstate import (
     Action,
     Fail,
@@ -59,7 +59,7 @@ from sovnet.daemon.resume_writer import ResumeWriter
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
 from sovnet.errors import InternalError, SovnetError, TransferError
-from sovnet.net.control import AnnounceReply, PeerQueries, PeerRequestError, gather_bounded
+from sovnet.net.control import PeerQueries
 from sovnet.net.peerbook import PeerBook
 from sovnet.net.swarm import ResumeSaved, Swarm, SwarmEvent
 from sovnet.store.partial import PartialDownload
@@ -83,9 +83,7 @@ class Fetch:
     accepted: Accepted | None = None
     spec: torrent.TorrentSpec | None = None
     state: FetchState | None = None  # while downloading
-    holders: set[PeerAddress] = field(default_factory=set)  # control addresses
-    swarm_peers: set[PeerAddress] = field(default_factory=set)
-    asked: set[PeerAddress] = field(default_factory=set)
+    found: Found = field(default_factory=Found)
     resume: ResumeWriter | None = None  # while downloading
     pending: list[Action] = field(default_factory=list)  # decided on swarm events
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # one was decided
@@ -116,10 +114,8 @@ class Fetcher:
         self._load_trust = load_trust
         self._swarm = swarm
         self._seeder = seeder
-        self._peers = peers
-        self._book = book
+        self._finder = PeerFinder(peers, book, swarm, control_port)
         self._identity = identity
-        self._control_port = control_port
         self._timings = timings
         self._supervisor = supervisor
         self._fetches: dict[CID, Fetch] = {}
@@ -191,7 +187,7 @@ class Fetcher:
                 # that much at least (it is taken after the request).
                 fetch.resume.offer(event.data, fetch.state.resume_asked_at)
             return True
-        fetch.state.swarm_peers = len(fetch.swarm_peers)
+        fetch.state.swarm_peers = len(fetch.found.swarm_peers)
         fetch.pending.extend(fetch.state.on_event(event))
         fetch.wake.set()
         return True
@@ -214,7 +210,7 @@ class Fetcher:
                     rate=round(state.progress.rate()),
                     resumable=fetch.resume.saved_at if fetch.resume is not None else 0,
                     hash_failures=state.hash_failures,
-                    swarm_peers=len(fetch.swarm_peers),
+                    swarm_peers=len(fetch.found.swarm_peers),
                     session_downloaded=status.session_downloaded if status else None,
                 )
             )
@@ -281,7 +277,7 @@ class Fetcher:
             if earlier is not None:
                 fetch.accepted = Accepted(earlier[0], earlier[1], ())
         if fetch.accepted is None:
-            fetch.accepted = await self._discover(fetch, peers, trust)
+            fetch.accepted = await self._finder.manifest(fetch.cid, peers, trust, fetch.found)
             await asyncio.to_thread(
                 partial.keep_accepted, fetch.accepted.opened.raw, fetch.accepted.bundle
             )
@@ -318,29 +314,6 @@ class Fetcher:
         await self._seeder.seed(fetch.cid)
         return self._result(fetch.cid, manifest, already=False, downloaded=downloaded)
 
-    async def _ask(self, peers: Iterable[PeerAddress], cid: CID) -> list[Answer]:
-        async def ask(peer: PeerAddress) -> Answer:
-            try:
-                got = await self._peers.manifest(peer, cid)
-            except PeerRequestError as exc:
-                return Answer(peer, error=str(exc))
-            if got is None:
-                return Answer(peer)
-            return Answer(peer, raw=got[0], bundle=got[1])
-
-        return list(await asyncio.gather(*(ask(p) for p in dict.fromkeys(peers))))
-
-    async def _discover(
-        self, fetch: Fetch, extra: list[PeerAddress], trust: TrustStore
-    ) -> Accepted:
-        for peer in extra:
-            self._book.learn(peer)
-        targets = list(dict.fromkeys([*extra, *self._book.addresses()]))
-        fetch.asked.update(targets)
-        accepted = choose_manifest(fetch.cid, await self._ask(targets, fetch.cid), trust)
-        fetch.holders.update(accepted.holders)
-        return accepted
-
     def _already_here(self, files: tuple[FileEntry, ...]) -> set[int]:
         """Positions of files the store has (or that repeat an earlier file's bytes)."""
         skip: set[int] = set()
@@ -350,47 +323,6 @@ class Fetcher:
                 skip.add(k)
             seen.add(entry.blake3)
         return skip
-
-    async def _swarm_peers(self, fetch: Fetch) -> set[PeerAddress]:
-        """Find more holders and swarm members: the swarm addresses to connect to now
-        (everyone known, while nobody is connected)."""
-        assert fetch.spec is not None
-        fresh = [p for p in self._book.addresses() if p not in fetch.asked]
-        if fresh:
-            fetch.asked.update(fresh)
-            for answer in await self._ask(fresh, fetch.cid):
-                if answer.raw is not None and fetch.cid.matches(answer.raw):
-                    fetch.holders.add(answer.peer)
-        holders = list(fetch.holders)
-        swarm_port, control_port = self._swarm.port, self._control_port()
-        replies, learned = await asyncio.gather(
-            gather_bounded(
-                [
-                    functools.partial(self._peers.announce, p, fetch.cid, swarm_port, control_port)
-                    for p in holders
-                ]
-            ),
-            gather_bounded([functools.partial(self._peers.peers, p) for p in holders]),
-        )
-        found: set[PeerAddress] = set()
-        for peer, reply in zip(holders, replies, strict=True):
-            if isinstance(reply, AnnounceReply):
-                if reply.holder:
-                    found.add(PeerAddress(peer.host, reply.swarm_port))
-                found.update(reply.members)
-        for result in learned:
-            if isinstance(result, list):
-                for address in result:
-                    self._book.learn(address)
-        status = self._swarm.statuses().get(fetch.spec.info_hash)
-        if status is not None and status.peers == 0:
-            # Nobody connected (a first attempt can be refused, e.g. while the
-            # seeder still holds our previous connection): try everyone again.
-            new = found | fetch.swarm_peers
-        else:
-            new = found - fetch.swarm_peers
-        fetch.swarm_peers.update(new)
-        return new
 
     async def _download(
         self,
@@ -407,11 +339,11 @@ class Fetcher:
         fetch.resume = ResumeWriter(partial, self._supervisor.spawn)
         # Ask the holders for the swarm before joining it, so that the swarm has
         # their addresses as the torrent starts.
-        peers = await self._swarm_peers(fetch)
+        peers = await self._finder.swarm_peers(fetch.cid, spec.info_hash, fetch.found)
         loop = asyncio.get_running_loop()
         # Before the torrent is added: its first events may come while it is.
         state = fetch.state = FetchState(str(fetch.cid), wanted, self._timings, loop.time())
-        state.swarm_peers = len(fetch.swarm_peers)
+        state.swarm_peers = len(fetch.found.swarm_peers)
         await self._swarm.add(
             spec,
             identity=self._identity,
@@ -432,8 +364,8 @@ class Fetcher:
                     if self._swarm.save_resume(spec.info_hash):
                         state.resume_asked(now)
                 elif isinstance(action, Refresh):
-                    new = await self._swarm_peers(fetch)
-                    state.swarm_peers = len(fetch.swarm_peers)
+                    new = await self._finder.swarm_peers(fetch.cid, spec.info_hash, fetch.found)
+                    state.swarm_peers = len(fetch.found.swarm_peers)
                     if new:
                         self._swarm.connect(spec.info_hash, new)
                 elif isinstance(action, Fail):

@@ -1,0 +1,143 @@
+"""The commands for publisher keys: this node's own (key) and those it trusts (trust)."""
+
+from __future__ import annotations
+
+import click
+
+from sovnet.cli.context import Context, json_option, pass_context, use_json
+from sovnet.cli.output import emit_json, say, table
+from sovnet.errors import InvalidInputError
+
+_use_json = use_json
+
+
+@click.group()
+def key() -> None:
+    """This node's publisher key (Ed25519)."""
+
+
+@key.command("gen")
+@click.option("--force", is_flag=True, help="Replace an existing key.")
+@json_option
+@pass_context
+def key_gen(ctx: Context, force: bool, as_json: bool) -> None:
+    """Create this node's publisher key (and trust it as "this node")."""
+    _use_json(ctx, as_json)
+    files = ctx.node_files()
+    private = files.generate_key(force=force)
+    public = private.public_key
+    if as_json:
+        emit_json(
+            {"key_id": str(public.key_id), "public_key": str(public), "path": str(files.key_path)}
+        )
+        return
+    click.echo(str(public.key_id))
+    say(f"Created a publisher key; its key id is {public.key_id}")
+    say(f"  public key: {public}")
+    say(f"  stored in:  {files.key_path} (mode 0600)")
+    say('This node trusts its own key as "this node".')
+
+
+@key.command("show")
+@json_option
+@pass_context
+def key_show(ctx: Context, as_json: bool) -> None:
+    """Print this node's key id and public key."""
+    _use_json(ctx, as_json)
+    public = ctx.node_files().load_key().public_key
+    if as_json:
+        emit_json({"key_id": str(public.key_id), "public_key": str(public)})
+        return
+    click.echo(f"key id:     {public.key_id}")
+    click.echo(f"public key: {public}")
+
+
+# -- trust ------------------------------------------------------------------------
+
+
+@click.group()
+def trust() -> None:
+    """Publisher keys this node trusts."""
+
+
+@trust.command("add")
+@click.argument("key_ref", metavar="KEY_ID_OR_PUBLIC_KEY")
+@click.option("--name", required=True, help="Who this key belongs to, for your eyes.")
+@json_option
+@pass_context
+def trust_add(ctx: Context, key_ref: str, name: str, as_json: bool) -> None:
+    """Trust a publisher key: its signatures make manifests trusted here."""
+    from sovnet.trust.keys import TrustedKey, check_name, parse_key_reference
+
+    _use_json(ctx, as_json)
+    key_id, public = parse_key_reference(key_ref)
+    entry = TrustedKey(key_id, check_name(name), public)
+    ctx.node_files().update_trust(lambda store: store.with_key(entry))
+    if as_json:
+        emit_json({"key_id": str(key_id), "name": name, "public_key": public and str(public)})
+        return
+    say(f'Trusting {key_id} as "{name}".')
+
+
+@trust.command("ls")
+@json_option
+@pass_context
+def trust_ls(ctx: Context, as_json: bool) -> None:
+    """List trusted publisher keys."""
+    _use_json(ctx, as_json)
+    keys = ctx.node_files().load_trust().keys
+    if as_json:
+        emit_json(
+            [
+                {
+                    "key_id": str(k.key_id),
+                    "name": k.name,
+                    "public_key": k.public_key and str(k.public_key),
+                }
+                for k in keys
+            ]
+        )
+        return
+    if not keys:
+        say("No trusted keys. `sovnet key gen` trusts this node's own; `sovnet trust add` others.")
+        return
+    table(["KEY ID", "NAME"], [[str(k.key_id), k.name] for k in keys])
+
+
+@trust.command("rm")
+@click.argument("key_ref", metavar="KEY_ID_OR_PUBLIC_KEY_OR_NAME")
+@json_option
+@pass_context
+def trust_rm(ctx: Context, key_ref: str, as_json: bool) -> None:
+    """Stop trusting a publisher key."""
+    from sovnet.errors import NotFoundError
+    from sovnet.trust.keys import TrustStore, parse_key_reference
+
+    _use_json(ctx, as_json)
+    files = ctx.node_files()
+    try:
+        key_id, _ = parse_key_reference(key_ref)
+    except InvalidInputError:
+        named = [k for k in files.load_trust().keys if k.name == key_ref]
+        if len(named) != 1:
+            raise NotFoundError(
+                f"no trusted key has the id or the name {key_ref!r}"
+                if not named
+                else f"{len(named)} trusted keys are named {key_ref!r}; give the key id",
+                hint="`sovnet trust ls` lists them",
+            ) from None
+        key_id = named[0].key_id
+
+    def remove(store: TrustStore) -> TrustStore:
+        return store.without(key_id)
+
+    files.update_trust(remove)
+    if as_json:
+        emit_json({"removed": str(key_id)})
+        return
+    say(f"No longer trusting {key_id}.")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(key)
+    cli.add_command(trust)

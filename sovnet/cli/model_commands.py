@@ -1,0 +1,360 @@
+"""The commands for the models in this node's store: publish, ls, show, verify, rm.
+
+They work on the store directly, or through sovnetd when it runs (publish and rm,
+so that a new model is seeded at once and a removed one no longer).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from sovnet.api.messages import (
+    PublishHashed,
+    PublishRequest,
+    PublishResult,
+    PublishScanned,
+    RemoveResult,
+    to_json,
+)
+from sovnet.cli.context import Context, json_option, parse_cid, pass_context, use_json
+from sovnet.cli.output import ProgressSink, byte_progress, emit_json, human_size, say, table
+from sovnet.errors import InvalidInputError, SovnetError
+
+if TYPE_CHECKING:
+    from sovnet.trust.gate import OpenedManifest, SignerReport
+
+_use_json = use_json
+_parse_cid = parse_cid
+
+
+def _signer_label(signer: SignerReport) -> str:
+    if not signer.valid:
+        return f"{signer.key_id} (INVALID signature)"
+    if signer.trusted_as is None:
+        return f"{signer.key_id} (not trusted)"
+    return f"{signer.key_id} ({signer.trusted_as})"
+
+
+def _signers_json(opened: OpenedManifest) -> list[dict[str, object]]:
+    return [
+        {
+            "key_id": str(s.key_id),
+            "public_key": str(s.public_key),
+            "valid": s.valid,
+            "trusted_as": s.trusted_as,
+        }
+        for s in opened.signers
+    ]
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="ORG/MODEL, e.g. acme/llama-7b.")
+@click.option("--version", "model_version", help="The model's version, e.g. 1.0.")
+@click.option("--license", "license_text", help="Its licence, e.g. apache-2.0.")
+@click.option(
+    "--copy", is_flag=True, help="Copy files into the store even where a hard link would do."
+)
+@json_option
+@pass_context
+def publish(
+    ctx: Context,
+    path: Path,
+    name: str,
+    model_version: str | None,
+    license_text: str | None,
+    copy: bool,
+    as_json: bool,
+) -> None:
+    """Publish a model directory or file: validate, hash, sign, store. Prints the CID.
+
+    Files on the store's filesystem are hard-linked into the store, not copied, and
+    made read-only: replace them rather than edit them in place afterwards.
+    """
+    _use_json(ctx, as_json)
+    daemon = ctx.daemon()
+    with byte_progress("hashing", enabled=not as_json) as bar:
+        if daemon is not None:
+            # The daemon publishes and starts seeding at once.
+            request = PublishRequest(str(path.resolve()), name, model_version, license_text, copy)
+            hashed = 0
+            for event in daemon.publish(request):
+                if isinstance(event, PublishScanned):
+                    bar.start(event.total)
+                elif isinstance(event, PublishHashed):
+                    bar.advance(event.bytes - hashed)
+                    hashed = event.bytes
+                else:
+                    summary = event
+        else:
+            summary = _publish_locally(ctx, path, name, model_version, license_text, copy, bar)
+    if as_json:
+        emit_json({**to_json(summary), "seeding": daemon is not None})
+        return
+    click.echo(summary.cid)
+    label = f"{summary.name} {summary.version or ''}".rstrip()
+    say(f"Published {label}: {summary.files} files, {human_size(summary.size)}")
+    say(f"  signed by {summary.signer}")
+    if summary.linked:
+        say(f"  {summary.linked} file(s) hard-linked into the store and made read-only (no copy)")
+    if summary.copied:
+        say(f"  {summary.copied} file(s) copied into the store")
+    if daemon is not None:
+        say("  sovnetd is seeding it to the network.")
+
+
+def _publish_locally(
+    ctx: Context,
+    path: Path,
+    name: str,
+    model_version: str | None,
+    license_text: str | None,
+    copy: bool,
+    bar: ProgressSink,
+) -> PublishResult:
+    from sovnet.store.publish import publish as do_publish
+
+    result = do_publish(
+        ctx.store().init(),
+        ctx.node_files().load_key(),
+        path,
+        name=name,
+        version=model_version,
+        license=license_text,
+        copy=copy,
+        on_scanned=bar.start,
+        progress=bar.advance,
+    )
+    return PublishResult(**result.summary())  # type: ignore[arg-type]
+
+
+@click.command("ls")
+@json_option
+@pass_context
+def ls(ctx: Context, as_json: bool) -> None:
+    """List the models in this node's store."""
+    _use_json(ctx, as_json)
+    store = ctx.store()
+    trust_store = ctx.node_files().load_trust()
+    rows: list[dict[str, object]] = []
+    for cid in store.cids():
+        try:
+            opened = store.open(cid, trust_store, require_trusted=False)
+        except SovnetError as exc:
+            rows.append({"cid": str(cid), "error": exc.message})
+            continue
+        m = opened.manifest
+        rows.append(
+            {
+                "cid": str(cid),
+                "name": m.name,
+                "version": m.version,
+                "size": m.total_size,
+                "files": len(m.files),
+                "trusted": opened.trusted,
+                "signers": _signers_json(opened),
+            }
+        )
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        say("The store is empty. `sovnet publish PATH --name ORG/MODEL` adds a model.")
+        return
+    cells = []
+    for row in rows:
+        if "error" in row:
+            cells.append(["(damaged)", "", str(row["cid"]), "", "", str(row["error"])])
+            continue
+        signers = row["signers"]
+        assert isinstance(signers, list)
+        labels = [
+            (
+                s["trusted_as"]
+                if s["valid"] and s["trusted_as"]
+                else f"{str(s['key_id'])[:9]}… (untrusted)"
+            )
+            for s in signers
+        ]
+        size = row["size"]
+        assert isinstance(size, int)
+        cells.append(
+            [
+                str(row["name"]),
+                str(row["version"] or "-"),
+                str(row["cid"]),
+                human_size(size),
+                str(row["files"]),
+                ", ".join(str(label) for label in labels) or "(unsigned)",
+            ]
+        )
+    table(["NAME", "VERSION", "CID", "SIZE", "FILES", "SIGNERS"], cells)
+
+
+def _facts_summary(facts: object) -> str:
+    from sovnet.formats.gguf import GGUFFacts
+    from sovnet.formats.safetensors import SafetensorsFacts
+
+    if isinstance(facts, GGUFFacts):
+        parts = [
+            facts.architecture or "?",
+            f"file_type {facts.file_type}",
+            f"{facts.tensor_count} tensors",
+        ]
+        if facts.split_no is not None and facts.split_count is not None:
+            parts.append(f"split {facts.split_no + 1}/{facts.split_count}")
+        return ", ".join(parts)
+    if isinstance(facts, SafetensorsFacts):
+        return f"{facts.tensor_count} tensors, {'/'.join(facts.dtypes) or 'no dtypes'}"
+    return ""
+
+
+@click.command()
+@click.argument("cid_text", metavar="CID")
+@click.option("--raw", is_flag=True, help="Write the exact canonical manifest bytes to stdout.")
+@json_option
+@pass_context
+def show(ctx: Context, cid_text: str, raw: bool, as_json: bool) -> None:
+    """Show a stored model's manifest and signers."""
+    _use_json(ctx, as_json)
+    if raw and as_json:
+        raise InvalidInputError("--raw and --json do not go together")
+    cid = _parse_cid(cid_text)
+    store = ctx.store()
+    if raw:
+        data = store.manifest_bytes(cid)
+        if not cid.matches(data):
+            from sovnet.errors import IntegrityError
+
+            raise IntegrityError(f"the stored manifest of {cid} does not match its CID")
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    opened = store.open(cid, ctx.node_files().load_trust(), require_trusted=False)
+    m = opened.manifest
+    if as_json:
+        emit_json(
+            {
+                "cid": str(cid),
+                "manifest": m.to_json(),
+                "trusted": opened.trusted,
+                "signers": _signers_json(opened),
+            }
+        )
+        return
+    click.echo(f"name:       {m.name}")
+    click.echo(f"version:    {m.version or '-'}")
+    click.echo(f"license:    {m.license or '-'}")
+    click.echo(f"cid:        {cid}")
+    click.echo(f"size:       {human_size(m.total_size)} in {len(m.files)} files")
+    click.echo(f"piece size: {human_size(m.piece_size)}")
+    click.echo(f"trusted:    {'yes' if opened.trusted else 'NO'}")
+    for signer in opened.signers:
+        click.echo(f"signed by:  {_signer_label(signer)}")
+    click.echo("")
+    table(
+        ["PATH", "SIZE", "FORMAT", "BLAKE3", "FACTS"],
+        [
+            [
+                f.path,
+                human_size(f.size),
+                f.format.value,
+                f.blake3.hex()[:16] + "…",
+                _facts_summary(f.facts),
+            ]
+            for f in m.files
+        ],
+    )
+
+
+@click.command()
+@click.argument("cid_text", metavar="CID")
+@json_option
+@pass_context
+def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
+    """Re-hash every file of a stored model and check its signatures.
+
+    Exits 0 only if every file matches and a trusted key signed.
+    """
+    from sovnet.errors import IntegrityError, TrustError
+    from sovnet.store.verify import verify as do_verify
+    from sovnet.trust.gate import UNTRUSTED_HINT, untrusted_reason
+
+    _use_json(ctx, as_json)
+    cid = _parse_cid(cid_text)
+    store = ctx.store()
+    trust_store = ctx.node_files().load_trust()
+    with byte_progress("verifying", enabled=not as_json) as bar:
+        opened_size = store.open(cid, trust_store, require_trusted=False).manifest.total_size
+        bar.start(opened_size)
+        report = do_verify(store, cid, trust_store, progress=bar.advance)
+    m = report.opened.manifest
+    if as_json:
+        emit_json(
+            {
+                "cid": str(cid),
+                "ok": report.ok,
+                "intact": report.intact,
+                "trusted": report.opened.trusted,
+                "files": [{"path": f.path, "ok": f.ok, "problem": f.problem} for f in report.files],
+                "signers": _signers_json(report.opened),
+            }
+        )
+    else:
+        for check in report.files:
+            click.echo(
+                f"{'ok  ' if check.ok else 'FAIL'}  {check.path}"
+                + (f": {check.problem}" if check.problem else "")
+            )
+        for signer in report.opened.signers:
+            click.echo(f"{'ok  ' if signer.counts else 'FAIL'}  signed by {_signer_label(signer)}")
+        if not report.opened.signers:
+            click.echo("FAIL  no signatures")
+    bad = [f for f in report.files if not f.ok]
+    if bad:
+        error: SovnetError = IntegrityError(
+            f"{len(bad)} of {len(report.files)} files of {m.name} differ from the manifest: "
+            + ", ".join(f.path for f in bad),
+            hint="remove the model (`sovnet rm`) and publish or fetch it again",
+        )
+    elif not report.opened.trusted:
+        error = TrustError(untrusted_reason(cid, report.opened.signers), hint=UNTRUSTED_HINT)
+    else:
+        if not as_json:
+            say(f"{m.name} is intact and signed by a trusted key.")
+        return
+    if as_json:
+        sys.exit(error.exit_code)  # the report above already says why, as JSON
+    raise error
+
+
+@click.command()
+@click.argument("cid_text", metavar="CID")
+@json_option
+@pass_context
+def rm(ctx: Context, cid_text: str, as_json: bool) -> None:
+    """Remove a model from the store (blobs other models use are kept)."""
+    _use_json(ctx, as_json)
+    cid = _parse_cid(cid_text)
+    daemon = ctx.daemon()
+    if daemon is not None:
+        summary = daemon.remove(str(cid))  # it stops seeding first
+    else:
+        store = ctx.store()
+        store.require(cid)  # before the lock, which would create the state directory
+        with store.locked():
+            result = store.remove(cid)
+        summary = RemoveResult(str(cid), result.freed_bytes, result.blobs_removed)
+    if as_json:
+        emit_json(to_json(summary))
+        return
+    say(f"Removed {cid}; freed {human_size(summary.freed_bytes)} ({summary.blobs_removed} blobs).")
+
+
+def register(cli: click.Group) -> None:
+    for command in (publish, ls, show, verify, rm):
+        cli.add_command(command)
