@@ -296,7 +296,9 @@ def _split_starts(n_tensors: int, split: int) -> set[int]:
     return starts
 
 
-def _add_metadata(writer: gguf.GGUFWriter, file_type: gguf.LlamaFileType, shape: Geometry) -> None:
+def _add_metadata(
+    writer: gguf.GGUFWriter, file_type: gguf.LlamaFileType, shape: Geometry, chat_template: str
+) -> None:
     writer.add_name(NAME)
     writer.add_description("Random-weight test model written by sovnet scripts/make_tiny_gguf.py")
     writer.add_file_type(file_type)
@@ -323,17 +325,24 @@ def _add_metadata(writer: gguf.GGUFWriter, file_type: gguf.LlamaFileType, shape:
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
     writer.add_add_space_prefix(True)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    writer.add_chat_template(chat_template)
 
 
 def write_tiny_gguf(
-    out_dir: pathlib.Path, *, split: int = 1, seed: int = 0, quant: str = "F32"
+    out_dir: pathlib.Path,
+    *,
+    split: int = 1,
+    seed: int = 0,
+    quant: str = "F32",
+    chat_template: str = CHAT_TEMPLATE,
+    extra_uint32: dict[str, int] | None = None,
 ) -> list[pathlib.Path]:
     """Write the tiny model into ``out_dir`` (created if missing); return the paths written.
 
     ``split == 1`` writes ``out_dir/sovnet-tiny.gguf`` (``sovnet-tiny-q4_0.gguf`` for
     ``quant="Q4_0"``...); ``split >= 2`` writes that many gguf-split-style shards, first
-    shard first. Existing files of the same names are replaced.
+    shard first. Existing files of the same names are replaced. ``chat_template`` and
+    ``extra_uint32`` (more uint32 metadata) make models that llama.cpp refuses, for tests.
     """
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
@@ -349,7 +358,9 @@ def write_tiny_gguf(
     path = out_dir / (f"{STEM}.gguf" if quant == "F32" else f"{STEM}-{quant.lower()}.gguf")
 
     writer = gguf.GGUFWriter(path=None, arch=ARCH)
-    _add_metadata(writer, file_type, shape)
+    _add_metadata(writer, file_type, shape, chat_template)
+    for key, value in (extra_uint32 or {}).items():
+        writer.add_uint32(key, value)
     # GGUFWriter opens a new shard when the current one holds >= split_max_tensors tensors;
     # set the limit to 1 just before each tensor that should open a shard, 0 (off) otherwise.
     starts = _split_starts(len(tensors), split)

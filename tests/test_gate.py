@@ -25,7 +25,8 @@ from sovnet.errors import (
     RunnerError,
     TrustError,
 )
-from sovnet.run.admission import Admission, admit, admit_in_child
+from sovnet.run.admission import Admission, admit
+from sovnet.run.gate_child import admit_in_child
 from sovnet.run.headercheck import Limits, check_headers
 from sovnet.store import stamps
 from sovnet.store.keyfiles import NodeFiles

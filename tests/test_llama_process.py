@@ -5,6 +5,9 @@ tested through the CLI in tests/test_run.py.)"""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,6 @@ LABEL = "acme/tiny 1.0 (bafkr4i...)"
     [
         (signal.SIGSEGV, "SIGSEGV (segmentation fault)", "rebuild llama-cpp-python for this CPU"),
         (signal.SIGBUS, "SIGBUS (bus error)", "llama.cpp/issues"),
-        (signal.SIGABRT, "SIGABRT (aborted)", "rebuild"),
         (signal.SIGILL, "SIGILL (illegal instruction)", "instructions this machine does not have"),
         (signal.SIGKILL, "SIGKILL (killed)", "out-of-memory killer"),
     ],
@@ -46,6 +48,48 @@ def test_on_a_cpu_with_amx_the_hint_names_amx() -> None:
     illegal = explain_death(-signal.SIGILL, LABEL, cpu_has_amx=True)
     assert illegal is not None and illegal.hint is not None
     assert "instructions this machine does not have" in illegal.hint
+
+
+def test_an_abort_is_llama_cpp_s_own_check_and_points_to_verbose() -> None:
+    error = explain_death(-signal.SIGABRT, LABEL, cpu_has_amx=True)
+    assert isinstance(error, RunnerCrashError) and error.exit_code == 11
+    assert error.message.startswith(
+        f"llama.cpp stopped on one of its own checks (SIGABRT) while running {LABEL}; "
+    )
+    assert error.hint is not None and "--verbose" in error.hint and "AMX" not in error.hint
+
+
+def test_a_child_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    # middle forks a child that asks to die with middle, then middle is killed.
+    script = (
+        "import os, sys, time\n"
+        "from sovnet.run.parent_death import die_with\n"
+        "parent = os.getpid()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    die_with(parent)\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "print(child, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    middle = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert middle.stdout is not None
+    child = int(middle.stdout.readline())
+    time.sleep(0.2)  # let the child ask before its parent goes
+    middle.kill()
+    middle.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and _state(child) != "Z":
+        assert time.monotonic() < deadline, "the child outlived its parent"
+        time.sleep(0.02)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
 
 
 @pytest.mark.parametrize("returncode", [0, 1, 10, 130, -signal.SIGINT, -signal.SIGTERM])

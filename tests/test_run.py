@@ -271,7 +271,6 @@ def _wait_for(condition: Any, process: subprocess.Popen[Any], timeout: float = 6
         # (on a CPU with AMX, the hint names AMX: both say what to rebuild)
         (signal.SIGSEGV, "rebuild llama-cpp-python"),
         (signal.SIGILL, "instructions this machine does not have"),
-        (signal.SIGABRT, "rebuild llama-cpp-python"),
     ],
 )
 def test_a_crash_of_llama_cpp_is_one_line_and_exit_11(
@@ -290,6 +289,53 @@ def test_a_crash_of_llama_cpp_is_one_line_and_exit_11(
     assert "Traceback" not in stderr
     # the child had no core file to write
     assert not list(Path.cwd().glob("core*"))
+
+
+def test_a_model_llama_cpp_aborts_on_is_exit_11_and_points_to_verbose(
+    sovnet_with_key: Runner, tmp_path: Path
+) -> None:
+    # Signed, intact and within sovnet's header limits, but llama.cpp checks its
+    # expert count against its own maximum with GGML_ASSERT, which aborts.
+    write_tiny_gguf(tmp_path / "m", extra_uint32={"llama.expert_count": 100_000})
+    sovnet_with_key.publish(tmp_path / "m", "acme/experts")
+    done = sovnet_with_key("run", "acme/experts", "-p", PROMPT, "-n", "4")
+    assert done.returncode == 11, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("sovnet: error:")]
+    assert "llama.cpp stopped on one of its own checks (SIGABRT) while running acme/experts" in line
+    assert "--verbose" in done.stderr
+    assert "Traceback" not in done.stderr and "gdb" not in done.stderr
+    verbose = sovnet_with_key("run", "acme/experts", "-p", PROMPT, "-n", "4", "--verbose")
+    assert "GGML_ASSERT" in verbose.stderr  # llama.cpp's own reason, when asked for
+
+
+def test_a_chat_template_llama_cpp_python_cannot_compile_is_exit_10(
+    sovnet_with_key: Runner, tmp_path: Path
+) -> None:
+    write_tiny_gguf(tmp_path / "m", chat_template="{% for %}")
+    sovnet_with_key.publish(tmp_path / "m", "acme/template")
+    for args in (["-p", PROMPT], ["-p", PROMPT, "--chat"]):
+        done = sovnet_with_key("run", "acme/template", *args, "-n", "4")
+        assert done.returncode == 10, done.stderr
+        assert "the chat template of sovnet-tiny.gguf is not one llama-cpp-python can use" in (
+            done.stderr
+        )
+        assert "Traceback" not in done.stderr
+
+
+def test_a_prompt_too_long_or_not_utf8_is_exit_4(sovnet_with_key: Runner, tiny_cid: str) -> None:
+    long = sovnet_with_key("run", "acme/tiny", "-p", "Hello world " * 400, "-n", "4")
+    assert long.returncode == 4, long.stderr
+    assert "exceed context window" in long.stderr and "--ctx-size" in long.stderr
+    assert "Traceback" not in long.stderr
+    done = subprocess.run(
+        [str(SOVNET), "run", "acme/tiny", "-p", b"Hi\xff\xfe", "-n", "4"],
+        capture_output=True,
+        text=True,
+        env=cli_env(sovnet_with_key.state_dir),
+        timeout=60,
+    )
+    assert done.returncode == 4, done.stderr
+    assert "the prompt is not valid UTF-8" in done.stderr
 
 
 def test_a_stopped_run_stops_llama_cpp_quietly(

@@ -18,6 +18,7 @@ import click
 
 from sovnet.cli.context import Context, json_option, pass_context, use_json
 from sovnet.cli.output import emit_json, say
+from sovnet.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from sovnet.run.llama_process import Generate, Serve
@@ -93,6 +94,11 @@ def run(
     """
     from sovnet.run.llama_process import Generate
 
+    if prompt is not None:
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:  # bytes from the shell that are not UTF-8
+            raise InvalidInputError("the prompt is not valid UTF-8") from None
     task = Generate(prompt=prompt, max_tokens=max_tokens, chat=chat, seed=seed)
     _admit_and_hand_over(ctx, model_ref, verify_full, gguf_file, ctx_size, verbose, task)
 
@@ -152,7 +158,7 @@ def _admit_and_hand_over(
     llama.cpp itself) while the gate, forked from this process, checks the model on
     the other core. On two cores most of the gate then costs no time.
     """
-    from sovnet.run.admission import admit_in_child
+    from sovnet.run.gate_child import admit_in_child
     from sovnet.run.llama_process import Job, LlamaProcess, Serve, context_size
 
     with LlamaProcess() as child:

@@ -23,12 +23,13 @@ The :class:`Admission` it returns names files inside the model view
 (``models/<cid>/``): the only place a runner is pointed at, where split files sit
 beside each other under their published names, as llama.cpp expects.
 
-:func:`admit_in_child` runs :func:`admit` in a forked child and hands back its
-verdict. ``sovnet run`` starts it first thing and meanwhile imports llama-cpp-python's
-Python dependencies (never llama_cpp itself) on the other core; that overlap is
-what keeps ``sovnet run`` close to a bare llama-cpp-python script. To make the fork
-cheap, this module imports the store, trust and hashing modules (and anything
-else it can) inside the functions that use them, not at the top.
+``sovnet run`` runs :func:`admit` in a forked child (gate_child.py) while its other
+child imports llama-cpp-python's Python dependencies; that overlap is what keeps
+``sovnet run`` close to a bare llama-cpp-python script. So this module imports the
+store, trust, hashing and model-choosing modules inside the functions that use
+them, not at the top: they are then imported in the gate's child, after the fork,
+instead of in the CLI before it (cryptography among them: a few hundred
+milliseconds on this project's 2-core machines that would otherwise come first).
 
 This module decides what may be run; it imports no llama_cpp and runs nothing.
 """
@@ -36,9 +37,7 @@ This module decides what may be run; it imports no llama_cpp and runs nothing.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import stat
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -48,12 +47,9 @@ from typing import TYPE_CHECKING
 from sovnet.errors import (
     IntegrityError,
     InvalidInputError,
-    MalformedFileError,
     NotFoundError,
-    RunnerError,
     SovnetError,
     TrustError,
-    error_from_json,
 )
 
 if TYPE_CHECKING:
@@ -64,11 +60,6 @@ if TYPE_CHECKING:
     from sovnet.trust.gate import OpenedManifest
     from sovnet.trust.keys import TrustStore
 
-# llama.cpp's split naming (gguf-split, llama_split_path): "%s-%05d-of-%05d.gguf".
-SPLIT_NAME = re.compile(r"(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf")
-# GGUF files of this architecture are multimodal projectors, loaded beside a model.
-PROJECTOR_ARCHITECTURE = "clip"
-MAX_VERDICT_BYTES = 4 * 1024 * 1024
 
 _REFETCH_HINT = (
     "`sovnet verify {cid}` checks every file; remove the model (`sovnet rm {cid}`) and "
@@ -144,6 +135,8 @@ def admit(
     With ``runnable=False`` (an export) every GGUF file of the model is
     header-checked, since the tools that read the export may open any of them.
     """
+    from sovnet.formats.fileformat import FileFormat
+    from sovnet.run.entry import check_split_facts, choose_entry
     from sovnet.run.headercheck import Limits
 
     opened = open_model(store, trust, ref)
@@ -156,11 +149,11 @@ def admit(
         checked = parts
     else:
         entry = None
-        checked = tuple(f for f in manifest.files if f.format.value == "gguf")
+        checked = tuple(f for f in manifest.files if f.format is FileFormat.GGUF)
     view = store.model_dir(cid)
     reports = _header_reports(store, view, checked, verify_full, limits or Limits())
     for part, report in zip(checked, reports, strict=True):
-        _check_split_facts(part.path, report.facts.split_no, report.facts.split_count)
+        check_split_facts(part.path, report.facts.split_no, report.facts.split_count)
     return Admission(
         cid=str(cid),
         name=manifest.name,
@@ -328,211 +321,3 @@ def _differs(
         f"{entry.path} of {manifest.name} {problem}; refusing to {action} it",
         hint=_REFETCH_HINT.format(cid=cid),
     )
-
-
-# -- 3. which file llama.cpp loads --------------------------------------------------
-
-
-def choose_entry(
-    manifest: Manifest, label: str, wanted: str | None = None
-) -> tuple[FileEntry, tuple[FileEntry, ...]]:
-    """The GGUF file to hand llama.cpp, and every file it will open (its splits)."""
-    ggufs = [f for f in manifest.files if f.format.value == "gguf"]
-    if not ggufs:
-        raise _no_gguf(manifest, label)
-    if wanted is not None:
-        chosen = [f for f in ggufs if f.path == wanted]
-        if not chosen:
-            raise NotFoundError(
-                f"{label} has no GGUF file {wanted!r}; it has: " + ", ".join(f.path for f in ggufs),
-            )
-        candidates = chosen
-    else:
-        candidates = [f for f in ggufs if _is_model_entry(f)]
-    if len(candidates) != 1:
-        listed = ", ".join(f.path for f in (candidates or ggufs))
-        raise RunnerError(
-            f"{label} holds {len(candidates) or 'no'} GGUF models llama.cpp could start from: "
-            f"{listed}",
-            hint="choose the file with --file PATH",
-        )
-    entry = candidates[0]
-    match = SPLIT_NAME.fullmatch(entry.path)
-    if match is None:
-        return entry, (entry,)
-    if int(match["no"]) != 1:
-        raise RunnerError(
-            f"{entry.path} is split {int(match['no'])} of a split model; "
-            "llama.cpp starts from split 00001",
-            hint="choose the first split with --file",
-        )
-    by_path = {f.path: f for f in ggufs}
-    count = int(match["count"])
-    parts = []
-    for number in range(1, count + 1):
-        path = f"{match['stem']}-{number:05d}-of-{count:05d}.gguf"
-        if path not in by_path:
-            raise RunnerError(
-                f"{label} is a split model of {count} files, but {path} is not part of it",
-                hint="the publisher must publish every split in one model",
-            )
-        parts.append(by_path[path])
-    return entry, tuple(parts)
-
-
-def _is_model_entry(entry: FileEntry) -> bool:
-    from sovnet.formats.gguf import GGUFFacts
-
-    match = SPLIT_NAME.fullmatch(entry.path)
-    if match is not None and int(match["no"]) != 1:
-        return False  # a later split: llama.cpp finds it from the first
-    facts = entry.facts
-    return not (isinstance(facts, GGUFFacts) and facts.architecture == PROJECTOR_ARCHITECTURE)
-
-
-def _no_gguf(manifest: Manifest, label: str) -> RunnerError:
-    if any(f.format.value == "safetensors" for f in manifest.files):
-        return RunnerError(
-            f"{label} holds safetensors weights; llama.cpp runs GGUF files only",
-            hint=f"`sovnet export {manifest.name} --hf-cache` makes it available offline to "
-            "transformers and other Hugging Face tools; or convert it to GGUF "
-            "(llama.cpp's convert_hf_to_gguf.py) and publish that",
-        )
-    return RunnerError(f"{label} holds no GGUF file, so llama.cpp cannot run it")
-
-
-# -- 4. header facts against names ----------------------------------------------------
-
-
-def _check_split_facts(path: str, split_no: int | None, split_count: int | None) -> None:
-    match = SPLIT_NAME.fullmatch(path)
-    named = (int(match["no"]) - 1, int(match["count"])) if match else None
-    if named is None:
-        if split_count not in (None, 1):
-            raise MalformedFileError(
-                f"{path}: its header says it is split {_ordinal(split_no)} of {split_count}, "
-                "but its name is not a split name",
-            )
-        return
-    if (split_no, split_count) != named:
-        raise MalformedFileError(
-            f"{path}: its name says split {named[0] + 1} of {named[1]}, its header says "
-            f"{_ordinal(split_no)} of {split_count}",
-        )
-
-
-def _ordinal(split_no: int | None) -> str:
-    return "?" if split_no is None else str(split_no + 1)
-
-
-# -- the gate in a child process ----------------------------------------------------
-
-
-class PendingAdmission:
-    """A gate running in a forked child; :meth:`result` waits for its verdict."""
-
-    def __init__(self, pid: int, read_fd: int) -> None:
-        self._pid = pid
-        self._fd = read_fd
-        self._status: int | None = None
-
-    def result(self) -> Admission:
-        """The admission, or the gate's error raised here."""
-        chunks = []
-        total = 0
-        while chunk := os.read(self._fd, 65536):
-            total += len(chunk)
-            if total > MAX_VERDICT_BYTES:  # not our child's doing: stop it, refuse below
-                self.close()
-                break
-            chunks.append(chunk)
-        else:
-            _, self._status = os.waitpid(self._pid, 0)
-        assert self._status is not None
-        return _verdict(b"".join(chunks) if total <= MAX_VERDICT_BYTES else b"", self._status)
-
-    def close(self) -> None:
-        """Stop the child if it is still working (we were interrupted); idempotent."""
-        if self._status is None:
-            import signal
-
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGKILL)
-            _, self._status = os.waitpid(self._pid, 0)
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-def admit_in_child(
-    state_dir: Path, ref: str, *, verify_full: bool = False, gguf_file: str | None = None
-) -> PendingAdmission:
-    """Start :func:`admit` for a runnable model in a forked child.
-
-    Call it from a process with one thread (fork copies only the caller's).
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        _child(write_fd, state_dir, ref, verify_full, gguf_file)
-    os.close(write_fd)
-    return PendingAdmission(pid, read_fd)
-
-
-def _child(
-    write_fd: int, state_dir: Path, ref: str, verify_full: bool, gguf_file: str | None
-) -> None:
-    code = 70
-    try:
-        try:
-            from sovnet.store.keyfiles import NodeFiles
-            from sovnet.store.store import Store
-
-            admission = admit(
-                Store(state_dir),
-                NodeFiles(state_dir).load_trust(),
-                ref,
-                verify_full=verify_full,
-                gguf_file=gguf_file,
-            )
-            verdict: dict[str, object] = {"admitted": admission.to_json()}
-        except SovnetError as exc:
-            verdict = {"error": exc.to_json()}
-        except BaseException:
-            import traceback
-
-            verdict = {"bug": traceback.format_exc()[-4000:]}
-        data = json.dumps(verdict).encode()
-        while data:
-            data = data[os.write(write_fd, data) :]
-        code = 0
-    finally:
-        os._exit(code)  # never return into the parent's code (click, atexit, buffers)
-
-
-def _verdict(data: bytes, status: int) -> Admission:
-    import signal
-
-    try:
-        verdict = json.loads(data) if data else None
-    except ValueError:
-        verdict = None
-    if isinstance(verdict, dict):
-        if "admitted" in verdict:
-            return Admission.from_json(verdict["admitted"])
-        if "error" in verdict:
-            raise error_from_json(verdict["error"])
-        if "bug" in verdict:
-            raise RuntimeError(f"the gate process failed:\n{verdict['bug']}")
-    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGBUS:
-        raise IntegrityError(
-            "a file of the model was truncated while it was being re-hashed; refusing to run it",
-            hint="run `sovnet verify CID` once nothing is changing the store",
-        )
-    how = (
-        f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
-        if os.WIFSIGNALED(status)
-        else f"exited with status {os.WEXITSTATUS(status)}"
-    )
-    raise RunnerError(f"the gate process {how} without a verdict; refusing to run the model")

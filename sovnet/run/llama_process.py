@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sovnet.errors import RunnerCrashError, SovnetError, error_from_json
+from sovnet.errors import InternalError, RunnerCrashError, SovnetError, error_from_json
+from sovnet.run.parent_death import die_with
 
 DEFAULT_CONTEXT = 4096
 MAX_REPORT_BYTES = 64 * 1024
@@ -41,11 +42,15 @@ MAX_REPORT_BYTES = 64 * 1024
 _SI_KERNEL = 0x80
 # Signals that ask a process to stop: passed on to the child, and not a crash when they end it.
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-_PR_SET_PDEATHSIG = 1
 _REBUILD_HINT = (
     "rebuild llama-cpp-python for this CPU (in a sovnet checkout, ./scripts/setup.sh builds "
     "it for this machine, without AMX); if it still crashes, report it with the model and "
     "`lscpu` at https://github.com/ggml-org/llama.cpp/issues"
+)
+_ABORT_HINT = (
+    "llama.cpp says which check failed on stderr, which sovnet hides unless asked: run "
+    "`sovnet run MODEL --verbose` to see it; if the model works with other llama.cpp "
+    "builds, report it at https://github.com/ggml-org/llama.cpp/issues"
 )
 _AMX_HINT = (
     "this CPU has AMX, and llama.cpp's AMX kernels crash on quantised models (llama.cpp "
@@ -135,6 +140,13 @@ def explain_death(returncode: int, label: str, *, cpu_has_amx: bool = False) -> 
         return None
     name = _signal_name(number)
     what = signal.strsignal(number) or "unknown signal"
+    if number == signal.SIGABRT:
+        return RunnerCrashError(
+            f"llama.cpp stopped on one of its own checks ({name}) while running {label}; the "
+            "model was verified (trusted signature, every byte checked), but llama.cpp may "
+            "not accept a value in it, or this is a bug in llama.cpp",
+            hint=_ABORT_HINT,
+        )
     return RunnerCrashError(
         f"llama.cpp crashed with {name} ({what.lower()}) while running {label}; the model "
         "itself was verified (trusted signature, every byte checked), so the fault is in "
@@ -184,8 +196,6 @@ class LlamaProcess:
                 value = json.loads(report)
                 if isinstance(value, dict) and "error" in value:
                     raise error_from_json(value["error"])
-                if isinstance(value, dict) and "bug" in value:
-                    raise RuntimeError(f"the llama.cpp process failed:\n{value['bug']}")
         crash = explain_death(returncode, job.label, cpu_has_amx=returncode < 0 and _has_amx())
         if crash is not None:
             _restore_terminal(saved_terminal)
@@ -215,12 +225,26 @@ class LlamaProcess:
                 info = signal.sigtimedwait(watched, 0.5)
                 if info is None or info.si_signo == signal.SIGCHLD:
                     continue
-                if info.si_code != _SI_KERNEL:  # sent to us alone: the child has not seen it
+                if self._passes_on(info):
                     with contextlib.suppress(ProcessLookupError):
                         self._child.send_signal(info.si_signo)
             return returncode
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    @staticmethod
+    def _passes_on(info: signal.struct_siginfo) -> bool:
+        """Whether a signal the parent got is one the child has not seen.
+
+        The terminal's (Ctrl-C, Ctrl-\\, a hang-up) reach the whole foreground group,
+        the child included: never twice. A ``kill`` is passed on, except SIGINT while
+        the child reads prompts from a terminal: there a second SIGINT, as from
+        ``kill -INT`` of the whole group, would end the session where one stops a
+        reply, and such a kill cannot be told from one aimed at the parent alone.
+        """
+        if info.si_code == _SI_KERNEL:
+            return False
+        return not (info.si_signo == signal.SIGINT and sys.stdin.isatty())
 
     def _close_job(self) -> None:
         if self._job_write >= 0:
@@ -292,7 +316,7 @@ def _child_main(job_fd: int, report_fd: int, parent: int) -> int:
     # A crash is reported by the parent in one line: no core file, no dump of it.
     _, hard = resource.getrlimit(resource.RLIMIT_CORE)
     resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
-    _die_with(parent)
+    die_with(parent)
     try:
         from sovnet.run import runner
 
@@ -311,22 +335,18 @@ def _child_main(job_fd: int, report_fd: int, parent: int) -> int:
     except SovnetError as exc:
         report: dict[str, object] = {"error": exc.to_json()}
         code = exc.exit_code
-    except BaseException:
-        report = {"bug": traceback.format_exc()[-4000:]}
-        code = 70
+    except BaseException as exc:
+        traceback.print_exc()  # a bug: the traceback once, here; the parent says one line
+        report = {
+            "error": InternalError(
+                f"the llama.cpp process failed: {exc!r}",
+                hint="this is a bug in sovnet: please report it with the traceback above",
+            ).to_json()
+        }
+        code = InternalError.exit_code
     with contextlib.suppress(OSError):
         _write_all(report_fd, json.dumps(report).encode())
     return code
-
-
-def _die_with(parent: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (no orphaned server)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before we asked
-        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
-from sovnet.errors import RunnerError
+from sovnet.errors import InvalidInputError, RunnerError, quoted
 from sovnet.run.llama_process import DEFAULT_CONTEXT, Generate, Job
 
 if TYPE_CHECKING:
@@ -59,11 +59,16 @@ def execute(job: Job) -> None:
     out = Output(sys.stdout)
     try:
         if generate.prompt is not None:
-            if generate.chat:
-                messages = [{"role": "user", "content": generate.prompt}]
-                chat(llm, messages, out, max_tokens=generate.max_tokens)
-            else:
-                complete(llm, generate.prompt, out, max_tokens=generate.max_tokens)
+            try:
+                if generate.chat:
+                    messages = [{"role": "user", "content": generate.prompt}]
+                    chat(llm, messages, out, max_tokens=generate.max_tokens)
+                else:
+                    complete(llm, generate.prompt, out, max_tokens=generate.max_tokens)
+            except ValueError as exc:  # llama-cpp-python: the prompt exceeds the context
+                raise InvalidInputError(
+                    f"{exc}", hint="a larger --ctx-size, or a shorter prompt"
+                ) from exc
             return
         print(f"{job.label} is verified and loaded.", file=sys.stderr)
         print("Type a prompt and press Enter; Ctrl-D quits, Ctrl-C stops a reply.", file=sys.stderr)
@@ -75,6 +80,8 @@ def execute(job: Job) -> None:
         interactive(
             llm, out, max_tokens=generate.max_tokens, use_chat=generate.chat, prompt=show_prompt
         )
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")  # end of input left the cursor after the prompt
     except BrokenPipeError:
         # The reader went away (`sovnet run ... | head`): stop quietly, as cat does,
         # and keep Python from complaining when it flushes stdout at exit.
@@ -98,15 +105,29 @@ def load(
         raise RunnerError(
             f"llama-cpp-python is not installed ({exc.name} is missing)", hint=_INSTALL_HINT
         ) from exc
+    from jinja2 import TemplateError  # llama-cpp-python's dependency: here once it is there
+
     try:
         if seed is None:
             return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=verbose)
         return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, seed=seed, verbose=verbose)
     except ValueError as exc:
+        if "llama_context" in str(exc):
+            hint = (
+                "llama.cpp could not allocate the context: try a smaller --ctx-size "
+                "(run with --verbose to see llama.cpp's log)"
+            )
+        else:
+            hint = (
+                "the file passed sovnet's checks; llama.cpp may not support its architecture "
+                "or quantisation (run with --verbose to see llama.cpp's log)"
+            )
+        raise RunnerError(f"llama.cpp could not load {path.name}: {exc}", hint=hint) from exc
+    except TemplateError as exc:  # the model's chat template, compiled as it loads
         raise RunnerError(
-            f"llama.cpp could not load {path.name}: {exc}",
-            hint="the file passed sovnet's checks; llama.cpp may not support its architecture "
-            "or quantisation (run with --verbose to see llama.cpp's log)",
+            f"the chat template of {path.name} is not one llama-cpp-python can use: "
+            f"{quoted(str(exc))}",
+            hint="the publisher's template (tokenizer.chat_template) is broken",
         ) from exc
 
 
@@ -140,13 +161,21 @@ def complete(llm: Llama, prompt: str, out: Output, *, max_tokens: int) -> str:
 
 def chat(llm: Llama, messages: list[dict[str, str]], out: Output, *, max_tokens: int) -> str:
     """Stream the assistant's reply to ``messages`` with the model's chat template."""
-    stream = cast(
-        Iterator[Any],
-        llm.create_chat_completion(
-            messages=cast(Any, messages), max_tokens=max_tokens, stream=True
-        ),
-    )
-    return _pump(stream, out, lambda choice: choice.get("delta", {}).get("content"))
+    from jinja2 import TemplateError
+
+    try:
+        stream = cast(
+            Iterator[Any],
+            llm.create_chat_completion(
+                messages=cast(Any, messages), max_tokens=max_tokens, stream=True
+            ),
+        )
+        return _pump(stream, out, lambda choice: choice.get("delta", {}).get("content"))
+    except TemplateError as exc:  # raise_exception() in the template, or a runtime error
+        raise RunnerError(
+            f"the model's chat template refused the conversation: {quoted(str(exc))}",
+            hint="run without --chat to complete plain text",
+        ) from exc
 
 
 _T = TypeVar("_T")
@@ -180,7 +209,11 @@ def interactive(
     while True:
         if prompt is not None:
             prompt()
-        line = read_line()
+        try:
+            line = read_line()
+        except UnicodeDecodeError:
+            print("sovnet: that line is not valid UTF-8", file=sys.stderr)
+            continue
         if not line:
             return
         text = line.rstrip("\n")
@@ -197,11 +230,15 @@ def interactive(
             out.end_line()  # Ctrl-C stops this reply, not the session
             if use_chat and history and history[-1]["role"] == "user":
                 history.pop()
-        except ValueError as exc:  # llama-cpp-python: the prompt exceeds the context
-            print(f"sovnet: {exc}", file=sys.stderr)
+        except (ValueError, RunnerError) as exc:  # too long for the context; the template
+            print(f"sovnet: {getattr(exc, 'message', exc)}", file=sys.stderr)
             if use_chat:
                 history.clear()
                 print("sovnet: the conversation was reset", file=sys.stderr)
+        except UnicodeError:
+            print("sovnet: that line is not valid UTF-8", file=sys.stderr)
+            if use_chat and history and history[-1]["role"] == "user":
+                history.pop()
 
 
 def serve(path: Path, *, alias: str, host: str, port: int, n_ctx: int = DEFAULT_CONTEXT) -> None:
