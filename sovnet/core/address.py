@@ -51,8 +51,13 @@ class PeerAddress:
             raise InvalidInputError(f"{text!r}: port 0 is not a peer's port", hint=hint)
         return address
 
+    @property
+    def url_host(self) -> str:
+        """The host as URLs and listen strings write it: an IPv6 address in brackets."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return f"{self.url_host}:{self.port}"
 
 
 def _is_ip(host: str) -> bool:

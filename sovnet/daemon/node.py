@@ -46,7 +46,8 @@ from sovnet.daemon.members import SwarmMembers
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
 from sovnet.errors import SovnetError
-from sovnet.net.control import AnnounceReply, ControlPlane, ManifestBytes, TlsControlPlane
+from sovnet.net.control import AnnounceReply, ControlPlane, ManifestBytes
+from sovnet.net.control_plane import TlsControlPlane
 from sovnet.net.peerbook import PeerBook
 from sovnet.net.swarm import HashFailed, PeerBanned, Swarm, SwarmSettings, TorrentFailed
 from sovnet.store.keyfiles import NodeFiles

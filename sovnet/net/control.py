@@ -1,4 +1,4 @@
-"""The control plane between nodes: HTTPS with client certificates (aiohttp).
+"""The control plane between nodes: HTTPS with client certificates.
 
 Both ends present a certificate issued by the network's CA and check the
 other's against it, so only members of the network can ask anything or be
@@ -18,29 +18,23 @@ Announcing says "I am in the swarm of this CID at this port"; the answer lists
 the other nodes that said so recently, which is how the nodes fetching one
 model find each other and share pieces. Every response is size-limited and
 every request timed out; a peer that breaks either is simply skipped.
+
+This module holds what both ends share: the protocols a node serves and asks
+through, the values that cross, and the TLS contexts. control_server.py answers
+(aiohttp.web), control_client.py asks (aiohttp), control_plane.py joins the two.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
-from aiohttp import web
-
 from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
-from sovnet.core.manifest import MAX_MANIFEST_BYTES
 from sovnet.core.network import TlsFiles
-from sovnet.core.signing import MAX_BUNDLE_BYTES
-from sovnet.errors import InvalidCIDError, InvalidInputError
-
-log = logging.getLogger("sovnet.net.control")
 
 MAX_JSON_BYTES = 1024 * 1024
 MAX_REQUEST_BYTES = 16 * 1024
@@ -72,7 +66,7 @@ def client_context(tls: TlsFiles) -> ssl.SSLContext:
     return context
 
 
-# -- the server ------------------------------------------------------------------------
+# -- what is asked and answered ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -133,127 +127,6 @@ class ControlPlane(Protocol):
     async def close(self) -> None: ...
 
 
-def _peer_name(request: web.Request) -> str:
-    cert = request.transport.get_extra_info("peercert") if request.transport else None
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return "?"
-
-
-def _cid(request: web.Request) -> CID:
-    try:
-        return CID.parse(request.match_info["cid"])
-    except InvalidCIDError as exc:
-        raise web.HTTPBadRequest(text=exc.message) from None
-
-
-def build_app(service: PeerService) -> web.Application:
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-    routes = web.RouteTableDef()
-
-    @routes.get("/v1/node")
-    async def node(request: web.Request) -> web.Response:
-        return web.json_response({**service.node_info(), "protocol": PROTOCOL_VERSION})
-
-    @routes.get("/v1/models")
-    async def models(request: web.Request) -> web.Response:
-        return web.json_response(
-            {"models": [{"cid": str(c), "complete": done} for c, done in service.held()]}
-        )
-
-    def held_manifest(request: web.Request) -> ManifestBytes:
-        found = service.manifest(_cid(request))
-        if found is None:
-            raise web.HTTPNotFound(text="not here")
-        return found
-
-    @routes.get("/v1/models/{cid}/manifest")
-    async def manifest(request: web.Request) -> web.Response:
-        body = held_manifest(request).raw
-        return web.Response(body=body, content_type="application/octet-stream")
-
-    @routes.get("/v1/models/{cid}/signatures")
-    async def signatures(request: web.Request) -> web.Response:
-        body = held_manifest(request).bundle
-        return web.Response(body=body, content_type="application/octet-stream")
-
-    @routes.post("/v1/models/{cid}/announce")
-    async def announce(request: web.Request) -> web.Response:
-        cid = _cid(request)
-        try:
-            body = await request.json()
-            swarm_port = body["swarm_port"]
-            control_port = body["control_port"]
-            if not all(
-                isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536
-                for p in (swarm_port, control_port)
-            ):
-                raise ValueError("ports")
-        except (ValueError, KeyError, TypeError):
-            raise web.HTTPBadRequest(text="expected {swarm_port, control_port}") from None
-        host = request.remote or ""
-        try:
-            member = PeerAddress(host, swarm_port)
-            service.learn_peer(PeerAddress(host, control_port), _peer_name(request))
-        except InvalidInputError:
-            raise web.HTTPBadRequest(text="bad address") from None
-        reply = service.announce(cid, member)
-        if reply is None:
-            raise web.HTTPNotFound(text="not here")
-        return web.json_response(
-            {
-                "holder": reply.holder,
-                "complete": reply.complete,
-                "swarm_port": reply.swarm_port,
-                "members": [str(m) for m in reply.members[:MAX_LISTED_PEERS]],
-            }
-        )
-
-    @routes.get("/v1/peers")
-    async def peers(request: web.Request) -> web.Response:
-        listed = service.known_peers()[:MAX_LISTED_PEERS]
-        return web.json_response({"peers": [str(p) for p in listed]})
-
-    app.add_routes(routes)
-    return app
-
-
-class PeerServer:
-    """The control plane's HTTPS listener."""
-
-    def __init__(self, service: PeerService, tls: TlsFiles, listen: PeerAddress) -> None:
-        self._app = build_app(service)
-        self._tls = tls
-        self._listen = listen
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            self._listen.host,
-            self._listen.port,
-            ssl_context=server_context(self._tls),
-            shutdown_timeout=1.0,
-        )
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self._listen.port
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-
-# -- the client ------------------------------------------------------------------------
-
-
 class PeerRequestError(Exception):
     """A peer could not be asked (unreachable, refused our certificate, timed out,
     or answered outside the protocol). Never about content: that is the gate's job."""
@@ -264,135 +137,6 @@ class RemoteNode:
     name: str
     swarm_port: int
     control_port: int
-
-
-class PeerClient:
-    """Asks other nodes, each request bounded in time and size."""
-
-    def __init__(self, tls: TlsFiles, timeout: float) -> None:
-        self._context = client_context(tls)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> PeerClient:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self._context, limit=64),
-            timeout=self._timeout,
-        )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _request(
-        self,
-        method: str,
-        peer: PeerAddress,
-        path: str,
-        limit: int,
-        body: Mapping[str, object] | None = None,
-    ) -> bytes | None:
-        """The response body (None on 404); PeerRequestError on anything else."""
-        if self._session is None:
-            raise RuntimeError("PeerClient used outside 'async with'")
-        host = f"[{peer.host}]" if ":" in peer.host else peer.host
-        url = f"https://{host}:{peer.port}{path}"
-        try:
-            async with self._session.request(method, url, json=body) as response:
-                if response.status == 404:
-                    return None
-                if response.status != 200:
-                    raise PeerRequestError(f"{peer} answered HTTP {response.status}")
-                data = await response.content.read(limit + 1)
-                if len(data) > limit:
-                    raise PeerRequestError(f"{peer} sent more than {limit} bytes")
-                return data
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise PeerRequestError(f"{peer}: its certificate is not from this network") from exc
-        except aiohttp.ClientSSLError as exc:
-            raise PeerRequestError(f"{peer}: TLS failed ({exc})") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise PeerRequestError(f"{peer}: {exc or type(exc).__name__}") from exc
-        except TimeoutError as exc:
-            raise PeerRequestError(f"{peer}: no answer within the timeout") from exc
-
-    async def _json(
-        self, method: str, peer: PeerAddress, path: str, body: Mapping[str, object] | None = None
-    ) -> dict[str, Any] | None:
-        data = await self._request(method, peer, path, MAX_JSON_BYTES, body)
-        if data is None:
-            return None
-        try:
-            value = json.loads(data)
-        except ValueError as exc:
-            raise PeerRequestError(f"{peer} sent malformed JSON") from exc
-        if not isinstance(value, dict):
-            raise PeerRequestError(f"{peer} sent JSON that is not an object")
-        return value
-
-    async def node(self, peer: PeerAddress) -> RemoteNode:
-        value = await self._json("GET", peer, "/v1/node")
-        try:
-            assert value is not None
-            return RemoteNode(
-                name=str(value["name"])[:64],
-                swarm_port=_port(value["swarm_port"]),
-                control_port=_port(value["control_port"]),
-            )
-        except (AssertionError, KeyError, ValueError) as exc:
-            raise PeerRequestError(f"{peer} sent a malformed node description") from exc
-
-    async def manifest(self, peer: PeerAddress, cid: CID) -> tuple[bytes, bytes] | None:
-        raw = await self._request("GET", peer, f"/v1/models/{cid}/manifest", MAX_MANIFEST_BYTES)
-        if raw is None:
-            return None
-        bundle = await self._request("GET", peer, f"/v1/models/{cid}/signatures", MAX_BUNDLE_BYTES)
-        return raw, bundle or b""
-
-    async def announce(
-        self, peer: PeerAddress, cid: CID, swarm_port: int, control_port: int
-    ) -> AnnounceReply | None:
-        value = await self._json(
-            "POST",
-            peer,
-            f"/v1/models/{cid}/announce",
-            {"swarm_port": swarm_port, "control_port": control_port},
-        )
-        if value is None:
-            return None
-        try:
-            members = value["members"]
-            if not isinstance(members, list):
-                raise ValueError("members")
-            return AnnounceReply(
-                holder=bool(value["holder"]),
-                complete=bool(value["complete"]),
-                swarm_port=_port(value["swarm_port"]),
-                members=tuple(PeerAddress.parse(str(m)) for m in members[:MAX_LISTED_PEERS]),
-            )
-        except (KeyError, ValueError, InvalidInputError) as exc:
-            raise PeerRequestError(f"{peer} sent a malformed announce reply") from exc
-
-    async def peers(self, peer: PeerAddress) -> list[PeerAddress]:
-        value = await self._json("GET", peer, "/v1/peers")
-        found: list[PeerAddress] = []
-        for item in (value or {}).get("peers", [])[:MAX_LISTED_PEERS]:
-            try:
-                found.append(PeerAddress.parse(str(item)))
-            except InvalidInputError:
-                continue
-        return found
-
-
-def _port(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
-        raise ValueError(f"bad port {value!r}")
-    return value
 
 
 async def gather_bounded(
@@ -407,27 +151,3 @@ async def gather_bounded(
             return exc
 
     return list(await asyncio.gather(*(one(c) for c in calls)))
-
-
-class TlsControlPlane:
-    """HTTPS between the members of a network, both ways certified by its CA."""
-
-    def __init__(self, tls: TlsFiles, timeout: float) -> None:
-        self._tls = tls
-        self._client = PeerClient(tls, timeout)
-        self._server: PeerServer | None = None
-
-    async def serve(self, service: PeerService, listen: PeerAddress) -> int:
-        await self._client.__aenter__()
-        self._server = PeerServer(service, self._tls, listen)
-        await self._server.start()
-        return self._server.port
-
-    @property
-    def client(self) -> PeerClient:
-        return self._client
-
-    async def close(self) -> None:
-        if self._server is not None:
-            await self._server.close()
-        await self._client.close()

@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ import blake3
 from sovnet.core.cid import CID
 from sovnet.core.manifest import Manifest
 from sovnet.errors import InvalidInputError, LocalStateError
-from sovnet.store.atomicfile import write_atomic
+from sovnet.store.atomicfile import replace_with, write_atomic
 
 REVISION_DOMAIN = b"sovnet hf-cache revision v1\x00"
 # The Hub's rules for a repo id (huggingface_hub.utils.validate_repo_id).
@@ -150,11 +149,4 @@ def _symlink(link: Path, target: str) -> None:
 
 
 def _replace(target: Path, make: Callable[[Path], None]) -> None:
-    """Create something at a temp name beside ``target`` with ``make``, then rename it over."""
-    temp = target.with_name(f".sovnet-{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        make(temp)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    replace_with(target, make, prefix=".sovnet-")

@@ -8,7 +8,8 @@ the data durable before the name points at it.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -30,17 +31,32 @@ def _fsync_path(path: Path, flags: int) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that it appears whole or not at all."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+def replace_with(target: Path, make: Callable[[Path], None], *, prefix: str = ".tmp-") -> None:
+    """Make something at a fresh temporary name beside ``target`` (``make(temp)``: a
+    file, a hard link, a symlink), then rename it over ``target``: a reader sees the
+    old one or the new one, never one half made. Durable only if ``make`` and the
+    caller fsync (:func:`write_atomic` does)."""
+    temp = target.with_name(f"{prefix}{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        make(temp)
+        os.replace(temp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
+
+
+def write_new(path: Path, data: bytes, *, mode: int = 0o600, sync: bool = False) -> None:
+    """Write ``data`` to a file that must not exist yet (O_EXCL), fsynced if ``sync``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fchmod(handle.fileno(), mode)  # whatever the umask took away
+        if sync:
+            os.fsync(handle.fileno())
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` durably, so that it appears whole or not at all."""
+    replace_with(path, lambda temp: write_new(temp, data, mode=mode, sync=True))
     fsync_dir(path.parent)

@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from sovnet.store.atomicfile import replace_with, write_new
 
 STAMP_VERSION = 1
 MAX_STAMP_BYTES = 4096
@@ -125,15 +126,7 @@ def write(directory: Path, blake3: bytes, stamp: Stamp) -> None:
 def _replace(directory: Path, target: Path, data: bytes) -> None:
     """Write ``target`` in ``directory`` through a temp name and a rename (no fsync)."""
     directory.mkdir(mode=0o700, exist_ok=True)  # stores made before stamps existed
-    temp = directory / f".tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    replace_with(target, lambda temp: write_new(temp, data))
 
 
 def record_if_missing(directory: Path, blake3: bytes, blob: Path) -> None:

@@ -1,0 +1,140 @@
+"""The control plane's server: answers the other members of the network (see control.py)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from sovnet.core.address import PeerAddress
+from sovnet.core.cid import CID
+from sovnet.core.network import TlsFiles
+from sovnet.errors import InvalidCIDError, InvalidInputError
+from sovnet.net.control import (
+    MAX_LISTED_PEERS,
+    MAX_REQUEST_BYTES,
+    PROTOCOL_VERSION,
+    ManifestBytes,
+    PeerService,
+    server_context,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _peer_name(request: web.Request) -> str:
+    cert = request.transport.get_extra_info("peercert") if request.transport else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return "?"
+
+
+def _cid(request: web.Request) -> CID:
+    try:
+        return CID.parse(request.match_info["cid"])
+    except InvalidCIDError as exc:
+        raise web.HTTPBadRequest(text=exc.message) from None
+
+
+def build_app(service: PeerService) -> web.Application:
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    routes = web.RouteTableDef()
+
+    @routes.get("/v1/node")
+    async def node(request: web.Request) -> web.Response:
+        return web.json_response({**service.node_info(), "protocol": PROTOCOL_VERSION})
+
+    @routes.get("/v1/models")
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"models": [{"cid": str(c), "complete": done} for c, done in service.held()]}
+        )
+
+    def held_manifest(request: web.Request) -> ManifestBytes:
+        found = service.manifest(_cid(request))
+        if found is None:
+            raise web.HTTPNotFound(text="not here")
+        return found
+
+    @routes.get("/v1/models/{cid}/manifest")
+    async def manifest(request: web.Request) -> web.Response:
+        body = held_manifest(request).raw
+        return web.Response(body=body, content_type="application/octet-stream")
+
+    @routes.get("/v1/models/{cid}/signatures")
+    async def signatures(request: web.Request) -> web.Response:
+        body = held_manifest(request).bundle
+        return web.Response(body=body, content_type="application/octet-stream")
+
+    @routes.post("/v1/models/{cid}/announce")
+    async def announce(request: web.Request) -> web.Response:
+        cid = _cid(request)
+        try:
+            body = await request.json()
+            swarm_port = body["swarm_port"]
+            control_port = body["control_port"]
+            if not all(
+                isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536
+                for p in (swarm_port, control_port)
+            ):
+                raise ValueError("ports")
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text="expected {swarm_port, control_port}") from None
+        host = request.remote or ""
+        try:
+            member = PeerAddress(host, swarm_port)
+            service.learn_peer(PeerAddress(host, control_port), _peer_name(request))
+        except InvalidInputError:
+            raise web.HTTPBadRequest(text="bad address") from None
+        reply = service.announce(cid, member)
+        if reply is None:
+            raise web.HTTPNotFound(text="not here")
+        return web.json_response(
+            {
+                "holder": reply.holder,
+                "complete": reply.complete,
+                "swarm_port": reply.swarm_port,
+                "members": [str(m) for m in reply.members[:MAX_LISTED_PEERS]],
+            }
+        )
+
+    @routes.get("/v1/peers")
+    async def peers(request: web.Request) -> web.Response:
+        listed = service.known_peers()[:MAX_LISTED_PEERS]
+        return web.json_response({"peers": [str(p) for p in listed]})
+
+    app.add_routes(routes)
+    return app
+
+
+class PeerServer:
+    """The control plane's HTTPS listener."""
+
+    def __init__(self, service: PeerService, tls: TlsFiles, listen: PeerAddress) -> None:
+        self._app = build_app(service)
+        self._tls = tls
+        self._listen = listen
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            self._listen.host,
+            self._listen.port,
+            ssl_context=server_context(self._tls),
+            shutdown_timeout=1.0,
+        )
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self._listen.port
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
