@@ -149,11 +149,31 @@ async def test_a_manifest_nobody_trusted_signed_is_refused_before_any_download(
     cid = publish_model(a_state, tmp_path)
     a = await cluster.start(a_state)
     b = await cluster.start(b_state, control(a))
-    with pytest.raises(TrustError):
+    with pytest.raises(TrustError) as refused:
         await b.fetch(cid, [], lambda event: None)
-    assert not b.store.partial.joinpath(str(cid), "files").exists()
-    with pytest.raises(NotFoundError):
+    assert refused.value.exit_code == 6
+    assert "no valid signature from a trusted key" in refused.value.message
+    assert str(NodeFiles(a_state).load_key().public_key.key_id) in refused.value.message
+    assert refused.value.hint is not None and "sovnet trust add" in refused.value.hint
+    # Nothing joined a swarm or landed anywhere.
+    assert list(b.store.partial.iterdir()) == []
+    assert not b.store.has(cid)
+    assert a.status().uploaded == 0 and not b.swarm.statuses()
+
+
+async def test_a_cid_nobody_has_fails_at_once(cluster: Cluster, tmp_path: Path) -> None:
+    _, b, _ = await two_nodes(cluster, tmp_path)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(NotFoundError) as missing:
         await b.fetch(CID.of(b"nothing"), [], lambda event: None)
+    assert missing.value.exit_code == 3
+    assert "was not found on any of 1 peer(s)" in missing.value.message
+    assert loop.time() - started < 15
+    alone = await cluster.start(cluster.prepare("alone"))  # a network of its own, no peers
+    with pytest.raises(NotFoundError) as nobody:
+        await alone.fetch(CID.of(b"nothing"), [], lambda event: None)
+    assert nobody.value.hint is not None and "sovnet peers add" in nobody.value.hint
 
 
 async def test_only_a_corrupt_seeder_means_hash_failures_a_ban_and_a_stall(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from tests.e2e.conftest import Cluster, Node, make_model, same_files, wait_for
 
 UNKNOWN_CID = "bafkr4iauqeduauv2vts4spip7cisgg2pf6onw45jehxhdton3o7cclfpqa"
 MIB = 1024 * 1024
+# The seeder of a slow fetch: slow enough to catch the download midway, no slower.
+SLOW_RATE = 8 * MIB
 
 
 def _flip_every_piece(blob: Path, piece: int = 4 * MIB) -> None:
@@ -86,43 +87,6 @@ def test_files_already_in_the_store_are_not_downloaded(cluster: Cluster, tmp_pat
     assert same_files(second, b.state / "models" / cid2)
 
 
-def test_manifest_signed_by_an_untrusted_key_is_refused(cluster: Cluster, tmp_path: Path) -> None:
-    a = cluster.node("a")
-    b = cluster.node("b", trust_first=False)
-    a.start()
-    b.start()
-    cid = a.sovnet.json("publish", make_model(tmp_path / "m", 2), "--name", "acme/x")["cid"]
-    b.sovnet("peers", "add", a.control, check=True)
-
-    refused = b.sovnet("fetch", cid)
-    assert refused.returncode == 6, refused.stderr
-    assert "no valid signature from a trusted key" in refused.stderr
-    assert a.key_id() in refused.stderr
-    assert "sovnet trust add" in refused.stderr
-    # Nothing joined a swarm or landed anywhere.
-    assert list((b.state / "partial").iterdir()) == []
-    assert not b.has(cid)
-    assert a.status()["uploaded"] == 0
-
-
-def test_a_cid_nobody_has_fails_quickly(cluster: Cluster) -> None:
-    a, b = cluster.node("a"), cluster.node("b")
-    a.start()
-    b.start()
-    b.sovnet("peers", "add", a.control, check=True)
-    started = time.monotonic()
-    missing = b.sovnet("fetch", UNKNOWN_CID)
-    assert missing.returncode == 3, missing.stderr
-    assert "was not found on any of 1 peer(s)" in missing.stderr
-    assert time.monotonic() - started < 15
-
-    alone = cluster.node("alone", network="solo")
-    alone.start()
-    nobody = alone.sovnet("fetch", UNKNOWN_CID)
-    assert nobody.returncode == 3
-    assert "sovnet peers add" in nobody.stderr
-
-
 def test_a_node_of_another_network_gets_nothing(cluster: Cluster, tmp_path: Path) -> None:
     a = cluster.node("a")
     stranger = cluster.node("stranger", network="othernet")
@@ -184,7 +148,7 @@ def test_a_second_daemon_on_one_state_dir_is_refused(cluster: Cluster) -> None:
 
 
 def test_a_corrupt_seeder_does_not_poison_the_fetch(cluster: Cluster, tmp_path: Path) -> None:
-    a, b, c, d = (cluster.node(n) for n in "abcd")
+    a, b, c = (cluster.node(n) for n in "abc")
     # The honest seeder is slow, so the fetching node asks the corrupt one too.
     a.start(SOVNET_UPLOAD_RATE_LIMIT=str(6 * MIB))
     c.start()
@@ -205,16 +169,7 @@ def test_a_corrupt_seeder_does_not_poison_the_fetch(cluster: Cluster, tmp_path: 
         ban["peer"].endswith(str(c.status()["swarm_port"])) for ban in status["banned_peers"]
     )
     assert "banned peer" in b.log_text()
-
-    # With only the corrupt seeder left, the fetch fails loudly, not silently.
-    a.stop()
-    b.stop()  # (d would learn of b from c, and fetch from it)
-    d.start(SOVNET_STALL_TIMEOUT="6")
-    failed = d.sovnet("fetch", cid, "--peer", c.control)
-    assert failed.returncode == 8, failed.stderr
-    assert "failed their hash check" in failed.stderr
-    assert not d.has(cid)
-    assert not any((d.state / "blobs").iterdir()) or not (d.state / "models" / cid).exists()
+    # With only the corrupt seeder left, the fetch fails loudly: tests/test_node.py.
 
 
 def _fetch_in_background(node_state: Path, cid: str) -> subprocess.Popen[str]:
@@ -229,7 +184,7 @@ def _fetch_in_background(node_state: Path, cid: str) -> subprocess.Popen[str]:
 
 @dataclass
 class SlowFetch:
-    """Node b fetching, in the background, a model node a seeds at 4 MiB/s."""
+    """Node b fetching, in the background, a model node a seeds at SLOW_RATE."""
 
     a: Node
     b: Node
@@ -256,7 +211,7 @@ class SlowFetch:
 
 def _slow_fetch(cluster: Cluster, tmp_path: Path, megabytes: int, **client_env: str) -> SlowFetch:
     a, b = cluster.node("a"), cluster.node("b")
-    a.start(SOVNET_UPLOAD_RATE_LIMIT=str(4 * MIB))
+    a.start(SOVNET_UPLOAD_RATE_LIMIT=str(SLOW_RATE))
     b.start(**client_env)
     model = make_model(tmp_path / "m", megabytes=megabytes)
     cid = a.sovnet.json("publish", model, "--name", "acme/big")["cid"]
@@ -322,7 +277,7 @@ def test_a_fetch_whose_resume_data_is_lost_rechecks_its_files_and_goes_on(
     libtorrent must check the files before the torrent starts, which it does not
     do for a paused torrent. (Without the piece layers, which come from peers, it
     finds no piece it can verify: the download starts over, into the same files.)"""
-    fetch = _slow_fetch(cluster, tmp_path, 24)
+    fetch = _slow_fetch(cluster, tmp_path, 48)
     b, model, cid = fetch.b, fetch.model, fetch.cid
     fetch.wait_until("done", fetch.total * 0.4)
     assert b.stop(signal.SIGTERM) == 0
