@@ -186,3 +186,22 @@ def test_only_the_adapter_imports_libtorrent() -> None:
 def test_cli_startup_loads_no_heavy_dependency() -> None:
     loaded = _loaded_after("import sovnet.cli.main")
     assert not loaded & {"libtorrent", "llama_cpp", "aiohttp", "rich", "cryptography"}
+
+
+def test_the_readme_s_map_names_every_module_where_it_is() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme[readme.index("## How it fits together") :]
+    for path in _modules():
+        if path.name == "__init__.py" or _package(path) == path.stem:
+            continue
+        package_line = next(
+            (
+                line
+                for line in section.splitlines()
+                if line.strip().startswith(f"- `{_package(path)}/`")
+            ),
+            None,
+        )
+        assert package_line is not None, f"README's map has no {_package(path)}/"
+        block = section[section.index(package_line) :].split("\n  - ", 1)[0]
+        assert f"`{path.stem}`" in block, f"README's map does not name {path.relative_to(PACKAGE)}"
