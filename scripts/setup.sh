@@ -11,7 +11,7 @@
 # once into .cache/llama-cpp-python/VERSION-TAG/, TAG naming those flags, without
 # pip's wheel cache (which keys a built wheel by its source alone and would hand back
 # one built with other flags), and installed from there. Another CPU means another
-# TAG, hence a build of its own; the first takes about 4 minutes on 2 cores.
+# TAG, hence a build of its own; the first takes 4 to 7 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +37,7 @@ if [ "$(cat .venv/sovnet-setup 2>/dev/null)" != "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
         echo "setup: building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION for this CPU" \
-            "($llama_tag; about 4 minutes on 2 cores)" >&2
+            "($llama_tag; 4 to 7 minutes on 2 cores)" >&2
         rm -rf "$wheel_dir.tmp"
         mkdir -p "$wheel_dir.tmp"
         CMAKE_ARGS="$llama_args" .venv/bin/python -m pip wheel --quiet --no-cache-dir --no-deps \

@@ -52,7 +52,7 @@ def loopback_session(listen: str = "127.0.0.1:0") -> Any:
     import libtorrent as lt
 
     from sovnet.core.address import PeerAddress
-    from sovnet.net._libtorrent import session_settings
+    from sovnet.net.libtorrent.settings import session_settings
     from sovnet.net.swarm import SwarmSettings
 
     settings = session_settings(SwarmSettings(listen=PeerAddress("127.0.0.1", 0)))

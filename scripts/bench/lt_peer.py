@@ -25,7 +25,7 @@ from typing import Any
 import libtorrent as lt
 
 from sovnet.core.address import PeerAddress
-from sovnet.net._libtorrent import session_settings
+from sovnet.net.libtorrent.settings import session_settings
 from sovnet.net.swarm import SwarmSettings
 
 DEADLINE = 300.0

@@ -53,7 +53,7 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
     from sovnet.daemon.node import Node, swarm_settings
     from sovnet.daemon.supervisor import Supervisor
     from sovnet.errors import ConfigError, InternalError
-    from sovnet.net._libtorrent import LibtorrentSwarm
+    from sovnet.net.libtorrent.swarm import LibtorrentSwarm
 
     env = dict(os.environ)
     path, required = config_module.config_file(env, Path.home(), config_path)

@@ -1,7 +1,7 @@
 """The swarm as the daemon sees it: what it can ask of BitTorrent, and what it hears.
 
-:class:`Swarm` is the interface node.py programs against; _libtorrent.py is its
-one implementation (the only module that imports libtorrent). The value types
+:class:`Swarm` is the interface the daemon programs against; net/libtorrent/ is its
+one implementation (the only code that imports libtorrent). The value types
 here are plain data copied out of libtorrent, so nothing above this layer ever
 holds a libtorrent object or waits on its threads.
 
