@@ -71,7 +71,6 @@ def _package(path: Path) -> str:
     return parts[0] if len(parts) > 1 else path.stem
 
 
-
 def _tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), str(path))
 

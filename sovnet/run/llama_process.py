@@ -16,9 +16,12 @@ signals someone sent to the parent alone (``kill``), so one keystroke is never
 delivered twice.
 
 What crosses the pipes is our own: the job (parent to child, JSON) and, when the
-child fails, its error (child to parent, JSON, bounded). The child runs with
-``python -P`` (the current directory is not on its import path) and dies with its
-parent (``PR_SET_PDEATHSIG``), so a killed ``sovnet serve`` leaves no server behind.
+child fails, its error (child to parent, JSON, bounded). The child is forked from
+the CLI, which has one thread then: it starts with the interpreter and the CLI's
+modules loaded (a new interpreter would cost ``sovnet run`` its start-up, on the
+critical path), takes the current directory off its import path (as ``python -P``
+would) and dies with its parent (``PR_SET_PDEATHSIG``), so a killed
+``sovnet serve`` leaves no server behind.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -169,18 +172,24 @@ class LlamaProcess:
     def __init__(self) -> None:
         job_read, self._job_write = os.pipe()
         self._report_read, report_write = os.pipe()
-        argv = [sys.executable, "-P", "-m", __name__, str(job_read), str(report_write)]
-        try:
-            self._child = subprocess.Popen(
-                [*argv, str(os.getpid())], pass_fds=(job_read, report_write)
-            )
-        except BaseException:
-            self._close_job()
-            self._close_report()
-            raise
-        finally:
-            os.close(job_read)
-            os.close(report_write)
+        parent = os.getpid()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # nothing of ours is written twice
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = InternalError.exit_code
+            try:
+                os.close(self._job_write)
+                os.close(self._report_read)
+                code = _child_main(job_read, report_write, parent)
+            finally:
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)  # never into the CLI's code (click, atexit, buffers)
+        os.close(job_read)
+        os.close(report_write)
+        self._child = _Child(pid)
 
     def run(self, job: Job) -> int:
         """Hand ``job`` over and wait for the child: its exit status, 128+N when a stop
@@ -211,9 +220,9 @@ class LlamaProcess:
         self._close_job()
         try:
             self._child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._child.kill()
-            self._child.wait()
+        except TimeoutError:
+            self._child.send_signal(signal.SIGKILL)
+            self._child.wait(timeout=60)
         self._close_report()
 
     def _wait(self) -> int:
@@ -317,6 +326,8 @@ def _child_main(job_fd: int, report_fd: int, parent: int) -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_CORE)
     resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
     die_with(parent)
+    # Nothing is imported from wherever the user happens to run `sovnet run`.
+    sys.path[:] = [entry for entry in sys.path if entry not in ("", os.getcwd())]
     try:
         from sovnet.run import runner
 
@@ -349,9 +360,28 @@ def _child_main(job_fd: int, report_fd: int, parent: int) -> int:
     return code
 
 
-if __name__ == "__main__":
-    # Run as ``python -m``, this file is __main__: call the copy imported under its own
-    # name, whose Job classes are the ones runner.py knows.
-    from sovnet.run import llama_process
+class _Child:
+    """The forked child, as a parent watches it (Popen's conventions: -N for signal N)."""
 
-    sys.exit(llama_process._child_main(*(int(arg) for arg in sys.argv[1:4])))
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while (returncode := self.poll()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            time.sleep(0.01)
+        return returncode
+
+    def send_signal(self, number: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, number)
