@@ -375,13 +375,16 @@ class Fetcher:
             fetch.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fetch.wake.wait(), state.next_wakeup(now) - now)
+        # Every byte is here: said at once, before the resume writer's last write (it
+        # may be fsyncing the download) and the swarm's final figures.
+        state.progress.update(wanted, loop.time())
+        last = self._swarm.statuses().get(spec.info_hash)
+        fetch.emit(FetchProgress(**vars(state.report(last.peers if last else 0))))
         # Resume files end here: the verification fsyncs every file itself, and no
         # resume write may race the commit (close() returns once what was offered
         # is written).
         await fetch.resume.close()
         status = await self._swarm.status_now(spec.info_hash)
-        state.progress.update(wanted, loop.time())
-        fetch.emit(FetchProgress(**vars(state.report(status.peers if status else 0))))
         leaves = await self._swarm.verified_leaves(spec.info_hash, spec)
         return (status.session_downloaded if status else 0), leaves
 
