@@ -77,17 +77,9 @@ class FetchResult:
 
 
 @dataclass(frozen=True)
-class RecentFetch:
+class RecentFetch(FetchResult):
     """A fetch that ended in this daemon's life, with how long it took."""
 
-    cid: str
-    name: str
-    version: str | None
-    size: int
-    files: int
-    already_here: bool
-    downloaded: int
-    path: str
     seconds: float
 
 
