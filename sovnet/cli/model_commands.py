@@ -12,19 +12,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sovnet.api.messages import (
-    PublishHashed,
-    PublishRequest,
-    PublishResult,
-    PublishScanned,
-    RemoveResult,
-    to_json,
-)
 from sovnet.cli.context import Context, json_option, parse_cid, pass_context, use_json
 from sovnet.cli.output import ProgressSink, byte_progress, emit_json, human_size, say, table
 from sovnet.errors import InvalidInputError, SovnetError
 
 if TYPE_CHECKING:
+    from sovnet.api.messages import PublishResult
     from sovnet.trust.gate import OpenedManifest, SignerReport
 
 _use_json = use_json
@@ -76,6 +69,8 @@ def publish(
     made read-only: replace them rather than edit them in place afterwards.
     """
     _use_json(ctx, as_json)
+    from sovnet.api.messages import PublishHashed, PublishRequest, PublishScanned, to_json
+
     daemon = ctx.daemon()
     with byte_progress("hashing", enabled=not as_json) as bar:
         if daemon is not None:
@@ -116,6 +111,7 @@ def _publish_locally(
     copy: bool,
     bar: ProgressSink,
 ) -> PublishResult:
+    from sovnet.api.messages import PublishResult
     from sovnet.store.publish import publish as do_publish
 
     result = do_publish(
@@ -340,6 +336,8 @@ def rm(ctx: Context, cid_text: str, as_json: bool) -> None:
     """Remove a model from the store (blobs other models use are kept)."""
     _use_json(ctx, as_json)
     cid = _parse_cid(cid_text)
+    from sovnet.api.messages import RemoveResult, to_json
+
     daemon = ctx.daemon()
     if daemon is not None:
         summary = daemon.remove(str(cid))  # it stops seeding first
