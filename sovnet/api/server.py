@@ -258,11 +258,13 @@ class ApiServer:
             )
         self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         claim_socket(self._path)
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         # The process umask (0077, set by daemon.py) already makes the socket 0600
         # at bind; the chmod states it.
-        await web.UnixSite(self._runner, str(self._path), shutdown_timeout=1.0).start()
+        await web.UnixSite(self._runner, str(self._path)).start()
         os.chmod(self._path, 0o600)
 
     async def close(self) -> None:

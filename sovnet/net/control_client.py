@@ -69,18 +69,27 @@ class PeerClient:
                     return None
                 if response.status != 200:
                     raise PeerRequestError(f"{peer} answered HTTP {response.status}")
-                data = await response.content.read(limit + 1)
-                if len(data) > limit:
-                    raise PeerRequestError(f"{peer} sent more than {limit} bytes")
-                return data
+                too_large = PeerRequestError(f"{peer} sent more than {limit} bytes")
+                if (response.content_length or 0) > limit:
+                    raise too_large
+                # To the end of the body, or past the limit: read(n) returns what is
+                # buffered, which cut manifests over about 64 KiB short.
+                chunks: list[bytes] = []
+                received = 0
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    received += len(chunk)
+                    if received > limit:
+                        raise too_large
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except TimeoutError as exc:  # before OSError, which it is a kind of
+            raise PeerRequestError(f"{peer}: no answer within the timeout") from exc
         except aiohttp.ClientConnectorCertificateError as exc:
             raise PeerRequestError(f"{peer}: its certificate is not from this network") from exc
         except aiohttp.ClientSSLError as exc:
             raise PeerRequestError(f"{peer}: TLS failed ({exc})") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise PeerRequestError(f"{peer}: {exc or type(exc).__name__}") from exc
-        except TimeoutError as exc:
-            raise PeerRequestError(f"{peer}: no answer within the timeout") from exc
 
     async def _json(
         self, method: str, peer: PeerAddress, path: str, body: Mapping[str, object] | None = None

@@ -120,14 +120,15 @@ class PeerServer:
         self.port = 0
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner,
             self._listen.host,
             self._listen.port,
             ssl_context=server_context(self._tls),
-            shutdown_timeout=1.0,
         )
         await site.start()
         server = site._server  # aiohttp exposes the bound port only here

@@ -69,6 +69,27 @@ def test_publish_fetch_and_seed_onward(cluster: Cluster, tmp_path: Path) -> None
     assert json.loads(again.stdout.splitlines()[-1])["already_here"] is True
 
 
+def test_a_model_of_5000_files_publishes_fetches_and_verifies(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Its manifest is about 1 MiB: peers used to send only what their first read
+    # returned, about 64 KiB of it, and the fetch failed as if it were tampered.
+    a, b = cluster.node("a"), cluster.node("b")
+    a.start()
+    b.start()
+    model = tmp_path / "many"
+    model.mkdir()
+    for i in range(5000):
+        (model / f"f{i:04d}.json").write_text(f'{{"i": "{i:04d}"}}\n')
+    cid = a.sovnet.json("publish", model, "--name", "acme/many")["cid"]
+    assert len(a.sovnet("show", cid, "--raw", text=False).stdout) > 512 * 1024
+    b.sovnet("peers", "add", a.control, check=True)
+    fetched = b.sovnet("fetch", cid)
+    assert fetched.returncode == 0, fetched.stderr
+    assert same_files(model, b.state / "models" / cid)
+    assert b.sovnet("verify", cid).returncode == 0
+
+
 def test_files_already_in_the_store_are_not_downloaded(cluster: Cluster, tmp_path: Path) -> None:
     a, b = cluster.node("a"), cluster.node("b")
     a.start()

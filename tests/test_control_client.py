@@ -1,0 +1,130 @@
+"""The control plane's client against a real server, HTTPS on 127.0.0.1 with the
+network's certificates: what it reads, how much, and what it says when a peer is
+slow or sends too much (issue #12: manifests over ~64 KiB were cut short)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from sovnet.core.address import PeerAddress
+from sovnet.core.cid import CID
+from sovnet.net.control import AnnounceReply, ManifestBytes, PeerRequestError, server_context
+from sovnet.net.control_client import PeerClient
+from sovnet.net.control_server import PeerServer
+from sovnet.store.networkfiles import NetworkFiles
+
+LOOPBACK = PeerAddress("127.0.0.1", 0)
+
+
+class Holder:
+    """A PeerService that holds one manifest of the given bytes."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.cid = CID.of(raw)
+
+    def node_info(self) -> dict[str, object]:
+        return {"name": "holder", "swarm_port": 1, "control_port": 2, "version": "0"}
+
+    def held(self) -> list[tuple[CID, bool]]:
+        return [(self.cid, True)]
+
+    def manifest(self, cid: CID) -> ManifestBytes | None:
+        return ManifestBytes(self.raw, b"", True) if cid == self.cid else None
+
+    def announce(self, cid: CID, member: PeerAddress) -> AnnounceReply | None:
+        return None
+
+    def known_peers(self) -> list[PeerAddress]:
+        return []
+
+    def learn_peer(self, address: PeerAddress, name: str) -> None:
+        pass
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> NetworkFiles:
+    files = NetworkFiles(tmp_path / "node")
+    files.create("lab", "node")
+    return files
+
+
+@pytest.fixture
+async def client(network: NetworkFiles) -> AsyncIterator[PeerClient]:
+    async with PeerClient(network.tls_files(), timeout=2.0) as peer_client:
+        yield peer_client
+
+
+async def _serving(network: NetworkFiles, service: Holder) -> tuple[PeerServer, PeerAddress]:
+    server = PeerServer(service, network.tls_files(), LOOPBACK)
+    await server.start()
+    return server, PeerAddress("127.0.0.1", server.port)
+
+
+@pytest.mark.parametrize("size", [1024, 64 * 1024 + 1, 1024 * 1024])
+async def test_a_manifest_of_any_size_within_the_limit_arrives_whole(
+    network: NetworkFiles, client: PeerClient, size: int
+) -> None:
+    holder = Holder(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+    server, address = await _serving(network, holder)
+    try:
+        got = await client.manifest(address, holder.cid)
+    finally:
+        await server.close()
+    assert got is not None
+    assert got[0] == holder.raw  # every byte: it hashes to the CID
+
+
+async def _raw_server(
+    network: NetworkFiles, handler: web.StreamResponse | object
+) -> tuple[web.AppRunner, PeerAddress]:
+    app = web.Application()
+    app.router.add_get("/v1/models/{cid}/manifest", handler)  # type: ignore[arg-type]
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(network.tls_files()))
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, PeerAddress("127.0.0.1", port)
+
+
+async def test_a_reply_over_the_limit_is_refused_as_too_large(
+    network: NetworkFiles, client: PeerClient
+) -> None:
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(20):  # 20 MiB, more than a manifest may be
+            await response.write(b"\0" * (1024 * 1024))
+        return response
+
+    runner, address = await _raw_server(network, huge)
+    try:
+        with pytest.raises(PeerRequestError, match="sent more than 8388608 bytes"):
+            await client.manifest(address, CID.of(b"x"))
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_peer_that_drips_is_refused_as_timed_out(
+    network: NetworkFiles, client: PeerClient
+) -> None:
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(100):
+            await response.write(b"{")
+            await asyncio.sleep(0.1)
+        return response
+
+    runner, address = await _raw_server(network, drip)
+    try:
+        with pytest.raises(PeerRequestError, match=r"127\.0\.0\.1:\d+: no answer within"):
+            await client.manifest(address, CID.of(b"x"))
+    finally:
+        await runner.cleanup()
