@@ -52,6 +52,11 @@ class PeerAddress:
         return address
 
     @property
+    def is_ip(self) -> bool:
+        """Whether the host is an IP address (not a name to resolve first)."""
+        return _is_ip(self.host)
+
+    @property
     def url_host(self) -> str:
         """The host as URLs and listen strings write it: an IPv6 address in brackets."""
         return f"[{self.host}]" if ":" in self.host else self.host

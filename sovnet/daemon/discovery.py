@@ -20,6 +20,7 @@ from sovnet.core.cid import CID
 from sovnet.daemon.fetchplan import Accepted, Answer, choose_manifest
 from sovnet.net.control import AnnounceReply, PeerQueries, PeerRequestError, gather_bounded
 from sovnet.net.peerbook import PeerBook
+from sovnet.net.resolve import resolve
 from sovnet.net.swarm import Swarm
 from sovnet.trust.keys import TrustStore
 
@@ -35,8 +36,14 @@ class Found:
 
 class PeerFinder:
     def __init__(
-        self, peers: PeerQueries, book: PeerBook, swarm: Swarm, control_port: Callable[[], int]
+        self,
+        peers: PeerQueries,
+        book: PeerBook,
+        swarm: Swarm,
+        control_port: Callable[[], int],
+        resolve_timeout: float,
     ) -> None:
+        self._resolve_timeout = resolve_timeout
         self._peers = peers
         self._book = book
         self._swarm = swarm
@@ -74,12 +81,15 @@ class PeerFinder:
             ),
             gather_bounded([functools.partial(self._peers.peers, p) for p in holders]),
         )
-        new: set[PeerAddress] = set()
+        named: set[PeerAddress] = set()
         for peer, reply in zip(holders, replies, strict=True):
             if isinstance(reply, AnnounceReply):
                 if reply.holder:
-                    new.add(PeerAddress(peer.host, reply.swarm_port))
-                new.update(reply.members)
+                    named.add(PeerAddress(peer.host, reply.swarm_port))
+                named.update(reply.members)
+        # A holder known by name (`peers add alice.example.org:6880`): the swarm
+        # connects to IP addresses only.
+        new = await resolve(named, self._resolve_timeout)
         for result in learned:
             if isinstance(result, list):
                 for address in result:

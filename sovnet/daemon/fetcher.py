@@ -114,7 +114,7 @@ class Fetcher:
         self._load_trust = load_trust
         self._swarm = swarm
         self._seeder = seeder
-        self._finder = PeerFinder(peers, book, swarm, control_port)
+        self._finder = PeerFinder(peers, book, swarm, control_port, timings.peer_timeout)
         self._identity = identity
         self._timings = timings
         self._supervisor = supervisor

@@ -41,6 +41,7 @@ class Timings:
     stall_timeout: float
     refresh_interval: float
     resume_interval: float
+    peer_timeout: float = 10.0  # for one request to a peer, or resolving its name
     progress_interval: float = PROGRESS_INTERVAL
 
 

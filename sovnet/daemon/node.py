@@ -111,7 +111,12 @@ class Node:
             book=book,
             identity=seeder.identity,
             control_port=lambda: self.control_port,
-            timings=Timings(config.stall_timeout, config.refresh_interval, config.resume_interval),
+            timings=Timings(
+                config.stall_timeout,
+                config.refresh_interval,
+                config.resume_interval,
+                config.peer_timeout,
+            ),
             supervisor=supervisor,
         )
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sovnet.core.address import PeerAddress
 from tests.conftest import SOVNETD, Runner, write_safetensors, write_tiny_gguf
 
 START_TIMEOUT = 20.0
@@ -49,11 +50,14 @@ class Node:
         self.process: subprocess.Popen[bytes] | None = None
         self.log = state.parent / f"{name}.log"
         self.env: dict[str, str] = {}
+        self.host = "127.0.0.1"
 
     # -- the daemon --------------------------------------------------------------
 
-    def start(self, **env: str) -> Node:
+    def start(self, host: str = "127.0.0.1", **env: str) -> Node:
+        """Start sovnetd listening on ``host`` (ports the kernel picks)."""
         assert self.process is None or self.process.poll() is not None, "already running"
+        self.host = host
         self.env.update(env)
         run_env = {
             k: v for k, v in os.environ.items() if not k.startswith(("SOVNET_", "STATE_DIR"))
@@ -66,9 +70,9 @@ class Node:
                     "--state-dir",
                     str(self.state),
                     "--swarm-listen",
-                    "127.0.0.1:0",
+                    str(PeerAddress(host, 0)),
                     "--control-listen",
-                    "127.0.0.1:0",
+                    str(PeerAddress(host, 0)),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -105,7 +109,7 @@ class Node:
 
     @property
     def control(self) -> str:
-        return f"127.0.0.1:{self.status()['control_port']}"
+        return str(PeerAddress(self.host, int(self.status()["control_port"])))
 
     # -- the store -----------------------------------------------------------------
 

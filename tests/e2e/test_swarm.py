@@ -90,6 +90,23 @@ def test_a_model_of_5000_files_publishes_fetches_and_verifies(
     assert b.sovnet("verify", cid).returncode == 0
 
 
+@pytest.mark.parametrize(("host", "named"), [("127.0.0.1", "localhost"), ("::1", "[::1]")])
+def test_a_peer_given_by_host_name_or_ipv6_address(
+    cluster: Cluster, tmp_path: Path, host: str, named: str
+) -> None:
+    # By name, the holder's address went to libtorrent as it was, which takes IP
+    # endpoints only: every fetch failed with exit 1 (a TypeError).
+    a, b = cluster.node("a"), cluster.node("b")
+    a.start(host=host)
+    b.start(host=host)
+    model = make_model(tmp_path / "m", megabytes=2)
+    cid = a.sovnet.json("publish", model, "--name", "acme/named")["cid"]
+    b.sovnet("peers", "add", f"{named}:{a.status()['control_port']}", check=True)
+    fetched = b.sovnet("fetch", cid)
+    assert fetched.returncode == 0, fetched.stderr + b.log_text()[-2000:]
+    assert same_files(model, b.state / "models" / cid)
+
+
 def test_files_already_in_the_store_are_not_downloaded(cluster: Cluster, tmp_path: Path) -> None:
     a, b = cluster.node("a"), cluster.node("b")
     a.start()

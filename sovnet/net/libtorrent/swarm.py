@@ -185,7 +185,7 @@ class LibtorrentSwarm:
         # check had not ended); with both, 1-2 ms in 20 of 20. A torrent whose
         # files must be hashed (files on disk, no usable resume data) is not
         # checked while paused: it is resumed as that check begins (_handle).
-        params.peers = [*params.peers, *((p.host, p.port) for p in peers)]
+        params.peers = [*params.peers, *((p.host, p.port) for p in _endpoints(peers))]
         params.flags &= ~lt.torrent_flags.auto_managed
         params.flags |= lt.torrent_flags.paused
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -227,7 +227,7 @@ class LibtorrentSwarm:
         torrent = self._torrents.get(info_hash)
         if torrent is None:
             return
-        for peer in peers:
+        for peer in _endpoints(peers):
             try:
                 torrent.handle.connect_peer((peer.host, peer.port))
             except RuntimeError as exc:  # an address libtorrent cannot parse
@@ -394,6 +394,17 @@ class LibtorrentSwarm:
         torrent = self._torrents.get(info_hash(status.info_hashes))
         if torrent is not None:
             torrent.status = transfer_status(status)
+
+
+def _endpoints(peers: Iterable[PeerAddress]) -> list[PeerAddress]:
+    """The peers libtorrent can be given: IP endpoints (names are resolved above)."""
+    usable = []
+    for peer in peers:
+        if peer.is_ip:
+            usable.append(peer)
+        else:
+            log.warning("not connecting to %s: the swarm takes IP addresses only", peer)
+    return usable
 
 
 def _loud(task: asyncio.Task[None]) -> None:
