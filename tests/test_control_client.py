@@ -8,12 +8,19 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
-from sovnet.net.control import AnnounceReply, ManifestBytes, PeerRequestError, server_context
+from sovnet.net.control import (
+    AnnounceReply,
+    ManifestBytes,
+    PeerRequestError,
+    client_context,
+    server_context,
+)
 from sovnet.net.control_client import PeerClient
 from sovnet.net.control_server import PeerServer
 from sovnet.store.networkfiles import NetworkFiles
@@ -81,10 +88,10 @@ async def test_a_manifest_of_any_size_within_the_limit_arrives_whole(
 
 
 async def _raw_server(
-    network: NetworkFiles, handler: web.StreamResponse | object
+    network: NetworkFiles, handler: object, path: str = "/v1/models/{cid}/manifest"
 ) -> tuple[web.AppRunner, PeerAddress]:
     app = web.Application()
-    app.router.add_get("/v1/models/{cid}/manifest", handler)  # type: ignore[arg-type]
+    app.router.add_get(path, handler)  # type: ignore[arg-type]
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(network.tls_files()))
@@ -128,3 +135,39 @@ async def test_a_peer_that_drips_is_refused_as_timed_out(
             await client.manifest(address, CID.of(b"x"))
     finally:
         await runner.cleanup()
+
+
+NESTED = b"[" * 100_000 + b"]" * 100_000  # deeper than Python's parser recurses
+
+
+async def test_json_nested_deeper_than_python_goes_is_malformed_not_a_crash(
+    network: NetworkFiles, client: PeerClient
+) -> None:
+    async def nested(request: web.Request) -> web.Response:
+        return web.Response(body=NESTED, content_type="application/json")
+
+    runner, address = await _raw_server(network, nested, "/v1/peers")
+    try:
+        with pytest.raises(PeerRequestError, match="sent malformed JSON"):
+            await client.peers(address)
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_member_announcing_nested_json_gets_400_and_no_traceback(
+    network: NetworkFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = Holder(b"{}")
+    server, address = await _serving(network, holder)
+    try:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_context(network.tls_files()))
+        ) as session:
+            url = f"https://{address}/v1/models/{holder.cid}/announce"
+            # 10 KB: within the request size a member may send, and too deep
+            body = b"[" * 5000 + b"]" * 5000
+            async with session.post(url, data=body) as response:
+                assert response.status == 400
+    finally:
+        await server.close()
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text

@@ -88,7 +88,7 @@ async def _errors(
 async def _body(request: web.Request) -> dict[str, Any]:
     try:
         value = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python goes
         raise InvalidInputError("the request body is not JSON") from None
     if not isinstance(value, dict):
         raise InvalidInputError("the request body must be a JSON object")

@@ -99,7 +99,7 @@ class PeerClient:
             return None
         try:
             value = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # nested deeper than Python goes
             raise PeerRequestError(f"{peer} sent malformed JSON") from exc
         if not isinstance(value, dict):
             raise PeerRequestError(f"{peer} sent JSON that is not an object")

@@ -80,7 +80,7 @@ def build_app(service: PeerService) -> web.Application:
                 for p in (swarm_port, control_port)
             ):
                 raise ValueError("ports")
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # a member may send anything
             raise web.HTTPBadRequest(text="expected {swarm_port, control_port}") from None
         host = request.remote or ""
         try:

@@ -124,3 +124,22 @@ def test_the_api_socket_is_private(cluster: Cluster) -> None:
     a.start()
     mode = (a.state / "sovnetd.sock").stat().st_mode & 0o777
     assert mode == 0o600
+
+
+def test_a_request_nested_too_deeply_is_400_not_a_traceback(cluster: Cluster) -> None:
+    import http.client
+    import json
+
+    a = cluster.node("a")
+    a.start()
+    body = b"[" * 5000 + b"]" * 5000  # 10 KB, deeper than Python's parser recurses
+    connection = http.client.HTTPConnection("localhost", timeout=10)
+    connection.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.sock.connect(str(a.state / "sovnetd.sock"))
+    connection.request("POST", "/v1/fetch", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    error = json.loads(response.read())["error"]
+    connection.close()
+    assert response.status == 400
+    assert (error["code"], error["exit_code"]) == ("invalid-input", 4)
+    assert "Traceback" not in a.log_text() and "RecursionError" not in a.log_text()
