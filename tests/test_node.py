@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from sovnet.daemon.supervisor import Supervisor
 from sovnet.errors import NotFoundError, TransferError, TrustError
 from sovnet.store.keyfiles import NodeFiles
 from sovnet.store.networkfiles import NetworkFiles
+from sovnet.store.partial import PartialDownload
 from sovnet.store.publish import publish
 from sovnet.store.store import Store
 from sovnet.trust.keys import TrustedKey
@@ -270,3 +272,27 @@ async def _until(condition: object, timeout: float = 5.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.005)
+
+
+async def test_a_commit_cut_short_by_a_crash_completes_without_downloading_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The commit moves the verified files into blobs/, then records the model. A
+    # crash in between (kill -9) leaves blobs no committed model references and the
+    # download's manifest in partial/: the store's repair used to delete those blobs,
+    # and the resumed fetch downloaded the whole model again.
+    a, b, cid = await two_nodes(cluster, tmp_path)
+    await b.fetch(cid, [], lambda event: None)
+    state = b.store.root
+    raw, bundle = b.store.manifest_bytes(cid), b.store.bundle(cid)
+    blobs = sorted(p.name for p in (state / "blobs").iterdir())
+    await cluster.stop(b)
+    for path in (b.store.manifest_path(cid), b.store.bundle_path(cid)):
+        path.unlink()
+    shutil.rmtree(b.store.model_dir(cid))  # as if the crash came before the commit's end
+    PartialDownload(Store(state), cid).keep_accepted(raw, bundle)
+    b = await cluster.start(state, control(a))
+    await _until(lambda: b.status().recent_fetches, timeout=10)
+    [ended] = b.status().recent_fetches
+    assert ended.downloaded == 0
+    assert b.store.has(cid) and sorted(p.name for p in (state / "blobs").iterdir()) == blobs

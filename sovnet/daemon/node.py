@@ -132,7 +132,7 @@ class Node:
         plane is HTTPS with the network's certificates unless another is given."""
         store = Store(config.state_dir).init()
         with store.locked():
-            await asyncio.to_thread(store.repair)
+            await asyncio.to_thread(store.repair, keep=PartialDownload.blobs_in_use(store))
         network = NetworkFiles(config.state_dir)
         membership = network.membership()
         seeder = Seeder(store, swarm, network.identity(), network.ca_pem())
@@ -280,7 +280,8 @@ class Node:
 
         def remove_locked() -> RemoveResult:
             with self.store.locked():
-                result = self.store.remove(cid)
+                keep = PartialDownload.blobs_in_use(self.store, besides=cid)
+                result = self.store.remove(cid, keep=keep)
             return RemoveResult(str(cid), result.freed_bytes, result.blobs_removed)
 
         return await asyncio.to_thread(remove_locked)

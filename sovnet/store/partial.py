@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sovnet.core.cid import CID
-from sovnet.core.manifest import FileEntry
+from sovnet.core.manifest import FileEntry, Manifest
 from sovnet.core.signing import SignatureBundle
 from sovnet.errors import IntegrityError, LocalStateError, SovnetError
 from sovnet.store.atomicfile import fsync_file, write_atomic
@@ -62,6 +62,29 @@ class PartialDownload:
                 except SovnetError:
                     continue
         return found
+
+    @staticmethod
+    def blobs_in_use(store: Store, *, besides: CID | None = None) -> frozenset[bytes]:
+        """The blobs the downloads under way will commit: the store keeps them.
+
+        The commit moves verified files into ``blobs/`` before it records the model;
+        a crash in between leaves blobs no committed model references, and the
+        download that needs them resumes from them. (Any accepted manifest here
+        passed the trust gate when it was written; one that no longer parses or
+        hashes to its directory's CID protects nothing.)
+        """
+        needed: set[bytes] = set()
+        root = store.partial
+        for path in sorted(root.iterdir()) if root.is_dir() else []:
+            if besides is not None and path.name == str(besides):
+                continue
+            try:
+                raw = (path / "manifest").read_bytes()
+                if CID.parse(path.name).matches(raw):
+                    needed.update(entry.blake3 for entry in Manifest.from_bytes(raw).files)
+            except (OSError, SovnetError):
+                continue
+        return frozenset(needed)
 
     # -- the accepted manifest ----------------------------------------------------------
 

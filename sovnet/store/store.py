@@ -225,8 +225,9 @@ class Store:
             raise
         fsync_dir(self.models)
 
-    def remove(self, cid: CID) -> RemoveResult:
-        """Forget a model, then delete the blobs no other model uses."""
+    def remove(self, cid: CID, *, keep: frozenset[bytes] = frozenset()) -> RemoveResult:
+        """Forget a model, then delete the blobs no other model uses, nor ``keep`` lists
+        (the blobs downloads under way need: PartialDownload.blobs_in_use)."""
         raw = self.manifest_bytes(cid)
         manifest = Manifest.from_bytes(raw) if CID.of(raw) == cid else None
         self.manifest_path(cid).unlink()
@@ -236,7 +237,7 @@ class Store:
         shutil.rmtree(self.partial / str(cid), ignore_errors=True)
         freed, count = 0, 0
         if manifest is not None:
-            still_used = self._referenced_blobs()
+            still_used = self._referenced_blobs() | keep
             for entry in manifest.files:
                 blob = self.blob_path(entry.blake3)
                 if entry.blake3 not in still_used and blob.exists():
@@ -259,9 +260,12 @@ class Store:
                 used.update(f.blake3 for f in Manifest.from_bytes(raw).files)
         return used
 
-    def repair(self) -> None:
+    def repair(self, *, keep: frozenset[bytes] = frozenset()) -> None:
         """Drop what a crash can leave: temp files of dead processes, views and blobs
-        of no committed model. Run it holding the lock."""
+        of no committed model, except the blobs in ``keep``: those of downloads under
+        way (PartialDownload.blobs_in_use), among them a download whose commit a crash
+        cut short, which then completes without downloading them again. Run it
+        holding the lock."""
         for path in list(self.tmp.iterdir()) if self.tmp.is_dir() else []:
             match = _TMP_NAME.fullmatch(path.name)
             if match and not _pid_alive(int(match.group(1))):
@@ -273,7 +277,7 @@ class Store:
         for view in list(self.models.iterdir()) if self.models.is_dir() else []:
             if view.name not in committed:
                 shutil.rmtree(view, ignore_errors=True)
-        used = self._referenced_blobs()
+        used = self._referenced_blobs() | keep
         for blob in list(self.blobs.iterdir()) if self.blobs.is_dir() else []:
             if _BLOB_NAME.fullmatch(blob.name) and bytes.fromhex(blob.name) not in used:
                 blob.unlink(missing_ok=True)
