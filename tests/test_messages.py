@@ -27,6 +27,7 @@ from sovnet.errors import DaemonError
 MESSAGES = [
     messages.ManifestAccepted,
     messages.FetchProgress,
+    messages.FetchVerifying,
     messages.FetchResult,
     messages.RecentFetch,
     messages.PublishRequest,

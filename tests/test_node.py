@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sovnet.api.messages import FetchProgress, ManifestAccepted
+from sovnet.api.messages import FetchProgress, FetchVerifying, ManifestAccepted
 from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
 from sovnet.core.config import DaemonConfig
@@ -131,7 +131,10 @@ async def test_a_fetch_downloads_verifies_commits_and_seeds(
     assert result.cid == str(cid) and not result.already_here
     assert result.downloaded == result.size
     assert isinstance(events[0], ManifestAccepted) and events[0].signers[0].trusted_as
-    assert isinstance(events[-1], FetchProgress) and events[-1].done == events[-1].total
+    *_, last_progress, verifying = events
+    assert isinstance(last_progress, FetchProgress)
+    assert last_progress.done == last_progress.total
+    assert verifying == FetchVerifying(files=2, size=result.size)
     model = Path(result.path)
     for entry in Store(a.store.root).open(cid, NodeFiles(a.store.root).load_trust()).manifest.files:
         assert (model / entry.path).read_bytes() == (

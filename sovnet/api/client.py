@@ -24,6 +24,7 @@ from sovnet.api.messages import (
     JSON,
     FetchProgress,
     FetchResult,
+    FetchVerifying,
     KnownPeer,
     ManifestAccepted,
     NodeStatus,
@@ -40,7 +41,7 @@ from sovnet.api.messages import (
 from sovnet.errors import DaemonError, error_from_json
 
 R = TypeVar("R")
-FetchEvent = ManifestAccepted | FetchProgress | FetchResult
+FetchEvent = ManifestAccepted | FetchProgress | FetchVerifying | FetchResult
 PublishEvent = PublishScanned | PublishHashed | PublishResult
 
 START_HINT = (
@@ -170,7 +171,11 @@ class Client:
         return self._stream("/v1/models", to_json(request), kinds, PublishResult)
 
     def fetch(self, cid: str, peers: list[str]) -> Iterator[FetchEvent]:
-        kinds = {ManifestAccepted.EVENT: ManifestAccepted, FetchProgress.EVENT: FetchProgress}
+        kinds = {
+            ManifestAccepted.EVENT: ManifestAccepted,
+            FetchProgress.EVENT: FetchProgress,
+            FetchVerifying.EVENT: FetchVerifying,
+        }
         return self._stream("/v1/fetch", {"cid": cid, "peers": peers}, kinds, FetchResult)
 
     def remove(self, cid: str) -> RemoveResult:

@@ -65,6 +65,15 @@ class FetchProgress:
 
 
 @dataclass(frozen=True)
+class FetchVerifying:
+    """Every byte is here: the files are being re-hashed against the signed manifest."""
+
+    EVENT: ClassVar[str] = "verifying"
+    files: int  # downloaded files to check
+    size: int  # their bytes
+
+
+@dataclass(frozen=True)
 class FetchResult:
     cid: str
     name: str

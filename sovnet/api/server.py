@@ -36,6 +36,7 @@ from aiohttp import web
 from sovnet.api.messages import (
     FetchProgress,
     FetchResult,
+    FetchVerifying,
     KnownPeer,
     ManifestAccepted,
     NodeStatus,
@@ -95,7 +96,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return value
 
 
-FetchEvent = ManifestAccepted | FetchProgress
+FetchEvent = ManifestAccepted | FetchProgress | FetchVerifying
 PublishEvent = PublishScanned | PublishHashed
 
 

@@ -78,6 +78,7 @@ def fetch(ctx: Context, cid_text: str, peers: tuple[str, ...], as_json: bool) ->
     from sovnet.api.messages import (
         FetchProgress,
         FetchResult,
+        FetchVerifying,
         ManifestAccepted,
         event_json,
         to_json,
@@ -106,7 +107,9 @@ def fetch(ctx: Context, cid_text: str, peers: tuple[str, ...], as_json: bool) ->
                 )
             elif isinstance(event, FetchProgress):
                 bar.update(event.done, event.total, event.peers)
-            else:
+            elif isinstance(event, FetchVerifying):
+                bar.verifying()
+            elif isinstance(event, FetchResult):
                 result = event
     assert result is not None  # the stream ends with the result, or raises
     click.echo(result.cid)

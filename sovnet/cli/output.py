@@ -111,9 +111,16 @@ def byte_progress(description: str, *, enabled: bool) -> Iterator[ProgressSink]:
 class TransferSink(Protocol):
     def update(self, done: int, total: int, peers: int) -> None: ...
 
+    def verifying(self) -> None:
+        """Every byte is here; the files are being checked against the manifest."""
+        ...
+
 
 class _SilentTransfer:
     def update(self, done: int, total: int, peers: int) -> None:
+        pass
+
+    def verifying(self) -> None:
         pass
 
 
@@ -128,17 +135,25 @@ def transfer_progress(*, enabled: bool) -> Iterator[TransferSink]:
         BarColumn,
         DownloadColumn,
         Progress,
+        ProgressColumn,
+        Task,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
+    from rich.text import Text
+
+    class _Speed(ProgressColumn):
+        """The rate in the units of the sizes beside it (KiB/s, MiB/s), not rich's MB/s."""
+
+        def render(self, task: Task) -> Text:
+            return Text(f"{human_size(int(task.speed or 0))}/s", style="progress.data.speed")
 
     progress = Progress(
-        "fetching",
+        TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TextColumn("{task.fields[peers]} peers"),
+        _Speed(),
+        TextColumn("{task.fields[peers]}"),
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=True,
@@ -148,9 +163,14 @@ def transfer_progress(*, enabled: bool) -> Iterator[TransferSink]:
         task: Any = None
 
         def update(self, done: int, total: int, peers: int) -> None:
+            shown = f"{peers} peer" if peers == 1 else f"{peers} peers"
             if self.task is None:
-                self.task = progress.add_task("fetching", total=total, peers=peers)
-            progress.update(self.task, completed=done, total=total, peers=peers)
+                self.task = progress.add_task("fetching", total=total, peers=shown)
+            progress.update(self.task, completed=done, total=total, peers=shown)
+
+        def verifying(self) -> None:
+            if self.task is not None:
+                progress.update(self.task, description="verifying")
 
     with progress:
         yield _Bar()

@@ -34,6 +34,7 @@ from sovnet.api.messages import (
     FetchProgress,
     FetchResult,
     FetchUnderWay,
+    FetchVerifying,
     ManifestAccepted,
     RecentFetch,
     Signer,
@@ -68,7 +69,7 @@ from sovnet.trust.keys import TrustStore
 
 log = logging.getLogger(__name__)
 
-FetchEvent = ManifestAccepted | FetchProgress
+FetchEvent = ManifestAccepted | FetchProgress | FetchVerifying
 Emit = Callable[[FetchEvent], None]
 RECENT = 20  # fetches that ended, kept for `sovnet status`
 
@@ -307,6 +308,8 @@ class Fetcher:
             # checked while it still held them, a just-finished file sometimes read
             # other bytes than the ones libtorrent had verified.
             await self._swarm.remove(spec.info_hash)
+        checking = [f for k, f in enumerate(spec.files) if k not in skip]
+        fetch.emit(FetchVerifying(len(checking), sum(f.size for f in checking)))
         verified = await asyncio.to_thread(
             partial.verify, spec.files, skip, manifest.piece_size, leaves
         )

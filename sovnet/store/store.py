@@ -294,7 +294,11 @@ class Store:
 
 
 def _not_here(cid: CID) -> NotFoundError:
-    return NotFoundError(f"{cid} is not in this store", hint="`sovnet ls` lists what is here")
+    return NotFoundError(
+        f"{cid} is not in this store",
+        hint=f"`sovnet fetch {cid}` gets it from your network's peers (with sovnetd "
+        "running); `sovnet ls` lists what is here",
+    )
 
 
 def _pid_alive(pid: int) -> bool:
