@@ -22,17 +22,15 @@ from urllib.parse import quote
 
 from sovnet.api.messages import (
     JSON,
-    FetchProgress,
+    STREAM_EVENTS,
+    FetchEvent,
     FetchResult,
-    FetchVerifying,
     KnownPeer,
-    ManifestAccepted,
     NodeStatus,
     PeerRemoved,
-    PublishHashed,
+    PublishEvent,
     PublishRequest,
     PublishResult,
-    PublishScanned,
     RemoveResult,
     SeedingStats,
     from_json,
@@ -41,8 +39,6 @@ from sovnet.api.messages import (
 from sovnet.errors import DaemonError, error_from_json
 
 R = TypeVar("R")
-FetchEvent = ManifestAccepted | FetchProgress | FetchVerifying | FetchResult
-PublishEvent = PublishScanned | PublishHashed | PublishResult
 
 START_HINT = (
     "start it with `sovnetd` (or `systemctl start sovnetd`); with another state "
@@ -120,9 +116,7 @@ class Client:
             raise error_from_json(value.get("error") if isinstance(value, dict) else value)
         return value
 
-    def _stream(
-        self, path: str, body: dict[str, JSON], kinds: dict[str, type[Any]], result: type[R]
-    ) -> Iterator[Any]:
+    def _stream(self, path: str, body: dict[str, JSON], result: type[R]) -> Iterator[Any]:
         """The events of a streamed call, each as the message its "event" names; the
         last is the result (an error is raised)."""
         response = self._send("POST", path, body, None)  # a fetch may take hours
@@ -153,8 +147,8 @@ class Client:
             if kind == "result":
                 yield from_json(result, event)
                 return
-            if kind in kinds:  # an event of a kind this client does not know is skipped
-                yield from_json(kinds[kind], event)
+            if kind in STREAM_EVENTS:  # an event of a kind this client does not know is skipped
+                yield from_json(STREAM_EVENTS[kind], event)
 
     # -- the API -------------------------------------------------------------------
 
@@ -166,17 +160,11 @@ class Client:
         seeding = value.get("seeding") if isinstance(value, dict) else None
         return from_json(dict[str, SeedingStats], seeding)
 
-    def publish(self, request: PublishRequest) -> Iterator[PublishEvent]:
-        kinds = {PublishScanned.EVENT: PublishScanned, PublishHashed.EVENT: PublishHashed}
-        return self._stream("/v1/models", to_json(request), kinds, PublishResult)
+    def publish(self, request: PublishRequest) -> Iterator[PublishEvent | PublishResult]:
+        return self._stream("/v1/models", to_json(request), PublishResult)
 
-    def fetch(self, cid: str, peers: list[str]) -> Iterator[FetchEvent]:
-        kinds = {
-            ManifestAccepted.EVENT: ManifestAccepted,
-            FetchProgress.EVENT: FetchProgress,
-            FetchVerifying.EVENT: FetchVerifying,
-        }
-        return self._stream("/v1/fetch", {"cid": cid, "peers": peers}, kinds, FetchResult)
+    def fetch(self, cid: str, peers: list[str]) -> Iterator[FetchEvent | FetchResult]:
+        return self._stream("/v1/fetch", {"cid": cid, "peers": peers}, FetchResult)
 
     def remove(self, cid: str) -> RemoveResult:
         return from_json(RemoveResult, self._call("DELETE", f"/v1/models/{quote(cid, safe='')}"))

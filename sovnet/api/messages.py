@@ -130,6 +130,15 @@ class PublishResult:
     copied: int
 
 
+# What a streamed call sends before its result, by call.
+FetchEvent = ManifestAccepted | FetchProgress | FetchVerifying
+PublishEvent = PublishScanned | PublishHashed
+STREAM_EVENTS: dict[str, type[FetchEvent | PublishEvent]] = {
+    cls.EVENT: cls
+    for cls in (ManifestAccepted, FetchProgress, FetchVerifying, PublishScanned, PublishHashed)
+}
+
+
 # -- the rest of the API --------------------------------------------------------------
 
 

@@ -34,17 +34,14 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 
 from sovnet.api.messages import (
-    FetchProgress,
+    FetchEvent,
     FetchResult,
-    FetchVerifying,
     KnownPeer,
-    ManifestAccepted,
     NodeStatus,
     PeerRemoved,
-    PublishHashed,
+    PublishEvent,
     PublishRequest,
     PublishResult,
-    PublishScanned,
     RemoveResult,
     SeedingStats,
     event_json,
@@ -94,10 +91,6 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInputError("the request body must be a JSON object")
     return value
-
-
-FetchEvent = ManifestAccepted | FetchProgress | FetchVerifying
-PublishEvent = PublishScanned | PublishHashed
 
 
 class NodeService(Protocol):

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sovnet.api.messages import (
+    FetchEvent,
     FetchProgress,
     FetchResult,
     FetchUnderWay,
@@ -69,7 +70,6 @@ from sovnet.trust.keys import TrustStore
 
 log = logging.getLogger(__name__)
 
-FetchEvent = ManifestAccepted | FetchProgress | FetchVerifying
 Emit = Callable[[FetchEvent], None]
 RECENT = 20  # fetches that ended, kept for `sovnet status`
 

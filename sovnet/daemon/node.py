@@ -56,7 +56,7 @@ from sovnet.store.partial import PartialDownload
 from sovnet.store.store import Store
 
 if TYPE_CHECKING:
-    from sovnet.daemon.publisher import PublishEvent
+    from sovnet.api.messages import PublishEvent
 
 log = logging.getLogger(__name__)
 

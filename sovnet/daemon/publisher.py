@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sovnet.api.messages import (
+    PublishEvent,
     PublishHashed,
     PublishRequest,
     PublishResult,
@@ -24,7 +25,6 @@ from sovnet.api.messages import (
 )
 from sovnet.errors import InternalError, InvalidInputError, SovnetError, error_from_json
 
-PublishEvent = PublishScanned | PublishHashed
 MAX_LINE = 64 * 1024  # the worker's longest line is a result: well under this
 
 
