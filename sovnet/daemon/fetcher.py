@@ -188,7 +188,6 @@ class Fetcher:
                 # that much at least (it is taken after the request).
                 fetch.resume.offer(event.data, fetch.state.resume_asked_at)
             return True
-        fetch.state.swarm_peers = len(fetch.found.swarm_peers)
         fetch.pending.extend(fetch.state.on_event(event))
         fetch.wake.set()
         return True
@@ -346,7 +345,6 @@ class Fetcher:
         loop = asyncio.get_running_loop()
         # Before the torrent is added: its first events may come while it is.
         state = fetch.state = FetchState(str(fetch.cid), wanted, self._timings, loop.time())
-        state.swarm_peers = len(fetch.found.swarm_peers)
         await self._swarm.add(
             spec,
             identity=self._identity,
@@ -359,6 +357,7 @@ class Fetcher:
         while True:
             actions, fetch.pending = fetch.pending, []
             now = loop.time()
+            state.swarm_peers = len(fetch.found.swarm_peers)  # for a stall's message
             actions += state.on_status(self._swarm.statuses().get(spec.info_hash), now)
             for action in actions:
                 if isinstance(action, ReportProgress):
@@ -368,7 +367,6 @@ class Fetcher:
                         state.resume_asked(now)
                 elif isinstance(action, Refresh):
                     new = await self._finder.swarm_peers(fetch.cid, spec.info_hash, fetch.found)
-                    state.swarm_peers = len(fetch.found.swarm_peers)
                     if new:
                         self._swarm.connect(spec.info_hash, new)
                 elif isinstance(action, Fail):
