@@ -49,7 +49,14 @@ from sovnet.errors import SovnetError
 from sovnet.net.control import AnnounceReply, ControlPlane, ManifestBytes
 from sovnet.net.control_plane import TlsControlPlane
 from sovnet.net.peerbook import PeerBook
-from sovnet.net.swarm import HashFailed, PeerBanned, Swarm, SwarmSettings, TorrentFailed
+from sovnet.net.swarm import (
+    HashFailed,
+    PeerBanned,
+    ResumeSaved,
+    Swarm,
+    SwarmSettings,
+    TorrentFailed,
+)
 from sovnet.store.keyfiles import NodeFiles
 from sovnet.store.networkfiles import NetworkFiles
 from sovnet.store.partial import PartialDownload
@@ -196,8 +203,6 @@ class Node:
         await self._control.close()
 
     async def _drain_resume_events(self) -> None:
-        from sovnet.net.swarm import ResumeSaved
-
         while True:
             try:
                 event = await asyncio.wait_for(self.swarm.next_event(), 0.01)
