@@ -245,15 +245,20 @@ class Interactive:
         _wait_for(lambda: "is verified and loaded" in self.log.read_text(), self.process)
 
     def llama_child(self) -> int:
-        """The pid of the child that runs llama.cpp."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        [pid] = [int(p) for p in children.read_text().split()]
-        return pid
+        return _llama_child(self.process.pid)
 
     def finish(self) -> tuple[int, str]:
         assert self.process.stdin is not None
         self.process.stdin.close()
         return self.process.wait(timeout=60), self.log.read_text()
+
+
+def _llama_child(sovnet_pid: int) -> int:
+    """The pid of the child that runs llama.cpp: sovnet's one child once the model is
+    loaded (the gate's child has ended by then)."""
+    children = Path(f"/proc/{sovnet_pid}/task/{sovnet_pid}/children")
+    [pid] = [int(p) for p in children.read_text().split()]
+    return pid
 
 
 def _wait_for(condition: Any, process: subprocess.Popen[Any], timeout: float = 60) -> None:
@@ -490,9 +495,7 @@ def test_a_crash_of_llama_cpp_under_serve_is_exit_11(
 ) -> None:
     server = Serving(sovnet_with_key, "acme/tiny", tmp_path)
     try:
-        children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-        [child] = [int(pid) for pid in children.read_text().split()]
-        os.kill(child, signal.SIGSEGV)
+        os.kill(_llama_child(server.process.pid), signal.SIGSEGV)
         code = server.process.wait(timeout=30)
     finally:
         if server.process.poll() is None:
