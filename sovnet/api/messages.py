@@ -245,16 +245,22 @@ def _value_to_json(value: object) -> JSON:
 
 
 def from_json(cls: type[M], value: JSON) -> M:
-    """``value`` as a ``cls``; DaemonError naming what does not fit."""
+    """``value`` as a ``cls`` from sovnetd; DaemonError naming what does not fit."""
     try:
-        parsed: M = _parse(cls, value, cls.__name__)
-    except _Mismatch as exc:
+        return parse(cls, value)
+    except MalformedMessage as exc:
         raise DaemonError(f"sovnetd sent a malformed {cls.__name__}: {exc}") from None
+
+
+class MalformedMessage(ValueError):
+    """A JSON value that is not the message it should be; says where it differs."""
+
+
+def parse(cls: type[M], value: JSON) -> M:
+    """``value`` as a ``cls``; MalformedMessage naming what does not fit (the caller
+    says who sent it: from_json for sovnetd's answers, the server for requests)."""
+    parsed: M = _parse(cls, value, cls.__name__)
     return parsed
-
-
-class _Mismatch(Exception):
-    pass
 
 
 def _parse(kind: Any, value: JSON, where: str) -> Any:
@@ -265,40 +271,40 @@ def _parse(kind: Any, value: JSON, where: str) -> Any:
         for option in typing.get_args(kind):
             try:
                 return _parse(option, value, where)
-            except _Mismatch:
+            except MalformedMessage:
                 continue
-        raise _Mismatch(f"{where} is {value!r:.60}")
+        raise MalformedMessage(f"{where} is {value!r:.60}")
     if kind is type(None):
         if value is not None:
-            raise _Mismatch(f"{where} is not null")
+            raise MalformedMessage(f"{where} is not null")
         return None
     if origin is tuple:
         (item,) = typing.get_args(kind)[:1]
         if not isinstance(value, list):
-            raise _Mismatch(f"{where} is not a list")
+            raise MalformedMessage(f"{where} is not a list")
         return tuple(_parse(item, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (dict, Mapping) or kind in (dict, Mapping):
         _, item = typing.get_args(kind) or (str, Any)
         if not isinstance(value, dict):
-            raise _Mismatch(f"{where} is not an object")
+            raise MalformedMessage(f"{where} is not an object")
         return {str(k): _parse(item, v, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
-            raise _Mismatch(f"{where} is not an object")
+            raise MalformedMessage(f"{where} is not an object")
         hints = typing.get_type_hints(kind)
         given = {}
         for item in dataclasses.fields(kind):
             if item.name in value:
                 given[item.name] = _parse(hints[item.name], value[item.name], item.name)
             elif item.default is dataclasses.MISSING:
-                raise _Mismatch(f"{where} has no {item.name}")
+                raise MalformedMessage(f"{where} has no {item.name}")
         return typing.cast(Any, kind)(**given)
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Mismatch(f"{where} is not a number")
+            raise MalformedMessage(f"{where} is not a number")
         return float(value)
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise _Mismatch(f"{where} is not an integer")
+        raise MalformedMessage(f"{where} is not an integer")
     if kind in (str, bool) and not isinstance(value, kind):
-        raise _Mismatch(f"{where} is not a {kind.__name__}")
+        raise MalformedMessage(f"{where} is not a {kind.__name__}")
     return value

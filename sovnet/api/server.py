@@ -37,6 +37,7 @@ from sovnet.api.messages import (
     FetchEvent,
     FetchResult,
     KnownPeer,
+    MalformedMessage,
     NodeStatus,
     PeerRemoved,
     PublishEvent,
@@ -45,7 +46,7 @@ from sovnet.api.messages import (
     RemoveResult,
     SeedingStats,
     event_json,
-    from_json,
+    parse,
     to_json,
 )
 from sovnet.core.address import PeerAddress
@@ -213,9 +214,9 @@ M = TypeVar("M")
 def from_request(cls: type[M], body: dict[str, Any]) -> M:
     """A request body as a message; InvalidInputError (400) if it does not fit."""
     try:
-        return from_json(cls, body)
-    except DaemonError as exc:
-        raise InvalidInputError(exc.message.replace("sovnetd sent", "the request is")) from None
+        return parse(cls, body)
+    except MalformedMessage as exc:
+        raise InvalidInputError(f"the request is a malformed {cls.__name__}: {exc}") from None
 
 
 def claim_socket(path: Path) -> None:
