@@ -144,6 +144,18 @@ class TransferError(SovnetError):
     exit_code = 8
 
 
+class DiskFullError(TransferError):
+    """The disk under the store has no room for the bytes a fetch needs."""
+
+    code = "disk-full"
+
+
+class FetchCancelledError(TransferError):
+    """Another command (``sovnet rm``) stopped the fetch a client was following."""
+
+    code = "cancelled"
+
+
 class DaemonError(SovnetError):
     """The local daemon is not running, not reachable, or stopped mid-request."""
 

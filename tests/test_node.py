@@ -22,7 +22,7 @@ from sovnet.core.cid import CID
 from sovnet.core.config import DaemonConfig
 from sovnet.daemon.node import Node
 from sovnet.daemon.supervisor import Supervisor
-from sovnet.errors import NotFoundError, TransferError, TrustError
+from sovnet.errors import FetchCancelledError, NotFoundError, TransferError, TrustError
 from sovnet.store.keyfiles import NodeFiles
 from sovnet.store.networkfiles import NetworkFiles
 from sovnet.store.partial import PartialDownload
@@ -241,7 +241,7 @@ async def test_rm_cancels_a_fetch_and_removes_what_arrived(
     await _until(lambda: _done(b) > 0)
     removed = await b.remove(cid)
     assert removed.removed == str(cid)
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(FetchCancelledError, match="cancelled by `sovnet rm`"):
         await fetch
     assert not (b.store.partial / str(cid)).exists()
     assert b.status().fetches == ()

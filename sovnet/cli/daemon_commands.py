@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sovnet.cli.context import Context, json_option, parse_cid, pass_context, use_json
-from sovnet.cli.output import emit_json, human_size, say, table, transfer_progress
+from sovnet.cli.output import emit_json, say, table, transfer_progress
+from sovnet.core.sizes import human_size
 
 if TYPE_CHECKING:
-    from sovnet.api.messages import FetchResult
+    from collections.abc import Iterator
+
+    from sovnet.api.messages import FetchEvent, FetchResult
 
 # The API's messages are imported where a command uses them: ``sovnet --help`` and
 # the commands that need none of them stay fast (their dataclasses cost ~15 ms).
@@ -75,6 +78,23 @@ def fetch(ctx: Context, cid_text: str, peers: tuple[str, ...], as_json: bool) ->
     The manifest must be signed by a publisher this node trusts. With --json,
     prints one JSON object a line: progress events, then the result.
     """
+    from sovnet.core.address import PeerAddress
+
+    use_json(ctx, as_json)
+    cid = parse_cid(cid_text)
+    addresses = [str(PeerAddress.parse(p)) for p in peers]
+    try:
+        _follow_fetch(ctx.client().fetch(str(cid), addresses), as_json)
+    except KeyboardInterrupt:
+        # The fetch is sovnetd's: it goes on without this terminal.
+        say(
+            f"Interrupted: sovnetd carries on fetching {cid}; run `sovnet fetch {cid}` "
+            f"again to follow it, or `sovnet rm {cid}` to stop it."
+        )
+        raise SystemExit(130) from None
+
+
+def _follow_fetch(events: Iterator[FetchEvent | FetchResult], as_json: bool) -> None:
     from sovnet.api.messages import (
         FetchProgress,
         FetchResult,
@@ -83,12 +103,7 @@ def fetch(ctx: Context, cid_text: str, peers: tuple[str, ...], as_json: bool) ->
         event_json,
         to_json,
     )
-    from sovnet.core.address import PeerAddress
 
-    use_json(ctx, as_json)
-    cid = parse_cid(cid_text)
-    addresses = [str(PeerAddress.parse(p)) for p in peers]
-    events = ctx.client().fetch(str(cid), addresses)
     if as_json:
         for event in events:
             line = event_json(event) if not isinstance(event, FetchResult) else to_json(event)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import click
 
 from sovnet.cli.context import Context, json_option, parse_cid, pass_context, use_json
-from sovnet.cli.output import ProgressSink, byte_progress, emit_json, human_size, say, table
+from sovnet.cli.output import ProgressSink, byte_progress, emit_json, say, table
+from sovnet.core.sizes import human_size
 from sovnet.errors import InvalidInputError, SovnetError
 
 if TYPE_CHECKING:

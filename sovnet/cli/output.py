@@ -16,16 +16,8 @@ from typing import Any, Protocol
 
 import click
 
+from sovnet.core.sizes import human_size
 from sovnet.errors import SovnetError
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def emit_json(value: object) -> None:

@@ -18,6 +18,7 @@ The file (all keys optional)::
     peer_timeout = 10                    # SOVNET_PEER_TIMEOUT: s per control-plane request
     refresh_interval = 5                 # SOVNET_REFRESH_INTERVAL: s between peer rounds
     resume_interval = 5                  # SOVNET_RESUME_INTERVAL: s between resume saves
+    check_interval = 60                  # SOVNET_CHECK_INTERVAL: s between checks of seeded files
     log_level = "info"                   # SOVNET_LOG_LEVEL: debug, info, warning, error
 
 Pure: the caller passes the file's bytes, the environment and the home
@@ -54,6 +55,7 @@ class DaemonConfig:
     peer_timeout: float = 10.0
     refresh_interval: float = 5.0
     resume_interval: float = 5.0
+    check_interval: float = 60.0
     log_level: str = "info"
 
 
@@ -147,6 +149,7 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "peer_timeout": _seconds,
     "refresh_interval": _seconds,
     "resume_interval": _seconds,
+    "check_interval": _seconds,
     "log_level": _level,
 }
 assert set(_PARSERS) == {f.name for f in fields(DaemonConfig)}

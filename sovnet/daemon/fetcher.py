@@ -60,10 +60,11 @@ from sovnet.daemon.fetchstate import (
 from sovnet.daemon.resume_writer import ResumeWriter
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
-from sovnet.errors import InternalError, SovnetError, TransferError
+from sovnet.errors import FetchCancelledError, InternalError, SovnetError, TransferError
 from sovnet.net.control import PeerQueries
 from sovnet.net.peerbook import PeerBook
 from sovnet.net.swarm import ResumeSaved, Swarm, SwarmEvent
+from sovnet.store import diskspace
 from sovnet.store.partial import PartialDownload
 from sovnet.store.store import Store
 from sovnet.trust.keys import TrustStore
@@ -90,6 +91,7 @@ class Fetch:
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # one was decided
     task: asyncio.Task[None] | None = None
     started: float = field(default_factory=time.monotonic)
+    cancelled_by: str | None = None  # the command that stopped it, told to its followers
 
     def emit(self, event: FetchEvent) -> None:
         for listener in list(self.listeners):
@@ -137,9 +139,15 @@ class Fetcher:
 
     async def fetch(self, cid: CID, peers: Iterable[PeerAddress], emit: Emit) -> FetchResult:
         """Fetch ``cid`` (or follow the fetch already under way), reporting to ``emit``."""
-        if self._store.has(cid) and self._seeder.is_seeding(cid):
-            manifest = Manifest.from_bytes(self._store.manifest_bytes(cid))
-            return self._result(cid, manifest, already=True, downloaded=0)
+        if self._store.has(cid) and cid not in self._fetches:
+            # Here already: intact (say so), or damaged (fetch the damaged files again).
+            damaged = await self._seeder.check(cid)
+            if damaged:
+                log.info("%s is damaged: fetching %d file(s) again", cid, len(damaged))
+                await asyncio.to_thread(self._discard, damaged)
+            elif self._seeder.is_seeding(cid):
+                manifest = Manifest.from_bytes(self._store.manifest_bytes(cid))
+                return self._result(cid, manifest, already=True, downloaded=0)
         fetch = self.start(cid, peers)
         fetch.listeners.append(emit)
         try:
@@ -148,17 +156,23 @@ class Fetcher:
             with contextlib.suppress(ValueError):
                 fetch.listeners.remove(emit)
 
+    def _discard(self, blobs: Iterable[bytes]) -> None:
+        with self._store.locked():
+            self._store.discard_blobs(blobs)
+
     def resume_all(self) -> None:
         """Continue every download an earlier run of the daemon left unfinished."""
         for cid in PartialDownload.resumable(self._store):
             self.start(cid, resume=True)
 
-    async def cancel(self, cid: CID) -> None:
+    async def cancel(self, cid: CID, by: str) -> None:
         """Stop the fetch of ``cid``, if any, and take its download out of the swarm
-        (its files stay in ``partial/`` for whoever removes them)."""
+        (its files stay in ``partial/`` for whoever removes them); whoever follows it
+        is told it was cancelled ``by`` a command."""
         fetch = self._fetches.get(cid)
         if fetch is None:
             return
+        fetch.cancelled_by = by
         await self._stop(fetch)
         await self._stop_download(fetch)
 
@@ -239,7 +253,16 @@ class Fetcher:
             await self._stop_download(fetch)
             fetch.outcome.set_exception(exc)
         except asyncio.CancelledError:
-            fetch.outcome.cancel()
+            if fetch.cancelled_by is None:
+                fetch.outcome.cancel()  # the daemon is stopping
+            else:
+                fetch.outcome.set_exception(
+                    FetchCancelledError(
+                        f"the fetch of {fetch.cid} was cancelled by {fetch.cancelled_by}"
+                    )
+                )
+                if not fetch.listeners:
+                    fetch.outcome.exception()  # nobody follows it: nothing to tell
             raise
         except Exception as exc:
             log.exception("fetch %s failed unexpectedly", fetch.cid)
@@ -302,6 +325,7 @@ class Fetcher:
         downloaded = 0
         leaves: dict[int, list[bytes]] = {}
         if wanted:
+            await asyncio.to_thread(self._check_room, fetch, skip, wanted, partial)
             downloaded, leaves = await self._download(fetch, spec, skip, wanted, partial)
             # Only once the swarm has let go of the torrent are its writes all done:
             # checked while it still held them, a just-finished file sometimes read
@@ -315,6 +339,26 @@ class Fetcher:
         await asyncio.to_thread(partial.commit, opened, fetch.accepted.bundle, verified)
         await self._seeder.seed(fetch.cid)
         return self._result(fetch.cid, manifest, already=False, downloaded=downloaded)
+
+    def _check_room(
+        self,
+        fetch: Fetch,
+        skip: set[int],
+        wanted: int,
+        partial: PartialDownload,
+        *,
+        filled: bool = False,
+    ) -> None:
+        """DiskFullError unless the disk has room for what is still to download."""
+        assert fetch.spec is not None and fetch.accepted is not None
+        paths = partial.file_paths(len(fetch.spec.files))
+        already = diskspace.written(p for k, p in paths.items() if k not in skip)
+        found = diskspace.room(partial.path, wanted, already)
+        if not found.enough:
+            label = fetch.accepted.opened.manifest.name
+            raise diskspace.disk_full_error(
+                label, self._store.root, found, str(fetch.cid), filled=filled
+            )
 
     def _already_here(self, files: tuple[FileEntry, ...]) -> set[int]:
         """Positions of files the store has (or that repeat an earlier file's bytes)."""
@@ -369,6 +413,11 @@ class Fetcher:
                     new = await self._finder.swarm_peers(fetch.cid, spec.info_hash, fetch.found)
                     if new:
                         self._swarm.connect(spec.info_hash, new)
+                elif isinstance(action, Fail) and action.disk_full:
+                    await asyncio.to_thread(
+                        self._check_room, fetch, skip, wanted, partial, filled=True
+                    )
+                    raise TransferError(action.message, hint=action.hint)  # room again now
                 elif isinstance(action, Fail):
                     raise TransferError(action.message, hint=action.hint)
             if any(isinstance(action, Finish) for action in actions):

@@ -69,6 +69,7 @@ class Refresh:
 class Fail:
     message: str
     hint: str | None
+    disk_full: bool = False  # the fetcher says how much room it needs
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ class FetchState:
             return self._finish()
         if isinstance(event, TorrentFailed):
             self._ended = True
-            return [Fail(f"the transfer of {self.label} failed: {event.message}", None)]
+            message = f"the transfer of {self.label} failed: {event.message}"
+            return [Fail(message, None, disk_full=event.disk_full)]
         if isinstance(event, HashFailed):
             self.hash_failures += 1
         elif isinstance(event, PeerBanned):

@@ -167,6 +167,7 @@ class Node:
                     seeder.damaged[str(cid)] = exc.message
                     log.error("not seeding %s: %s", cid, exc.message)
             supervisor.spawn(node._route_events(), "swarm events")
+            supervisor.spawn(seeder.watch(config.check_interval), "checks of seeded files")
             node.fetcher.resume_all()
         except BaseException:
             await node.close()
@@ -191,7 +192,10 @@ class Node:
                 self._health.record(event, cid)
             taken = self.fetcher.on_event(event)
             if not taken and isinstance(event, TorrentFailed) and cid is not None:
+                # A seeded file libtorrent could not read: check it at once, not at
+                # the next round of checks.
                 self.seeder.damaged[str(cid)] = event.message
+                self.supervisor.spawn(self.seeder.check(cid), f"check {cid}")
 
     async def close(self) -> None:
         """Stop fetches (keeping what they downloaded), save resume data, stop."""
@@ -274,7 +278,7 @@ class Node:
 
     async def remove(self, cid: CID) -> RemoveResult:
         """Stop fetching or seeding ``cid``, then remove it from the store."""
-        await self.fetcher.cancel(cid)
+        await self.fetcher.cancel(cid, by="`sovnet rm`")
         await self.seeder.unseed(cid)
         partial = PartialDownload(self.store, cid)
         if not self.store.has(cid):

@@ -18,9 +18,9 @@ from sovnet.core import torrent
 from sovnet.core.cid import CID
 from sovnet.core.manifest import Manifest
 from sovnet.core.network import TlsIdentity
-from sovnet.errors import IntegrityError
+from sovnet.errors import IntegrityError, SovnetError
 from sovnet.net.swarm import Swarm
-from sovnet.store import filehash
+from sovnet.store import blobcheck, filehash
 from sovnet.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ class Seeder:
         if cid in self._seeding:
             return
         manifest = Manifest.from_bytes(self._store.manifest_bytes(cid))
+        for entry in manifest.files:
+            if not self._store.blob_path(entry.blake3).is_file():
+                raise IntegrityError(f"{entry.path} is missing from the store")
         spec = self.derive(cid, manifest)
         self._seeding[cid] = spec  # first: a second call while this one works does nothing
         try:
@@ -69,6 +72,31 @@ class Seeder:
             del self._seeding[cid]
             raise
         self.damaged.pop(str(cid), None)
+
+    async def check(self, cid: CID) -> dict[bytes, str]:
+        """Re-check a held model's blobs whose stat changed since they were verified;
+        a damaged one stops its model's seeding (peers would ban this node for its
+        bytes) and lists it as damaged. The damaged blobs, by BLAKE3."""
+        try:
+            manifest = Manifest.from_bytes(self._store.manifest_bytes(cid))
+        except (SovnetError, OSError):  # removed meanwhile
+            return {}
+        found = await asyncio.to_thread(blobcheck.damaged, self._store, manifest.files)
+        if found:
+            why = blobcheck.describe(manifest.files, found)
+            if cid in self._seeding:
+                log.warning("not seeding %s (%s) any more: %s", manifest.name, cid, why)
+            await self.unseed(cid)
+            self.damaged[str(cid)] = why
+        return found
+
+    async def watch(self, interval: float) -> None:
+        """Check every seeded model every ``interval`` seconds (runs until cancelled):
+        BitTorrent never tells an uploader that a peer found its bytes wrong."""
+        while True:
+            await asyncio.sleep(interval)
+            for cid in list(self._seeding):
+                await self.check(cid)
 
     async def unseed(self, cid: CID) -> None:
         spec = self._seeding.pop(cid, None)

@@ -75,6 +75,7 @@ class PeerBanned:
 class TorrentFailed:
     info_hash: bytes
     message: str
+    disk_full: bool = False  # the disk had no room for a write (ENOSPC)
 
 
 SwarmEvent = Finished | ResumeSaved | HashFailed | PeerBanned | TorrentFailed

@@ -143,9 +143,15 @@ class PartialDownload:
     # -- failure ---------------------------------------------------------------------------
 
     def mark_failed(self, message: str) -> None:
-        """Remember why it failed; what arrived is kept, so a retry continues from it."""
-        if self.path.is_dir():
-            (self.path / "failed").write_text(message + "\n")
+        """Remember why it failed; what arrived is kept, so a retry continues from it.
+        Best effort: on a full disk the marker cannot be written, and the fetch's
+        own error says more than losing it would."""
+        if not self.path.is_dir():
+            return
+        try:
+            write_atomic(self.path / "failed", (message + "\n").encode(), mode=0o600)
+        except OSError as exc:
+            log.warning("cannot mark the fetch of %s as failed: %s", self.cid, exc.strerror)
 
     def clear_failed(self) -> None:
         (self.path / "failed").unlink(missing_ok=True)

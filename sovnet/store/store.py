@@ -26,7 +26,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,9 +206,17 @@ class Store:
         write_atomic(self.bundle_path(cid), merged.to_bytes(), mode=0o444)
         return merged
 
+    def discard_blobs(self, hashes: Iterable[bytes]) -> None:
+        """Delete damaged blobs, so a fetch downloads them again (hold the lock). A
+        blob hard-linked from a publisher's own file unlinks only the store's name."""
+        for blake3 in hashes:
+            stamps.drop(self.stamps, blake3)
+            self.blob_path(blake3).unlink(missing_ok=True)
+
     def _build_view(self, cid: CID, manifest: Manifest) -> None:
         final = self.model_dir(cid)
         if final.is_dir():
+            self._relink_view(final, manifest)
             return
         staging = self.temp_path(".view")
         staging.mkdir(mode=0o755)
@@ -224,6 +232,22 @@ class Store:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         fsync_dir(self.models)
+
+    def _relink_view(self, view: Path, manifest: Manifest) -> None:
+        """Point a model view's files at the current blobs again: a repaired model's
+        view still links the damaged inodes its blobs replaced."""
+        for entry in manifest.files:
+            target = view / entry.path
+            blob = self.blob_path(entry.blake3)
+            try:
+                if os.path.samefile(target, blob):
+                    continue
+            except FileNotFoundError:
+                target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            temp = self.temp_path(".link")
+            os.link(blob, temp)
+            os.replace(temp, target)
+            fsync_dir(target.parent)
 
     def remove(self, cid: CID, *, keep: frozenset[bytes] = frozenset()) -> RemoveResult:
         """Forget a model, then delete the blobs no other model uses, nor ``keep`` lists

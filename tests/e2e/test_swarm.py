@@ -189,7 +189,9 @@ def test_a_corrupt_seeder_does_not_poison_the_fetch(cluster: Cluster, tmp_path: 
     a, b, c = (cluster.node(n) for n in "abc")
     # The honest seeder is slow, so the fetching node asks the corrupt one too.
     a.start(SOVNET_UPLOAD_RATE_LIMIT=str(6 * MIB))
-    c.start()
+    # c stands for a hostile seeder: it never checks the files it serves (an honest
+    # one stops seeding them: test_damage.py).
+    c.start(SOVNET_CHECK_INTERVAL="3600")
     model = make_model(tmp_path / "m", megabytes=16)
     cid = a.sovnet.json("publish", model, "--name", "acme/x")["cid"]
     c.sovnet("fetch", cid, "--peer", a.control, check=True)

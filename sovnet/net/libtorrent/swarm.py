@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Iterable, Mapping
@@ -56,6 +57,7 @@ class _Torrent:
     indexes: list[int]  # libtorrent's index of each file of the spec
     downloading: bool
     status: TransferStatus | None = None
+    failed: bool = False  # a disk error was reported (once)
 
 
 @dataclass
@@ -186,7 +188,9 @@ class LibtorrentSwarm:
         # files must be hashed (files on disk, no usable resume data) is not
         # checked while paused: it is resumed as that check begins (_handle).
         params.peers = [*params.peers, *((p.host, p.port) for p in _endpoints(peers))]
-        params.flags &= ~lt.torrent_flags.auto_managed
+        # Resume data saved after a disk error records libtorrent's upload mode (no
+        # downloading): a torrent added again, once there is room, must download.
+        params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.upload_mode)
         params.flags |= lt.torrent_flags.paused
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.adds[key] = future
@@ -371,13 +375,27 @@ class LibtorrentSwarm:
             )
             self._events.put_nowait(PeerBanned(key, peer, "sent data that failed hash checks"))
         elif kind in ("torrent_error_alert", "file_error_alert"):
-            key = info_hash(alert.handle)
-            log.error("swarm: %s", alert.message())
-            self._events.put_nowait(TorrentFailed(key, alert.message()))
+            self._failed(alert)
         elif kind in ("peer_error_alert", "peer_disconnected_alert") and log.isEnabledFor(
             logging.DEBUG
         ):
             log.debug("swarm: %s", alert.message())
+
+    def _failed(self, alert: Any) -> None:
+        """A torrent's disk error: reported once (libtorrent posts one alert for each
+        write that fails, hundreds on a full disk), the torrent stopped where it is."""
+        key = info_hash(alert.handle)
+        torrent = self._torrents.get(key)
+        if torrent is not None and torrent.failed:
+            return
+        disk_full = alert.error.value() == errno.ENOSPC
+        if torrent is not None:
+            torrent.failed = True
+            # On ENOSPC libtorrent stops downloading but keeps the torrent (upload
+            # mode); the fetch decides what happens next.
+            torrent.handle.pause()
+        log.error("swarm: %s", alert.message())
+        self._events.put_nowait(TorrentFailed(key, alert.message(), disk_full=disk_full))
 
     def _resume_arrived(self, key: bytes, data: bytes | None) -> None:
         """Resume data (None: libtorrent could not make it), for whoever asked first."""
