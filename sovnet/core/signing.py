@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sovnet.core import canonjson
+from sovnet.core import canonjson, ed25519
 from sovnet.core.cid import CID
 from sovnet.errors import InvalidCIDError, InvalidKeyError, ManifestFormatError
 
@@ -97,6 +97,11 @@ class PublicKey:
         return KeyId(blake3.blake3(KEY_ID_DOMAIN + self.raw).digest()[:KEY_ID_BYTES])
 
     def verify(self, cid: CID, signature: bytes) -> bool:
+        """Whether ``signature`` is valid for ``cid`` under docs/spec.md §9.1."""
+        # OpenSSL checks the equation and S < L, but takes any point as a key: keys
+        # outside the prime-order subgroup are refused here, before it is asked.
+        if not ed25519.scalar_below_order(signature) or not ed25519.public_key_acceptable(self.raw):
+            return False
         try:
             Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, signed_message(cid))
         except (InvalidSignature, ValueError):
