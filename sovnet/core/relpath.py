@@ -14,7 +14,9 @@ names a single file the same way on every system:
 
 :func:`check_tree` adds the rules for a set of paths: no duplicates, no two paths
 that differ only in case (they collide on macOS and Windows), and no path that is
-both a file and a directory of another path.
+both a file and a directory of another path. "Differ only in case" is Unicode
+14.0.0 full case folding (:func:`casefold_path`, a checked-in table), not
+``str.casefold``, whose answer changes with the interpreter's Unicode version.
 
 Pure: no I/O.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable
 
+from sovnet.core.casefolding import FOLDS
 from sovnet.errors import ManifestFormatError, quoted
 
 MAX_PATH_BYTES = 1024
@@ -65,6 +68,11 @@ def check_relpath(path: str) -> str:
     return path
 
 
+def casefold_path(path: str) -> str:
+    """``path`` under Unicode 14.0.0 full case folding (docs/spec.md §5.2)."""
+    return path.translate(FOLDS)
+
+
 def check_tree(paths: Iterable[str]) -> None:
     """Raise if ``paths`` cannot all exist side by side as files of one directory."""
     seen: dict[str, str] = {}
@@ -72,7 +80,7 @@ def check_tree(paths: Iterable[str]) -> None:
     directories: set[str] = set()
     for path in paths:
         check_relpath(path)
-        folded = path.casefold()
+        folded = casefold_path(path)
         if folded in seen:
             other = seen[folded]
             what = "twice" if other == path else f"and {other!r}, which differ only in case"
