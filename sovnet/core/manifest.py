@@ -127,8 +127,11 @@ def _check_safetensors_facts(facts: SafetensorsFacts, where: str) -> None:
             raise _fail(f"{where}.dtypes", f"{dtype!r} is not a dtype name")
     if list(facts.dtypes) != sorted(set(facts.dtypes)):
         raise _fail(f"{where}.dtypes", "must be sorted and unique")
+    # Every tensor has a dtype, so the list is empty exactly when there are no tensors.
     if facts.tensor_count == 0 and facts.dtypes:
         raise _fail(f"{where}.dtypes", "a file with no tensors has no dtypes")
+    if facts.tensor_count > 0 and not facts.dtypes:
+        raise _fail(f"{where}.dtypes", "a file with tensors has at least one dtype")
 
 
 @dataclass(frozen=True)
