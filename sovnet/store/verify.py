@@ -7,11 +7,13 @@ trust store. The report says which file differs and how, and who signed.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from sovnet.core.cid import CID
 from sovnet.core.manifest import FileEntry
@@ -45,6 +47,30 @@ class VerifyReport:
         return self.intact and self.opened.trusted
 
 
+def _open_without_links(root: Path, relpath: str) -> int:
+    """Open ``root/relpath`` for reading, following no symbolic link at any component
+    below ``root`` (docs/spec.md §10 step 7): a linked directory would make the bytes
+    checked something outside the model. A link raises OSError(ELOOP)."""
+    *directories, name = relpath.split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in directories:
+            try:
+                below = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+                )
+            except NotADirectoryError:
+                # Linux says ENOTDIR, not ELOOP, for a link opened with O_DIRECTORY.
+                if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise OSError(errno.ELOOP, "a symbolic link") from None
+                raise
+            os.close(fd)
+            fd = below
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def _check_file(
     store: Store,
     cid: CID,
@@ -52,12 +78,13 @@ def _check_file(
     executor: ThreadPoolExecutor,
     progress: Callable[[int], None] | None,
 ) -> FileCheck:
-    path = store.model_dir(cid) / entry.path
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = _open_without_links(store.model_dir(cid), entry.path)
     except FileNotFoundError:
         return FileCheck(entry.path, "missing from the model view")
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return FileCheck(entry.path, "is a symbolic link, or lies below one")
         return FileCheck(entry.path, f"cannot be opened ({exc.strerror})")
     try:
         info = os.fstat(fd)
