@@ -23,11 +23,11 @@ D = -121665 * pow(121666, P - 2, P) % P
 _SQRT_MINUS_ONE = pow(2, (P - 1) // 4, P)
 
 # Extended homogeneous coordinates (X, Y, Z, T), x = X/Z, y = Y/Z, x*y = T/Z.
-_Point = tuple[int, int, int, int]
-_IDENTITY: _Point = (0, 1, 1, 0)
+Point = tuple[int, int, int, int]
+IDENTITY: Point = (0, 1, 1, 0)
 
 
-def _add(p: _Point, q: _Point) -> _Point:
+def add(p: Point, q: Point) -> Point:
     # RFC 8032 §5.1.4, complete for every pair of curve points.
     x1, y1, z1, t1 = p
     x2, y2, z2, t2 = q
@@ -39,22 +39,22 @@ def _add(p: _Point, q: _Point) -> _Point:
     return (e * f % P, g * h % P, f * g % P, e * h % P)
 
 
-def _multiply(scalar: int, point: _Point) -> _Point:
-    result = _IDENTITY
+def multiply(scalar: int, point: Point) -> Point:
+    result = IDENTITY
     while scalar:
         if scalar & 1:
-            result = _add(result, point)
-        point = _add(point, point)
+            result = add(result, point)
+        point = add(point, point)
         scalar >>= 1
     return result
 
 
-def _is_identity(point: _Point) -> bool:
+def is_identity(point: Point) -> bool:
     x, y, z, _ = point
     return x % P == 0 and (y - z) % P == 0
 
 
-def decode_point(raw: bytes) -> _Point | None:
+def decode_point(raw: bytes) -> Point | None:
     """The point a 32-byte encoding names (RFC 8032 §5.1.3), or None.
 
     Stricter than the RFC's decoding in one place, as §9.1 says: y must be below p
@@ -82,7 +82,7 @@ def decode_point(raw: bytes) -> _Point | None:
     return (x, y, 1, x * y % P)
 
 
-def encode_point(point: _Point) -> bytes:
+def encode_point(point: Point) -> bytes:
     """The canonical 32-byte encoding of ``point``."""
     x, y, z, _ = point
     inverse = pow(z, P - 2, P)
@@ -95,7 +95,7 @@ def public_key_acceptable(raw: bytes) -> bool:
     """Whether ``raw`` is a public key §9.1 accepts: the canonical encoding of a point
     of the prime-order subgroup other than the identity (so [L]A is the identity)."""
     point = decode_point(raw)
-    return point is not None and not _is_identity(point) and _is_identity(_multiply(L, point))
+    return point is not None and not is_identity(point) and is_identity(multiply(L, point))
 
 
 def scalar_below_order(signature: bytes) -> bool:
