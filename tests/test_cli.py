@@ -233,6 +233,43 @@ def test_trust_rm_by_key_id_and_add_by_public_key(sovnet: Runner, tiny_gguf_dir:
     ]
 
 
+def _typo(key_id: str, at: int) -> str:
+    """``key_id`` with the character at ``at`` replaced by another of base32's."""
+    replacement = "A" if key_id[at] != "A" else "B"
+    return key_id[:at] + replacement + key_id[at + 1 :]
+
+
+def test_trust_add_refuses_a_mistyped_key_id_and_trusts_nothing(sovnet: Runner) -> None:
+    key = sovnet.json("key", "gen")
+    other = Runner(sovnet.state_dir.parent / "other").json("key", "gen")
+    assert len(key["key_id"].split("-")) == 9  # key show / gen print the checked form
+    before = sovnet.json("trust", "ls")
+    for typo in (_typo(other["key_id"], 0), _typo(other["key_id"], 20)):
+        result = sovnet("trust", "add", typo, "--name", "alice")
+        assert result.returncode == 4, (typo, result.stderr)
+        assert "key id check group does not match: a typo?" in result.stderr
+    assert sovnet.json("trust", "ls") == before
+    added = sovnet.json("trust", "add", other["key_id"].lower(), "--name", "alice")
+    assert added["key_id"] == other["key_id"]
+
+
+def test_trust_add_of_a_key_id_without_its_check_group_says_what_to_give(
+    sovnet_with_key: Runner,
+) -> None:
+    other = Runner(sovnet_with_key.state_dir.parent / "other").json("key", "gen")
+    short = "-".join(other["key_id"].split("-")[:8])
+    result = sovnet_with_key("trust", "add", short, "--name", "alice")
+    assert result.returncode == 4, result.stderr
+    assert "no check group" in result.stderr
+    assert "sovnet key show" in result.stderr and "ed25519:" in result.stderr
+    assert [k["name"] for k in sovnet_with_key.json("trust", "ls")] == ["this node"]
+    # A trust file written before the check group keeps working, and `trust rm` of
+    # the 8-group form (as such a file or an older sovnet shows it) still finds the key.
+    sovnet_with_key.json("trust", "add", other["public_key"], "--name", "alice")
+    assert sovnet_with_key("trust", "rm", short).returncode == 0
+    assert [k["name"] for k in sovnet_with_key.json("trust", "ls")] == ["this node"]
+
+
 def test_trust_rm_of_unknown_name_exits_3(sovnet_with_key: Runner) -> None:
     result = sovnet_with_key("trust", "rm", "nobody")
     assert result.returncode == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import blake3
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -30,16 +31,82 @@ def test_a_flipped_signature_bit_fails() -> None:
     assert not ALICE.public_key.verify(CID_A, bad)
 
 
-def test_key_id_is_grouped_base32_and_parses_loosely() -> None:
+def test_key_id_is_grouped_base32_with_a_check_group_and_parses_loosely() -> None:
     key_id = ALICE.public_key.key_id
     text = str(key_id)
-    assert len(text.split("-")) == 8 and all(len(g) == 4 for g in text.split("-"))
+    assert len(text.split("-")) == 9 and all(len(g) == 4 for g in text.split("-"))
+    assert text.startswith(key_id.short() + "-")
     assert KeyId.parse(text) == key_id
     assert KeyId.parse(text.lower().replace("-", " ")) == key_id
+    assert KeyId.parse_checked(text) == key_id
     assert ALICE.public_key.key_id != BOB.public_key.key_id
 
 
-@pytest.mark.parametrize("text", ["", "ABCD", "0" * 32, "ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ23-456"])
+def test_the_check_group_is_the_spec_s_blake3_of_the_20_bytes() -> None:
+    # docs/spec.md §8, computed here from its words, not from KeyId's code.
+    key_id = ALICE.public_key.key_id
+    digest = blake3.blake3(b"sovnet key id check v1\x00" + key_id.raw).digest()
+    bits = int.from_bytes(digest[:3], "big") >> 4  # the first 20 bits
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    check = "".join(alphabet[(bits >> shift) & 31] for shift in (15, 10, 5, 0))
+    assert str(key_id).rsplit("-", 1)[1] == check
+
+
+def test_the_8_group_form_of_files_before_the_check_still_reads() -> None:
+    key_id = ALICE.public_key.key_id
+    short = key_id.short()
+    assert len(short.split("-")) == 8
+    assert KeyId.parse(short) == key_id
+    # ...but a person typing a key id must give the check group.
+    with pytest.raises(InvalidKeyError, match="no check group") as info:
+        KeyId.parse_checked(short)
+    assert "9th group" in (info.value.hint or "") and "ed25519:" in (info.value.hint or "")
+
+
+def _typos(text: str) -> list[str]:
+    """Every single-character substitution and adjacent transposition of a key id."""
+    chars = [c for c in text if c != "-"]
+    out = []
+    for i, c in enumerate(chars):
+        for other in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567":
+            if other != c:
+                out.append("".join([*chars[:i], other, *chars[i + 1 :]]))
+    for i in range(len(chars) - 1):
+        if chars[i] != chars[i + 1]:
+            swapped = chars.copy()
+            swapped[i], swapped[i + 1] = swapped[i + 1], swapped[i]
+            out.append("".join(swapped))
+    return out
+
+
+@pytest.mark.parametrize("key", [ALICE, BOB], ids=["alice", "bob"])
+def test_every_single_typo_of_a_key_id_is_refused(key: PrivateKey) -> None:
+    # A 20-bit check misses a given typo with probability 2^-20: over these ~1,150
+    # typos of two fixed keys, none is missed (a fixed outcome, not a flaky one).
+    typos = _typos(str(key.public_key.key_id))
+    assert len(typos) > 36 * 31
+    for typo in typos:
+        with pytest.raises(InvalidKeyError, match="check group does not match: a typo"):
+            KeyId.parse(typo)
+
+
+def test_key_id_order_and_equality_are_the_raw_bytes() -> None:
+    a, b = ALICE.public_key.key_id, BOB.public_key.key_id
+    assert (a < b) == (a.raw < b.raw)
+    assert KeyId(a.raw) == a and hash(KeyId(a.raw)) == hash(a)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "ABCD",
+        "0" * 32,
+        "ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ23-456",
+        "ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ23-4567-AB",  # a check group cut short
+        "ABCD-EFGH-IJKL-MNOP-QRST-UVWX-YZ23-4567-ABCD-EFGH",
+    ],
+)
 def test_bad_key_ids_are_refused(text: str) -> None:
     with pytest.raises(InvalidKeyError):
         KeyId.parse(text)

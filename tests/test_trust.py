@@ -7,7 +7,13 @@ import pytest
 from sovnet.core.cid import CID
 from sovnet.core.manifest import FileEntry, Manifest
 from sovnet.core.signing import PrivateKey, SignatureBundle
-from sovnet.errors import IntegrityError, ManifestFormatError, NotFoundError, TrustError
+from sovnet.errors import (
+    IntegrityError,
+    InvalidKeyError,
+    ManifestFormatError,
+    NotFoundError,
+    TrustError,
+)
 from sovnet.formats.fileformat import FileFormat
 from sovnet.trust.gate import open_manifest
 from sovnet.trust.keys import TrustedKey, TrustStore, parse_key_reference
@@ -92,3 +98,30 @@ def test_trusting_by_key_id_alone_is_enough_to_trust_signatures() -> None:
     assert public is None
     opened = open_manifest(CID_, RAW, _bundle(PUBLISHER), TrustStore((TrustedKey(key_id, "acme"),)))
     assert opened.trusted
+
+
+def test_a_typed_key_id_must_carry_its_check_group() -> None:
+    key_id = PUBLISHER.public_key.key_id
+    assert parse_key_reference(str(key_id), typed=True) == (key_id, None)
+    assert parse_key_reference(str(PUBLISHER.public_key), typed=True) == (
+        key_id,
+        PUBLISHER.public_key,
+    )
+    with pytest.raises(InvalidKeyError, match="no check group"):
+        parse_key_reference(key_id.short(), typed=True)
+    # Where nothing new is trusted (trust rm, files), the 8-group form still reads.
+    assert parse_key_reference(key_id.short()) == (key_id, None)
+
+
+def test_the_trust_file_keeps_the_8_group_form_and_reads_either() -> None:
+    data = TRUSTED.to_bytes()
+    short = PUBLISHER.public_key.key_id.short()
+    # Unchanged from before the check group: an older sovnet still reads this file.
+    assert f'"key_id":"{short}"'.encode() in data
+    assert TrustStore.from_bytes(data) == TRUSTED
+    checked = data.replace(short.encode(), str(PUBLISHER.public_key.key_id).encode())
+    assert TrustStore.from_bytes(checked) == TRUSTED
+    typo = short[:3] + ("A" if short[3] != "A" else "B")
+    mistyped = checked.replace(short[:4].encode(), typo.encode(), 1)
+    with pytest.raises(InvalidKeyError, match="a typo"):
+        TrustStore.from_bytes(mistyped)

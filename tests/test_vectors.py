@@ -34,7 +34,8 @@ def test_publishing_the_vector_model_reproduces_cid_manifest_and_signature(
     expected = _expected(version)
     key = PrivateKey.from_seed(bytes.fromhex(expected["key_seed_hex"]))
     assert str(key.public_key) == expected["public_key"]
-    assert str(key.public_key.key_id) == expected["key_id"]
+    # The v1 vector has the 8-group text form of key ids, from before the check group.
+    assert key.public_key.key_id.short() == expected["key_id"]
     store = Store(tmp_path / "state").init()
     result = publish(
         store,

@@ -66,11 +66,15 @@ def trust() -> None:
 @json_option
 @pass_context
 def trust_add(ctx: Context, key_ref: str, name: str, as_json: bool) -> None:
-    """Trust a publisher key: its signatures make manifests trusted here."""
+    """Trust a publisher key: its signatures make manifests trusted here.
+
+    KEY_ID_OR_PUBLIC_KEY is the key id as `sovnet key show` prints it (9 groups of
+    4; the last is a check, so a typo is refused) or the public key ed25519:HEX.
+    """
     from sovnet.trust.keys import TrustedKey, check_name, parse_key_reference
 
     _use_json(ctx, as_json)
-    key_id, public = parse_key_reference(key_ref)
+    key_id, public = parse_key_reference(key_ref, typed=True)
     entry = TrustedKey(key_id, check_name(name), public)
     ctx.node_files().update_trust(lambda store: store.with_key(entry))
     if as_json:

@@ -9,7 +9,9 @@ Signatures live beside a manifest in a :class:`SignatureBundle`, one per key, so
 several publishers or mirrors can co-sign one CID without touching its bytes.
 
 A :class:`KeyId` is a short fingerprint of a public key meant to be read aloud and
-compared: 160 bits of BLAKE3, 32 base32 characters in groups of four.
+compared: 160 bits of BLAKE3, 32 base32 characters in groups of four, and a ninth
+group that is a check of the other eight, so a key id typed with a typo is refused
+instead of naming some other key.
 
 Pure: no I/O. Key files are read and written by keyfiles.py.
 """
@@ -32,6 +34,8 @@ from sovnet.errors import InvalidCIDError, InvalidKeyError, ManifestFormatError
 SIGNATURE_DOMAIN = b"sovnet manifest signature v1\x00"
 KEY_ID_DOMAIN = b"sovnet key id v1\x00"
 KEY_ID_BYTES = 20
+KEY_ID_CHECK_DOMAIN = b"sovnet key id check v1\x00"
+KEY_ID_CHECK_CHARS = 4
 PUBLIC_KEY_PREFIX = "ed25519:"
 BUNDLE_VERSION = 1
 MAX_BUNDLE_BYTES = 1024 * 1024
@@ -46,7 +50,8 @@ def signed_message(cid: CID) -> bytes:
 
 @dataclass(frozen=True, order=True)
 class KeyId:
-    """Fingerprint of a publisher key, e.g. ``ABCD-EFGH-…`` (8 groups of 4)."""
+    """Fingerprint of a publisher key, e.g. ``ABCD-EFGH-…-WXYZ`` (8 groups of 4, and a
+    ninth, the check group; docs/spec.md §8). Equality and order are the raw bytes'."""
 
     raw: bytes
 
@@ -56,18 +61,52 @@ class KeyId:
 
     @classmethod
     def parse(cls, text: str) -> KeyId:
-        """Accept the grouped form, in any case, with or without dashes and spaces."""
+        """Accept the checked form (9 groups) or the form of files written before the
+        check existed (8 groups), in any case, with or without dashes and spaces. A
+        check group that does not match is refused."""
         compact = re.sub(r"[\s-]", "", text).upper()
-        if len(compact) != 32 or not re.fullmatch(r"[A-Z2-7]{32}", compact):
+        if len(compact) not in (32, 32 + KEY_ID_CHECK_CHARS) or not re.fullmatch(
+            r"[A-Z2-7]+", compact
+        ):
             raise InvalidKeyError(
                 f"{text!r} is not a key id",
-                hint="a key id is 32 base32 characters in groups of four: ABCD-EFGH-…",
+                hint="a key id is 9 groups of four base32 characters, ABCD-EFGH-…, "
+                "as `sovnet key show` prints it",
             )
-        return cls(base64.b32decode(compact))
+        key_id = cls(base64.b32decode(compact[:32]))
+        if len(compact) > 32 and compact[32:] != key_id.check_group():
+            raise InvalidKeyError(
+                f"key id check group does not match: a typo? ({text.strip()})",
+                hint="compare it with its owner's `sovnet key show` again, character by character",
+            )
+        return key_id
 
-    def __str__(self) -> str:
+    @classmethod
+    def parse_checked(cls, text: str) -> KeyId:
+        """A key id a person typed: only the checked form, so a typo cannot name another key."""
+        compact = re.sub(r"[\s-]", "", text)
+        if len(compact) == 32 and re.fullmatch(r"[A-Za-z2-7]+", compact):
+            raise InvalidKeyError(
+                f"{text.strip()!r} has no check group: a typo in it could not be caught",
+                hint="give the key id with its 9th group, as `sovnet key show` prints it "
+                "(ABCD-EFGH-…, 9 groups of 4), or the full public key ed25519:<64 hex digits>",
+            )
+        return cls.parse(text)
+
+    def check_group(self) -> str:
+        """The 4 check characters: the first 20 bits of a domain-separated BLAKE3 of the
+        20 bytes, in base32 (§8)."""
+        digest = blake3.blake3(KEY_ID_CHECK_DOMAIN + self.raw).digest()
+        return base64.b32encode(digest[:5]).decode("ascii")[:KEY_ID_CHECK_CHARS]
+
+    def short(self) -> str:
+        """The 8-group form without the check group: what trust files hold, and what
+        sovnet printed before the check existed (the v1 test vectors)."""
         text = base64.b32encode(self.raw).decode("ascii")
         return "-".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+    def __str__(self) -> str:
+        return f"{self.short()}-{self.check_group()}"
 
 
 @dataclass(frozen=True)

@@ -42,13 +42,15 @@ def check_name(name: str) -> str:
     return name
 
 
-def parse_key_reference(text: str) -> tuple[KeyId, PublicKey | None]:
-    """A key id or a public key, as a person would paste either."""
+def parse_key_reference(text: str, *, typed: bool = False) -> tuple[KeyId, PublicKey | None]:
+    """A key id or a public key, as a person would paste either. A ``typed`` key id
+    (``trust add``) must carry its check group, so that a typo is refused rather than
+    trusting some other key; ids without one are still read where nothing new is trusted."""
     stripped = text.strip()
     if stripped.startswith("ed25519:") or len(stripped) == 64:
         public_key = PublicKey.parse(stripped)
         return public_key.key_id, public_key
-    return KeyId.parse(stripped), None
+    return (KeyId.parse_checked(stripped) if typed else KeyId.parse(stripped)), None
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ class TrustStore:
             {
                 "keys": [
                     {
-                        "key_id": str(k.key_id),
+                        # The 8-group form: the file stays as sovnet wrote it before
+                        # key ids had a check group, so older versions still read it.
+                        "key_id": k.key_id.short(),
                         "name": k.name,
                         "public_key": None if k.public_key is None else str(k.public_key),
                     }
