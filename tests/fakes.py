@@ -31,6 +31,7 @@ from sovnet.net.swarm import (
     ResumeSaved,
     SwarmEvent,
     TransferStatus,
+    VerifiedDownload,
 )
 
 BLOCK = 64 * 1024
@@ -135,8 +136,10 @@ class FakeSwarm:
         self._events.put_nowait(ResumeSaved(info_hash, self._resume(download)))
         return True
 
-    async def verified_leaves(self, info_hash: bytes, spec: TorrentSpec) -> dict[int, list[bytes]]:
-        return {}  # the fetch then hashes every file in full
+    async def verified_download(self, info_hash: bytes, spec: TorrentSpec) -> VerifiedDownload:
+        download = self._downloads.get(info_hash)
+        resume = self._resume(download) if download is not None else None
+        return VerifiedDownload({}, resume)  # no leaves: the fetch hashes every file in full
 
     def statuses(self) -> Mapping[bytes, TransferStatus]:
         found = {h: self._status(h, d) for h, d in self._downloads.items()}

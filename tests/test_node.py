@@ -10,6 +10,9 @@ import asyncio
 import datetime
 import os
 import shutil
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,3 +302,93 @@ async def test_a_commit_cut_short_by_a_crash_completes_without_downloading_again
     [ended] = b.status().recent_fetches
     assert ended.downloaded == 0
     assert b.store.has(cid) and sorted(p.name for p in (state / "blobs").iterdir()) == blobs
+
+
+# The commit's steps that change the disk: each os call below is one. A child
+# process dies (os._exit, as kill -9: no clean-up runs) at the Nth of them. A
+# fresh interpreter, not a fork: this test process has threads (a fork's child
+# can inherit a lock some thread held, and wait on it for ever).
+_COMMIT_DYING = """
+import os, sys
+from pathlib import Path
+from sovnet.core import torrent
+from sovnet.core.cid import CID
+from sovnet.store.keyfiles import NodeFiles
+from sovnet.store.networkfiles import NetworkFiles
+from sovnet.store.partial import PartialDownload
+from sovnet.store.store import Store
+
+state, cid, step = Path(sys.argv[1]), CID.parse(sys.argv[2]), int(sys.argv[3])
+count = 0
+
+def dying(real):
+    def call(*args, **kwargs):
+        global count
+        count += 1
+        if count == step:
+            os._exit(9)
+        return real(*args, **kwargs)
+    return call
+
+for name in ("replace", "rename", "link", "unlink", "rmdir", "mkdir", "chmod"):
+    setattr(os, name, dying(getattr(os, name)))
+partial = PartialDownload(Store(state), cid)
+opened, bundle = partial.accepted(NodeFiles(state).load_trust())
+spec = torrent.derive(cid, opened.manifest, NetworkFiles(state).ca_pem())
+verified = partial.verify(spec.files, (), opened.manifest.piece_size, {})
+partial.commit(opened, bundle, verified)
+"""
+
+
+def _commit_dying_at(state: Path, cid: CID, step: int) -> bool:
+    """Verify and commit the download in ``state``'s partial/ in a child process that
+    dies at its ``step``-th change to the disk; whether it died (False: the commit
+    had fewer steps and finished)."""
+    child = subprocess.run(
+        [sys.executable, "-c", _COMMIT_DYING, str(state), str(cid), str(step)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode in (0, 9), child.stderr
+    return child.returncode == 9
+
+
+@pytest.mark.parametrize("step", range(1, 40, 2))
+async def test_kill_9_at_any_step_of_the_commit_loses_no_download(
+    cluster: Cluster, tmp_path: Path, step: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, cid = await two_nodes(cluster, tmp_path)
+    state = b.store.root
+    # The fetch runs to the moment its commit starts, and stops there: the disk holds
+    # what a fetch leaves for its commit (verified files, their resume data).
+    reached, release = threading.Event(), threading.Event()
+
+    def stop_before(*args: object) -> None:
+        reached.set()
+        release.wait(30)
+        raise RuntimeError("the node stopped before its commit")
+
+    monkeypatch.setattr(PartialDownload, "commit", stop_before)
+    fetch = asyncio.create_task(b.fetch(cid, [], lambda event: None))
+    await _until(reached.is_set, timeout=10)
+    await cluster.stop(b)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await fetch
+    monkeypatch.undo()
+    opened = PartialDownload(Store(state), cid).accepted(NodeFiles(state).load_trust())
+    assert opened is not None
+    manifest = opened[0].manifest
+    files = {e.blake3: (a.store.model_dir(cid) / e.path).read_bytes() for e in manifest.files}
+
+    died = _commit_dying_at(state, cid, step)
+
+    b = await cluster.start(state, control(a))
+    await _until(lambda: b.store.has(cid) and not b.status().fetches, timeout=10)
+    downloaded = sum(f.downloaded for f in b.status().recent_fetches)
+    assert downloaded <= manifest.total_size // 10, (step, died, downloaded)
+    for entry in manifest.files:
+        assert (b.store.model_dir(cid) / entry.path).read_bytes() == files[entry.blake3]
+    assert b.seeder.is_seeding(cid)
+    assert not (b.store.partial / str(cid)).exists()

@@ -63,7 +63,7 @@ from sovnet.daemon.supervisor import Supervisor
 from sovnet.errors import FetchCancelledError, InternalError, SovnetError, TransferError
 from sovnet.net.control import PeerQueries
 from sovnet.net.peerbook import PeerBook
-from sovnet.net.swarm import ResumeSaved, Swarm, SwarmEvent
+from sovnet.net.swarm import ResumeSaved, Swarm, SwarmEvent, VerifiedDownload
 from sovnet.store import diskspace
 from sovnet.store.partial import PartialDownload
 from sovnet.store.store import Store
@@ -323,10 +323,10 @@ class Fetcher:
         skip = self._already_here(spec.files)
         wanted = sum(f.size for k, f in enumerate(spec.files) if k not in skip)
         downloaded = 0
-        leaves: dict[int, list[bytes]] = {}
+        ended = VerifiedDownload({}, None)
         if wanted:
             await asyncio.to_thread(self._check_room, fetch, skip, wanted, partial)
-            downloaded, leaves = await self._download(fetch, spec, skip, wanted, partial)
+            downloaded, ended = await self._download(fetch, spec, skip, wanted, partial)
             # Only once the swarm has let go of the torrent are its writes all done:
             # checked while it still held them, a just-finished file sometimes read
             # other bytes than the ones libtorrent had verified.
@@ -334,8 +334,12 @@ class Fetcher:
         checking = [f for k, f in enumerate(spec.files) if k not in skip]
         fetch.emit(FetchVerifying(len(checking), sum(f.size for f in checking)))
         verified = await asyncio.to_thread(
-            partial.verify, spec.files, skip, manifest.piece_size, leaves
+            partial.verify, spec.files, skip, manifest.piece_size, ended.leaves
         )
+        if ended.resume is not None:
+            # Every file is verified and durable: say so in the resume file, so that a
+            # crash during the commit downloads nothing again.
+            await asyncio.to_thread(partial.keep_resume, ended.resume, synced=True)
         await asyncio.to_thread(partial.commit, opened, fetch.accepted.bundle, verified)
         await self._seeder.seed(fetch.cid)
         return self._result(fetch.cid, manifest, already=False, downloaded=downloaded)
@@ -377,9 +381,9 @@ class Fetcher:
         skip: set[int],
         wanted: int,
         partial: PartialDownload,
-    ) -> tuple[int, dict[int, list[bytes]]]:
-        """Download what is wanted; the bytes received, and the leaf hashes the swarm
-        checked them against."""
+    ) -> tuple[int, VerifiedDownload]:
+        """Download what is wanted; the bytes received, the leaf hashes the swarm
+        checked them against and its final resume data."""
         paths = await asyncio.to_thread(partial.file_paths, len(spec.files))
         resume_data = await asyncio.to_thread(partial.resume_data)
         fetch.resume = ResumeWriter(partial, self._supervisor.spawn)
@@ -435,8 +439,9 @@ class Fetcher:
         # is written).
         await fetch.resume.close()
         status = await self._swarm.status_now(spec.info_hash)
-        leaves = await self._swarm.verified_leaves(spec.info_hash, spec)
-        return (status.session_downloaded if status else 0), leaves
+        return (status.session_downloaded if status else 0), await self._swarm.verified_download(
+            spec.info_hash, spec
+        )
 
     def _result(
         self, cid: CID, manifest: Manifest, *, already: bool, downloaded: int

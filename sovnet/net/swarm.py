@@ -78,6 +78,16 @@ class TorrentFailed:
     disk_full: bool = False  # the disk had no room for a write (ENOSPC)
 
 
+@dataclass(frozen=True)
+class VerifiedDownload:
+    """What a finished download leaves: the leaves the swarm checked each file's blocks
+    against (files it kept none of are left out), and resume data saying every
+    piece is here (None if the swarm could not make it)."""
+
+    leaves: dict[int, list[bytes]]
+    resume: bytes | None
+
+
 SwarmEvent = Finished | ResumeSaved | HashFailed | PeerBanned | TorrentFailed
 
 
@@ -123,10 +133,10 @@ class Swarm(Protocol):
         way (or the torrent is not here)."""
         ...
 
-    async def verified_leaves(self, info_hash: bytes, spec: TorrentSpec) -> dict[int, list[bytes]]:
-        """For a finished download: by file of ``spec``, the SHA-256 leaf hashes the
-        swarm checked every block against (files it kept no leaves of are left out).
-        The files are complete only once the torrent is removed."""
+    async def verified_download(self, info_hash: bytes, spec: TorrentSpec) -> VerifiedDownload:
+        """For a finished download: its final resume data and, by file of ``spec``, the
+        SHA-256 leaf hashes the swarm checked every block against. The files are
+        complete only once the torrent is removed."""
         ...
 
     def statuses(self) -> Mapping[bytes, TransferStatus]:

@@ -15,6 +15,7 @@ Blocking (file I/O, hashing): callers in asyncio run these methods in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -123,13 +124,14 @@ class PartialDownload:
         except FileNotFoundError:
             return None
 
-    def keep_resume(self, data: bytes) -> bool:
-        """Make the downloaded files durable, then write ``data`` as the resume file
-        (resume data must never claim pieces a power loss would lose); False if the
-        download is gone meanwhile (committed or removed)."""
+    def keep_resume(self, data: bytes, *, synced: bool = False) -> bool:
+        """Make the downloaded files durable (unless ``synced`` says they are), then
+        write ``data`` as the resume file (resume data must never claim pieces a power
+        loss would lose); False if the download is gone meanwhile (committed or
+        removed)."""
         files = self.path / "files"
         try:
-            names = sorted(os.listdir(files))
+            names = [] if synced else sorted(os.listdir(files))
         except FileNotFoundError:
             return False
         try:
@@ -157,6 +159,10 @@ class PartialDownload:
         (self.path / "failed").unlink(missing_ok=True)
 
     def remove(self) -> None:
+        # The manifest first: a download without one is not resumed, and the store's
+        # repair deletes what a crash left of it.
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            (self.path / "manifest").unlink()
         shutil.rmtree(self.path, ignore_errors=True)
 
     # -- verify and commit -------------------------------------------------------------------

@@ -22,6 +22,7 @@ every name appears atomically. Every path derived from a manifest goes through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -258,6 +259,8 @@ class Store:
         fsync_dir(self.manifests)
         self.bundle_path(cid).unlink(missing_ok=True)
         shutil.rmtree(self.model_dir(cid), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            (self.partial / str(cid) / "manifest").unlink()  # not resumed, if cut short
         shutil.rmtree(self.partial / str(cid), ignore_errors=True)
         freed, count = 0, 0
         if manifest is not None:
@@ -297,6 +300,11 @@ class Store:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
+        for download in list(self.partial.iterdir()) if self.partial.is_dir() else []:
+            # A download whose manifest is gone is the rest of one being removed (a
+            # commit's last step, or `rm`), cut short: nothing can resume it.
+            if not (download / "manifest").is_file():
+                shutil.rmtree(download, ignore_errors=True)
         committed = {str(c) for c in self.cids()}
         for view in list(self.models.iterdir()) if self.models.is_dir() else []:
             if view.name not in committed:

@@ -44,6 +44,7 @@ from sovnet.net.swarm import (
     SwarmSettings,
     TorrentFailed,
     TransferStatus,
+    VerifiedDownload,
 )
 
 log = logging.getLogger("sovnet.net.swarm")
@@ -245,10 +246,10 @@ class LibtorrentSwarm:
         torrent.handle.save_resume_data(lt.torrent_handle.flush_disk_cache)
         return True
 
-    async def verified_leaves(self, info_hash: bytes, spec: TorrentSpec) -> dict[int, list[bytes]]:
+    async def verified_download(self, info_hash: bytes, spec: TorrentSpec) -> VerifiedDownload:
         torrent = self._torrents.get(info_hash)
         if torrent is None or info_hash in self._pending.trees:
-            return {}
+            return VerifiedDownload({}, None)
         # A periodic save may be under way: its alert must not be taken for ours.
         for _ in range(100):
             if info_hash not in self._pending.resume:
@@ -261,10 +262,12 @@ class LibtorrentSwarm:
             data = await asyncio.wait_for(future, 30)
         except TimeoutError:
             log.warning("libtorrent did not hand over the hashes of %s", info_hash.hex()[:16])
-            return {}
+            return VerifiedDownload({}, None)
         finally:
             self._pending.trees.pop(info_hash, None)
-        return leaves_from_resume(data, torrent.indexes, spec) if data else {}
+        if data is None:
+            return VerifiedDownload({}, None)
+        return VerifiedDownload(leaves_from_resume(data, torrent.indexes, spec), data)
 
     def statuses(self) -> Mapping[bytes, TransferStatus]:
         return {key: t.status for key, t in self._torrents.items() if t.status is not None}
