@@ -320,9 +320,9 @@ def test_a_chat_template_llama_cpp_python_cannot_compile_is_exit_10(
     for args in (["-p", PROMPT], ["-p", PROMPT, "--chat"]):
         done = sovnet_with_key("run", "acme/template", *args, "-n", "4")
         assert done.returncode == 10, done.stderr
-        assert "the chat template of sovnet-tiny.gguf is not one llama-cpp-python can use" in (
-            done.stderr
-        )
+        [line] = [line for line in done.stderr.splitlines() if line.startswith("sovnet: error:")]
+        assert line.startswith("sovnet: error: the chat template of acme/template (")
+        assert "is not one llama-cpp-python can use" in line
         assert "Traceback" not in done.stderr
 
 

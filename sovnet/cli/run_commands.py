@@ -171,10 +171,8 @@ def _admit_and_hand_over(
             pending.close()
         _say_rehashed(admission.rehashed)
         label = f"{admission.label} ({admission.cid})"
-        if isinstance(task, Serve):
+        if isinstance(task, Serve):  # the child says "Serving" once it has the port
             task = dataclasses.replace(task, alias=admission.name)
-            say(f"Serving {label} on http://{task.host}:{task.port}/v1")
-            say(f'  clients name the model "{admission.name}"; Ctrl-C stops the server')
         n_ctx = context_size(ctx_size, admission.context_length)
         job = Job(admission.entry_path, label, n_ctx, verbose, task)
         code = child.run(job)

@@ -328,9 +328,14 @@ def _child_main(job_fd: int, report_fd: int, parent: int) -> int:
     die_with(parent)
     # Nothing is imported from wherever the user happens to run `sovnet run`.
     sys.path[:] = [entry for entry in sys.path if entry not in ("", os.getcwd())]
+    templates = None
     try:
         from sovnet.run import runner
+        from sovnet.run.template_budget import TemplateRenderer
 
+        # Chat templates are rendered in processes forked from this one's renderer: fork
+        # it now, while this process has one thread (numpy's import starts another).
+        templates = TemplateRenderer.start()
         runner.prewarm()
         with os.fdopen(job_fd, "rb") as source:
             data = source.read()
@@ -339,7 +344,7 @@ def _child_main(job_fd: int, report_fd: int, parent: int) -> int:
         job = Job.from_bytes(data)
         if not job.verbose:
             os.environ["GGML_NO_BACKTRACE"] = "1"  # ggml's abort would run gdb on the terminal
-        runner.execute(job)
+        runner.execute(job, templates)
         return 0
     except KeyboardInterrupt:
         return 130
@@ -355,6 +360,9 @@ def _child_main(job_fd: int, report_fd: int, parent: int) -> int:
             ).to_json()
         }
         code = InternalError.exit_code
+    finally:
+        if templates is not None:
+            templates.close()
     with contextlib.suppress(OSError):
         _write_all(report_fd, json.dumps(report).encode())
     return code

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
-from sovnet.errors import InvalidInputError, RunnerError, quoted
-from sovnet.run.llama_process import DEFAULT_CONTEXT, Generate, Job
+from sovnet.errors import InvalidInputError, RunnerError
+from sovnet.run.llama_process import DEFAULT_CONTEXT, Generate, Job, Serve
+from sovnet.run.template_budget import ChatTemplateError, TemplateRenderer
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -48,14 +49,21 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _INSTALL_HINT = "install it with `pip install 'sovnet[run]'`"
 
 
-def execute(job: Job) -> None:
-    """Load the job's model and do what it says, until done (or stopped)."""
+def execute(job: Job, templates: TemplateRenderer) -> None:
+    """Load the job's model and do what it says, until done (or stopped). Its chat
+    templates are rendered by ``templates`` (template_budget.py), under a budget."""
     if not isinstance(job.task, Generate):
-        task = job.task
-        serve(job.model, alias=task.alias, host=task.host, port=task.port, n_ctx=job.n_ctx)
+        serve(job.model, templates, label=job.label, task=job.task, n_ctx=job.n_ctx)
         return
     generate = job.task
-    llm = load(job.model, n_ctx=job.n_ctx, seed=generate.seed, verbose=job.verbose)
+    llm = load(
+        job.model,
+        templates,
+        label=job.label,
+        n_ctx=job.n_ctx,
+        seed=generate.seed,
+        verbose=job.verbose,
+    )
     out = Output(sys.stdout)
     try:
         if generate.prompt is not None:
@@ -96,21 +104,28 @@ def prewarm() -> None:
 
 
 def load(
-    path: Path, *, n_ctx: int = DEFAULT_CONTEXT, seed: int | None = None, verbose: bool = False
+    path: Path,
+    templates: TemplateRenderer,
+    *,
+    label: str,
+    n_ctx: int = DEFAULT_CONTEXT,
+    seed: int | None = None,
+    verbose: bool = False,
 ) -> Llama:
-    """Load an admitted GGUF file (the first split of a split model)."""
+    """Load an admitted GGUF file (the first split of a split model); ``label`` names
+    the model in errors. Its chat templates are compiled by ``templates``, as it loads."""
     try:
         import llama_cpp
     except ImportError as exc:
         raise RunnerError(
             f"llama-cpp-python is not installed ({exc.name} is missing)", hint=_INSTALL_HINT
         ) from exc
-    from jinja2 import TemplateError  # llama-cpp-python's dependency: here once it is there
 
     try:
-        if seed is None:
-            return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=verbose)
-        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, seed=seed, verbose=verbose)
+        with budgeted_templates(templates, label):
+            if seed is None:
+                return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=verbose)
+            return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, seed=seed, verbose=verbose)
     except ValueError as exc:
         if "llama_context" in str(exc):
             hint = (
@@ -123,12 +138,58 @@ def load(
                 "or quantisation (run with --verbose to see llama.cpp's log)"
             )
         raise RunnerError(f"llama.cpp could not load {path.name}: {exc}", hint=hint) from exc
-    except TemplateError as exc:  # the model's chat template, compiled as it loads
-        raise RunnerError(
-            f"the chat template of {path.name} is not one llama-cpp-python can use: "
-            f"{quoted(str(exc))}",
-            hint="the publisher's template (tokenizer.chat_template) is broken",
-        ) from exc
+
+
+@contextlib.contextmanager
+def budgeted_templates(templates: TemplateRenderer, label: str) -> Iterator[None]:
+    """While llama-cpp-python loads a model, the chat formatter it makes of each of its
+    templates compiles and renders it in ``templates``' processes, under their budget,
+    never in this one (template_budget.py says why). It looks the class up on its module
+    as it loads, so the swap reaches those formatters; this process loads nothing else."""
+    from llama_cpp import llama_chat_format
+
+    original: Any = llama_chat_format.Jinja2ChatFormatter
+
+    class BudgetedChatFormatter(original):  # type: ignore[misc]  # llama_cpp: untyped
+        def __init__(
+            self,
+            template: str,
+            eos_token: str,
+            bos_token: str,
+            add_generation_prompt: bool = True,
+            stop_token_ids: list[int] | None = None,
+        ) -> None:
+            # Not the original's __init__: it compiles the template here, without a bound.
+            self.template = template
+            self.eos_token = eos_token
+            self.bos_token = bos_token
+            self.add_generation_prompt = add_generation_prompt
+            self.stop_token_ids = set(stop_token_ids) if stop_token_ids is not None else None
+            templates.check(template, label)
+            # The original's __call__ renders with self._environment.render(**variables).
+            self._environment = _RemoteTemplate(templates, template, label)
+
+    llama_chat_format.Jinja2ChatFormatter = BudgetedChatFormatter  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        llama_chat_format.Jinja2ChatFormatter = original  # type: ignore[misc]
+
+
+class _RemoteTemplate:
+    """A compiled template as Jinja2ChatFormatter uses one, rendered by the renderer."""
+
+    # Functions the formatter hands the template: the renderer has its own.
+    _ITS_OWN = frozenset({"raise_exception", "strftime_now"})
+
+    def __init__(self, templates: TemplateRenderer, source: str, label: str) -> None:
+        self._templates = templates
+        self._source = source
+        self._label = label
+
+    def render(self, **variables: Any) -> str:
+        values = {k: v for k, v in variables.items() if k not in self._ITS_OWN}
+        return self._templates.render(self._source, self._label, values)
 
 
 class Output:
@@ -160,22 +221,15 @@ def complete(llm: Llama, prompt: str, out: Output, *, max_tokens: int) -> str:
 
 
 def chat(llm: Llama, messages: list[dict[str, str]], out: Output, *, max_tokens: int) -> str:
-    """Stream the assistant's reply to ``messages`` with the model's chat template."""
-    from jinja2 import TemplateError
-
-    try:
-        stream = cast(
-            Iterator[Any],
-            llm.create_chat_completion(
-                messages=cast(Any, messages), max_tokens=max_tokens, stream=True
-            ),
-        )
-        return _pump(stream, out, lambda choice: choice.get("delta", {}).get("content"))
-    except TemplateError as exc:  # raise_exception() in the template, or a runtime error
-        raise RunnerError(
-            f"the model's chat template refused the conversation: {quoted(str(exc))}",
-            hint="run without --chat to complete plain text",
-        ) from exc
+    """Stream the assistant's reply to ``messages`` with the model's chat template;
+    ChatTemplateError when the template breaks its budget, fails or refuses."""
+    stream = cast(
+        Iterator[Any],
+        llm.create_chat_completion(
+            messages=cast(Any, messages), max_tokens=max_tokens, stream=True
+        ),
+    )
+    return _pump(stream, out, lambda choice: choice.get("delta", {}).get("content"))
 
 
 _T = TypeVar("_T")
@@ -230,7 +284,13 @@ def interactive(
             out.end_line()  # Ctrl-C stops this reply, not the session
             if use_chat and history and history[-1]["role"] == "user":
                 history.pop()
-        except (ValueError, RunnerError) as exc:  # too long for the context; the template
+        except ChatTemplateError as exc:
+            if exc.kind in ("budget", "sandbox"):
+                raise  # it would again, for every conversation: the session ends, exit 10
+            print(f"sovnet: {exc.message}", file=sys.stderr)
+            history.clear()
+            print("sovnet: the conversation was reset", file=sys.stderr)
+        except (ValueError, RunnerError) as exc:  # too long for the context
             print(f"sovnet: {getattr(exc, 'message', exc)}", file=sys.stderr)
             if use_chat:
                 history.clear()
@@ -241,8 +301,17 @@ def interactive(
                 history.pop()
 
 
-def serve(path: Path, *, alias: str, host: str, port: int, n_ctx: int = DEFAULT_CONTEXT) -> None:
-    """llama-cpp-python's OpenAI-compatible server for one admitted model, until stopped."""
+def serve(
+    path: Path,
+    templates: TemplateRenderer,
+    *,
+    label: str,
+    task: Serve,
+    n_ctx: int = DEFAULT_CONTEXT,
+) -> None:
+    """llama-cpp-python's OpenAI-compatible server for one admitted model, until stopped,
+    with what serve_app.py adds. The port is bound first: one in use fails at once."""
+    alias, host, port = task.alias, task.host, task.port
     try:
         import uvicorn
         from llama_cpp.server.app import create_app
@@ -252,6 +321,9 @@ def serve(path: Path, *, alias: str, host: str, port: int, n_ctx: int = DEFAULT_
             f"`sovnet serve` needs llama-cpp-python's server ({exc.name} is missing)",
             hint=_INSTALL_HINT,
         ) from exc
+    from sovnet.run import serve_app
+
+    sockets = serve_app.listen(host, port)
     # create_app() loads the models listed in $CONFIG_FILE instead of the ones it
     # is given: a model that never passed the gate. This process serves ours only.
     os.environ.pop("CONFIG_FILE", None)
@@ -259,8 +331,44 @@ def serve(path: Path, *, alias: str, host: str, port: int, n_ctx: int = DEFAULT_
         ModelSettings, model=str(path), model_alias=alias, n_ctx=n_ctx, verbose=False
     )
     server = explicit_settings(ServerSettings, host=host, port=port)
-    app = create_app(server_settings=server, model_settings=[model])
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    with budgeted_templates(templates, label):
+        app = create_app(server_settings=server, model_settings=[model])  # loads the model
+    serve_app.add_routes(app, alias)
+    _answer_template_errors()
+    where = f"[{host}]" if ":" in host else host
+    print(f"Serving {label} on http://{where}:{port}/v1", file=sys.stderr)
+    print(f'  clients name the model "{alias}"; Ctrl-C stops the server', file=sys.stderr)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info")
+    # Ctrl-C is how a server is stopped: uvicorn shuts down, then raises it again (its
+    # own uvicorn.run() swallows it, as here), so the stop is exit 0, not 130.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=sockets)
+
+
+def _answer_template_errors() -> None:
+    """llama-cpp-python's server words an exception as an OpenAI error by a pattern on
+    its message (its own ``RouteErrorHandler.pattern_and_formatters``), else as a 500
+    with a traceback in the log. A chat template's error gets its own words."""
+    from re import Match
+
+    from llama_cpp.server.errors import ErrorResponse, RouteErrorHandler
+
+    from sovnet.run.serve_app import ErrorAnswer, template_error
+
+    def logged(answer: ErrorAnswer) -> tuple[int, ErrorResponse]:
+        print(f"sovnet: {answer.error['message']}", file=sys.stderr)
+        return answer.status, ErrorResponse(**answer.error)  # type: ignore[typeddict-item]
+
+    def refused(body: Any, match: Match[str]) -> tuple[int, ErrorResponse]:
+        return logged(template_error(match.string, refused=True))
+
+    def failed(body: Any, match: Match[str]) -> tuple[int, ErrorResponse]:
+        return logged(template_error(match.string, refused=False))
+
+    patterns = RouteErrorHandler.pattern_and_formatters
+    # Dicts keep their order, and the first pattern that matches wins.
+    patterns[re.compile(r"^the chat template of .* refused the conversation: ")] = refused
+    patterns[re.compile(r"^the chat template of ")] = failed
 
 
 _S = TypeVar("_S", bound="BaseSettings")
