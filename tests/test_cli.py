@@ -433,10 +433,11 @@ def test_show_raw_of_unknown_cid_exits_3(sovnet_with_key: Runner) -> None:
     assert result.stdout == ""
 
 
-def test_rm_unknown_cid_on_fresh_state_dir_exits_3(sovnet: Runner) -> None:
+def test_rm_unknown_cid_on_fresh_state_dir_exits_3(sovnet: Runner, state_dir: Path) -> None:
     result = sovnet("rm", UNKNOWN_CID)
     assert result.returncode == 3, result.stderr
-    assert "not in this store" in result.stderr
+    assert f"{state_dir} is not a sovnet node" in result.stderr
+    assert not state_dir.exists()
 
 
 def test_show_raw_and_json_together_exit_4(sovnet_with_key: Runner, tiny_gguf_dir: Path):
@@ -680,3 +681,107 @@ def test_sovnetd_help_lists_its_settings(sovnet: Runner, state_dir: Path) -> Non
     for option in ("--config", "--state-dir", "--swarm-listen", "--control-listen", "--peer"):
         assert option in result.stdout
     assert not state_dir.exists()
+
+
+# -- 11. a state directory that is not a node is an error naming it ------------------
+
+
+# Every command that reads a node, with arguments that would otherwise be valid.
+READING_COMMANDS = [
+    ["ls"],
+    ["show", UNKNOWN_CID],
+    ["verify", UNKNOWN_CID],
+    ["rm", UNKNOWN_CID],
+    ["key", "show"],
+    ["trust", "ls"],
+    ["trust", "rm", "alice"],
+    ["trust", "add", "ed25519:" + "03" * 32, "--name", "alice"],
+    ["run", UNKNOWN_CID, "-p", "hi"],
+    ["export", UNKNOWN_CID, "--hf-cache", "hf"],
+    ["status"],
+    ["fetch", UNKNOWN_CID],
+    ["peers", "ls"],
+    ["network", "show"],
+]
+
+
+@pytest.mark.parametrize("command", READING_COMMANDS, ids=" ".join)
+def test_a_mistyped_state_dir_is_an_error_naming_it(
+    sovnet_with_key: Runner, tmp_path: Path, command: list[str]
+) -> None:
+    typo = tmp_path / "stat"  # the node is tmp_path / "state"
+    result = sovnet_with_key(*command, state_dir=typo)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert f"{typo} is not a sovnet node: it does not exist" in result.stderr
+    assert "--state-dir" in result.stderr  # the hint: check it, or make a node
+    assert "key gen" in result.stderr
+    assert not typo.exists()
+    if command[0] != "run":  # every other one has --json
+        as_json = sovnet_with_key(*command, "--json", state_dir=typo)
+        assert as_json.returncode == 3
+        error = json.loads(as_json.stdout)["error"]
+        assert error["code"] == "not-found" and str(typo) in error["message"]
+
+
+def test_a_directory_that_is_not_a_node_is_refused_and_left_alone(
+    sovnet: Runner, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "photos"
+    elsewhere.mkdir()
+    (elsewhere / "cat.jpg").write_bytes(b"\xff\xd8")
+    for command in (["ls"], ["key", "show"], ["trust", "ls"]):
+        result = sovnet(*command, state_dir=elsewhere)
+        assert result.returncode == 3, result.stderr
+        assert f"{elsewhere} is not a sovnet node" in result.stderr
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    result = sovnet("ls", state_dir=a_file)
+    assert result.returncode == 3
+    assert "it is not a directory" in result.stderr
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["cat.jpg"]
+
+
+def test_sovnetd_on_a_mistyped_state_dir_exits_3_and_makes_nothing(tmp_path: Path) -> None:
+    typo = tmp_path / "stat"
+    result = Runner(typo)("--state-dir", typo, program=SOVNETD)
+    assert result.returncode == 3, result.stderr
+    assert f"{typo} is not a sovnet node: it does not exist" in result.stderr
+    assert not typo.exists()
+
+
+def test_an_empty_store_names_its_state_dir(sovnet_with_key: Runner, state_dir: Path) -> None:
+    result = sovnet_with_key("ls", check=True)
+    assert f"The store is empty (state dir {state_dir})." in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["key", "gen"], ["network", "create", "lab"], ["network", "request", "-o", "node.req"]],
+    ids=" ".join,
+)
+def test_the_commands_that_start_a_node_make_one(
+    sovnet: Runner, state_dir: Path, command: list[str]
+) -> None:
+    sovnet(*command, check=True)
+    assert (state_dir / "sovnet-node").read_bytes() == b'{"sovnet_node":1}\n'
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    assert sovnet("ls").returncode == 0
+
+
+def test_a_node_made_before_the_marker_keeps_working(
+    sovnet: Runner, tiny_gguf_dir: Path, state_dir: Path
+) -> None:
+    key = sovnet.json("key", "gen")
+    cid = sovnet.publish(tiny_gguf_dir)
+    (state_dir / "sovnet-node").unlink()  # as an earlier sovnet left it
+    assert [row["cid"] for row in _ls(sovnet)] == [cid]
+    assert sovnet.json("key", "show")["key_id"] == key["key_id"]
+    assert sovnet("verify", cid).returncode == 0
+    assert not (state_dir / "sovnet-node").exists()  # reading it changed nothing
+
+
+def test_a_node_of_a_newer_format_is_refused(sovnet_with_key: Runner, state_dir: Path) -> None:
+    (state_dir / "sovnet-node").write_text('{"sovnet_node":2}\n')
+    result = sovnet_with_key("ls")
+    assert result.returncode == 7, result.stderr
+    assert "format 2" in result.stderr

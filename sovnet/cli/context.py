@@ -25,10 +25,26 @@ class Context:
     json: bool = False
 
     @property
-    def state_dir(self) -> Path:
+    def state_location(self) -> Path:
+        """Where this node's state is to be, whether or not there is a node there yet."""
         from sovnet.core.locations import state_dir
 
         return state_dir(os.environ, Path.home(), self.state_override)
+
+    @property
+    def state_dir(self) -> Path:
+        """This node's state directory, which must be a node: a mistyped --state-dir is
+        an error naming it, never taken for a new, empty node (store/nodedir.py)."""
+        from sovnet.store.nodedir import require_node
+
+        return require_node(self.state_location)
+
+    def make_node(self) -> Path:
+        """The state directory, made a node if it is not one (key gen, network create,
+        request and join: the commands that start a node)."""
+        from sovnet.store.nodedir import make_node
+
+        return make_node(self.state_location)
 
     @property
     def socket_path(self) -> Path:
@@ -36,6 +52,8 @@ class Context:
 
         if self.socket_override:
             return Path(self.socket_override).expanduser()
+        if os.environ.get("SOVNET_SOCKET"):  # a socket named apart needs no state dir
+            return default_socket(os.environ, Path.home(), self.state_location)
         return default_socket(os.environ, Path.home(), self.state_dir)
 
     def store(self) -> Store:

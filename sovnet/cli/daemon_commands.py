@@ -240,7 +240,7 @@ def network_create(
     from sovnet.store.networkfiles import NetworkFiles
 
     use_json(ctx, as_json)
-    files = NetworkFiles(ctx.state_dir)
+    files = NetworkFiles(ctx.make_node())
     membership = files.create(name, _node_name(node_name), force=force)
     if as_json:
         emit_json(_membership_json(membership, True))
@@ -264,7 +264,7 @@ def network_request(ctx: Context, node_name: str | None, output: Path | None) ->
     """
     from sovnet.store.networkfiles import NetworkFiles
 
-    request = NetworkFiles(ctx.state_dir).request(_node_name(node_name))
+    request = NetworkFiles(ctx.make_node()).request(_node_name(node_name))
     if output is None:
         sys.stdout.write(request.decode("ascii"))
         return
@@ -330,7 +330,7 @@ def network_join(ctx: Context, invite_file: Path, force: bool, as_json: bool) ->
 
     use_json(ctx, as_json)
     invite = Invite.from_bytes(invite_file.read_bytes())
-    files = NetworkFiles(ctx.state_dir)
+    files = NetworkFiles(ctx.make_node())
     membership = files.join(invite, force=force)
     daemon = ctx.daemon()
     if daemon is not None:  # peers.json is the running daemon's: it adds them

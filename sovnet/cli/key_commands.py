@@ -22,8 +22,10 @@ def key() -> None:
 @pass_context
 def key_gen(ctx: Context, force: bool, as_json: bool) -> None:
     """Create this node's publisher key (and trust it as "this node")."""
+    from sovnet.store.keyfiles import NodeFiles
+
     _use_json(ctx, as_json)
-    files = ctx.node_files()
+    files = NodeFiles(ctx.make_node())  # the one command that may start a node here
     private = files.generate_key(force=force)
     public = private.public_key
     if as_json:

@@ -160,7 +160,7 @@ def ls(ctx: Context, as_json: bool) -> None:
         emit_json(rows)
         return
     if not rows:
-        say("The store is empty. `sovnet publish PATH --name ORG/MODEL` adds a model.")
+        say(f"The store is empty (state dir {store.root}). `sovnet publish` adds a model.")
         return
     cells = []
     for row in rows:

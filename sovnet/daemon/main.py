@@ -54,6 +54,7 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
     from sovnet.daemon.supervisor import Supervisor
     from sovnet.errors import ConfigError, InternalError
     from sovnet.net.libtorrent.swarm import LibtorrentSwarm
+    from sovnet.store.nodedir import require_node
 
     env = dict(os.environ)
     path, required = config_module.config_file(env, Path.home(), config_path)
@@ -67,6 +68,10 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
     config = config_module.load(data, env, Path.home(), config_overrides, source=str(path))
     logging.getLogger().setLevel(config.log_level.upper())
+    # A mistyped --state-dir is refused before anything is made there. sovnetd never
+    # makes a node: it needs the network files that only `sovnet network create` or
+    # `join` write, and those make the node.
+    require_node(config.state_dir)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -43,7 +43,8 @@ class NodeFiles:
             data = self.key_path.read_bytes()
         except FileNotFoundError:
             raise NotFoundError(
-                "this node has no publisher key", hint="create one with `sovnet key gen`"
+                f"this node ({self.state_dir}) has no publisher key",
+                hint="create one with `sovnet key gen`",
             ) from None
         except OSError as exc:
             raise LocalStateError(f"cannot read {self.key_path}: {exc.strerror}") from exc
