@@ -756,7 +756,7 @@ def test_an_empty_store_names_its_state_dir(sovnet_with_key: Runner, state_dir: 
 
 @pytest.mark.parametrize(
     "command",
-    [["key", "gen"], ["network", "create", "lab"], ["network", "request", "-o", "node.req"]],
+    [["key", "gen"], ["network", "create", "lab"], ["network", "request"]],
     ids=" ".join,
 )
 def test_the_commands_that_start_a_node_make_one(
@@ -766,6 +766,17 @@ def test_the_commands_that_start_a_node_make_one(
     assert (state_dir / "sovnet-node").read_bytes() == b'{"sovnet_node":1}\n'
     assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
     assert sovnet("ls").returncode == 0
+
+
+def test_network_join_makes_a_node_of_a_fresh_state_dir(sovnet: Runner, tmp_path: Path) -> None:
+    owner = Runner(tmp_path / "owner")
+    owner("network", "create", "lab", check=True)
+    invite = tmp_path / "new.invite"
+    owner("network", "invite", "--new-node", "new", "-o", invite, check=True)
+    joined = sovnet.json("network", "join", invite)
+    assert joined["node"] == "new" and joined["network"] == "lab"
+    assert (sovnet.state_dir / "sovnet-node").is_file()
+    assert sovnet.json("network", "show")["node"] == "new"
 
 
 def test_a_node_made_before_the_marker_keeps_working(
