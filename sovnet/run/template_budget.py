@@ -202,20 +202,22 @@ def _renderer_main(requests: int, answers: int) -> None:
     # Ctrl-C on the terminal reaches the whole process group: it is for the llama.cpp
     # child (which stops a reply). The renderer ends when that child closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _environment()  # jinja2 imported once here, not in every worker
-    renderer = os.getpid()
+    import resource  # noqa: F401  # imported once here, not in every worker
+
+    _environment()  # likewise jinja2
     while (request := _read_frame(requests, None, None)) is not None:
-        _write_frame(answers, _render_in_worker(request, renderer))
+        _write_frame(answers, _render_in_worker(request))
 
 
-def _render_in_worker(request: bytes, renderer: int) -> bytes:
+def _render_in_worker(request: bytes) -> bytes:
     """Fork a worker for ``request``; its answer, or why it gave none in time."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the worker: never returns
         try:
             _keep_only(write_fd)
-            die_with(renderer)
+            # No die_with() (10 ms of dlopen a rendering): RLIMIT_CPU ends a worker
+            # whose renderer is gone, as a closed pipe does one that writes.
             _limit_memory()
             answer = _render(request)
             with contextlib.suppress(OSError):
@@ -264,7 +266,8 @@ def _limit_memory() -> None:
         size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     limit = size + MEMORY_BUDGET_BYTES
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    seconds = int(TIME_BUDGET_SECONDS) + 1  # the deadline is the bound; this, a backstop
+    # The renderer kills a worker at its deadline; this bounds one that outlives it.
+    seconds = int(TIME_BUDGET_SECONDS) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))
 
 
