@@ -768,6 +768,22 @@ def test_the_commands_that_start_a_node_make_one(
     assert sovnet("ls").returncode == 0
 
 
+def test_key_gen_does_not_make_a_node_of_a_directory_holding_other_things(
+    sovnet: Runner, tmp_path: Path
+) -> None:
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    (documents / "letter.txt").write_text("dear")
+    for command in (["key", "gen"], ["network", "create", "lab"]):
+        result = sovnet(*command, state_dir=documents)
+        assert result.returncode == 4, result.stderr
+        assert f"{documents} is not a sovnet node and is not empty" in result.stderr
+    assert sorted(p.name for p in documents.iterdir()) == ["letter.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o700)  # as systemd's StateDirectory= or `install -d` leaves it
+    sovnet("key", "gen", state_dir=empty, check=True)
+
+
 def test_network_join_makes_a_node_of_a_fresh_state_dir(sovnet: Runner, tmp_path: Path) -> None:
     owner = Runner(tmp_path / "owner")
     owner("network", "create", "lab", check=True)

@@ -6,7 +6,8 @@ A command that reads a node (``ls``, ``key show``, ``trust``, ``run``, sovnetd..
 checks this first, so that a mistyped ``--state-dir`` is an error naming the
 directory, not an empty store, a missing key or a daemon that makes a new node
 there. Only the commands that make a node (``key gen``, ``network create``,
-``request`` and ``join``) write the marker (:func:`make_node`).
+``request`` and ``join``) write the marker (:func:`make_node`), and only in a new
+or empty directory.
 
 A directory without the marker is still a node if it has what a node made by an
 earlier sovnet has (its key, trust file, store or network files): state
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sovnet.errors import LocalStateError, NotFoundError
+from sovnet.errors import InvalidInputError, LocalStateError, NotFoundError
 from sovnet.store.atomicfile import write_atomic
 
 MARKER_NAME = "sovnet-node"
@@ -82,6 +83,14 @@ def make_node(state: Path) -> Path:
         ) from exc
     if (state / MARKER_NAME).exists():
         return require_node(state)  # one of ours, of a format we read: keep it
+    if not is_node(state) and any(state.iterdir()):
+        # A node is made in a new or empty directory (as systemd's StateDirectory=
+        # is): one that holds something else is more likely a mistyped --state-dir.
+        raise InvalidInputError(
+            f"{state} is not a sovnet node and is not empty: not making a node there",
+            hint="check --state-dir (or SOVNET_STATE_DIR); a new node goes in a new or "
+            "empty directory",
+        )
     try:
         write_atomic(state / MARKER_NAME, _MARKER_BYTES, mode=0o600)
     except OSError as exc:
