@@ -286,6 +286,8 @@ def interactive(
                 history.pop()
         except ChatTemplateError as exc:
             if exc.kind in ("budget", "sandbox"):
+                if prompt is not None and not sys.stdin.isatty():
+                    sys.stderr.write("\n")  # no Enter on a terminal ended the prompt's line
                 raise  # it would again, for every conversation: the session ends, exit 10
             print(f"sovnet: {exc.message}", file=sys.stderr)
             history.clear()
