@@ -128,9 +128,11 @@ def serve(
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, once it passes the gate.
 
-    llama-cpp-python's server: /v1/completions, /v1/chat/completions, /v1/models
-    on http://HOST:PORT. It listens on 127.0.0.1 unless told otherwise and has no
-    authentication: anyone who can reach the port can use the model.
+    llama-cpp-python's server: /v1/completions, /v1/chat/completions, /v1/models,
+    /v1/models/NAME and /health on http://HOST:PORT. Clients name the model by its
+    name (ORG/MODEL); another name gets OpenAI's 404 model_not_found. It listens on
+    127.0.0.1 unless told otherwise and has no authentication: anyone who can
+    reach the port can use the model.
 
     MODEL is a CID, or ORG/MODEL[@VERSION] among the models signed by a trusted
     key (a bare name must match exactly one; `sovnet ls` lists them).
