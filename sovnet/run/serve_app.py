@@ -44,15 +44,25 @@ def listen(host: str, port: int) -> list[socket.socket]:
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
             sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:  # its IPv4 twin, if any, is bound on its own
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                sock.close()
+                # A name with an IPv6 address on a machine without IPv6 (as asyncio's
+                # own binding does, bpo-30945): served on its other addresses.
+                if family == socket.AF_INET6 and exc.errno == errno.EADDRNOTAVAIL:
+                    continue
+                raise
+            sockets.append(sock)
     except OSError as exc:
         for sock in sockets:
             sock.close()
         raise _cannot_listen(where, port, exc) from exc
+    if not sockets:
+        raise _cannot_listen(where, port, OSError(errno.EADDRNOTAVAIL, "no address to listen on"))
     return sockets
 
 
