@@ -31,6 +31,8 @@ enter, with ``raise ... from exc``, so the cause stays visible in tracebacks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class SovnetError(Exception):
     """Base of every deliberate sovnet error: a message and what to do about it."""
@@ -50,6 +52,11 @@ class SovnetError(Exception):
             "message": self.message,
             "hint": self.hint,
         }
+
+    @classmethod
+    def _from_json(cls, message: str, hint: str | None, value: dict[object, object]) -> SovnetError:
+        """Rebuild from ``to_json`` (error_from_json): a class with more fields says how."""
+        return cls(message, hint=hint)
 
 
 class InternalError(SovnetError):
@@ -94,10 +101,63 @@ class ConfigError(InvalidInputError):
     code = "invalid-config"
 
 
+@dataclass(frozen=True)
+class RefusedFile:
+    """One file a publish refused: its path in the model, why, and what to do."""
+
+    path: str
+    reason: str
+    hint: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"path": self.path, "reason": self.reason, "hint": self.hint}
+
+
 class ModelRejectedError(InvalidInputError):
-    """A model directory or file that sovnet refuses to publish."""
+    """A model directory or file that sovnet refuses to publish; ``refused`` lists
+    every refused file when there are any (scan.py names them all at once)."""
 
     code = "model-rejected"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        refused: tuple[RefusedFile, ...] = (),
+        refused_total: int | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.refused = refused
+        # A long list is cut (the message and JSON stay small); the total is kept.
+        self.refused_total = len(refused) if refused_total is None else refused_total
+
+    def to_json(self) -> dict[str, object]:  # type: ignore[override]
+        out: dict[str, object] = dict(super().to_json())
+        if self.refused:
+            out["refused"] = [item.to_json() for item in self.refused]
+            out["refused_total"] = self.refused_total
+        return out
+
+    @classmethod
+    def _from_json(cls, message: str, hint: str | None, value: dict[object, object]) -> SovnetError:
+        listed = value.get("refused")
+        refused = tuple(
+            RefusedFile(
+                str(item.get("path")),
+                str(item.get("reason")),
+                None if item.get("hint") is None else str(item.get("hint")),
+            )
+            for item in (listed if isinstance(listed, list) else [])
+            if isinstance(item, dict)
+        )
+        total = value.get("refused_total")
+        return cls(
+            message,
+            hint=hint,
+            refused=refused,
+            refused_total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+        )
 
 
 class UnsafeFileError(ModelRejectedError):
@@ -197,9 +257,10 @@ def error_from_json(value: object) -> SovnetError:
     code, message, hint = value.get("code"), value.get("message"), value.get("hint")
     known = (c for c in _all_classes() if c is not SovnetError and c.code == code)
     cls = next(known, InternalError)
-    return cls(
+    return cls._from_json(
         str(message) if message is not None else "unknown error",
-        hint=str(hint) if hint is not None else None,
+        str(hint) if hint is not None else None,
+        value,
     )
 
 

@@ -102,6 +102,9 @@ class PublishRequest:
     version: str | None = None
     license: str | None = None
     copy: bool = False
+    include: tuple[str, ...] = ()  # hf upload's globs (store/scan.py, ScanOptions)
+    exclude: tuple[str, ...] = ()
+    follow_links_within: tuple[str, ...] = ()  # absolute directories
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,8 @@ class KnownPeer:
     address: str
     source: str  # "added", "config", "learned"
     name: str | None = None
+    # "verified" (answered), "unverified" (not asked yet), "failing" (not answering)
+    state: str | None = _optional()
 
 
 @dataclass(frozen=True)

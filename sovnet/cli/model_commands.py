@@ -6,6 +6,7 @@ so that a new model is seeded at once and a removed one no longer).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from sovnet.errors import InvalidInputError, SovnetError
 
 if TYPE_CHECKING:
     from sovnet.api.messages import PublishResult
+    from sovnet.store.scan import ScanOptions
     from sovnet.trust.gate import OpenedManifest, SignerReport
 
 _use_json = use_json
@@ -53,6 +55,30 @@ def _signers_json(opened: OpenedManifest) -> list[dict[str, object]]:
 @click.option(
     "--copy", is_flag=True, help="Copy files into the store even where a hard link would do."
 )
+@click.option(
+    "--include",
+    "include",
+    multiple=True,
+    metavar="GLOB",
+    help="Publish only files matching GLOB (repeatable; as `hf upload`: fnmatch on the "
+    "relative path, * also matches /).",
+)
+@click.option(
+    "--exclude",
+    "exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out files matching GLOB, unread (repeatable), e.g. --exclude '*.bin'.",
+)
+@click.option(
+    "--follow-links-within",
+    "follow_links_within",
+    multiple=True,
+    metavar="DIR",
+    type=click.Path(path_type=Path),
+    help="Follow symbolic links that lead to regular files inside DIR (repeatable). "
+    "Links in a Hugging Face cache snapshot are followed within its repository anyway.",
+)
 @json_option
 @pass_context
 def publish(
@@ -62,21 +88,41 @@ def publish(
     model_version: str | None,
     license_text: str | None,
     copy: bool,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    follow_links_within: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Publish a model directory or file: validate, hash, sign, store. Prints the CID.
 
     Files on the store's filesystem are hard-linked into the store, not copied, and
-    made read-only: replace them rather than edit them in place afterwards.
+    made read-only: replace them rather than edit them in place afterwards. A
+    Hugging Face cache snapshot (hub/models--ORG--NAME/snapshots/REV) publishes
+    as it is: its links are followed within its repository, its file names kept.
     """
     _use_json(ctx, as_json)
     from sovnet.api.messages import PublishHashed, PublishRequest, PublishScanned, to_json
+    from sovnet.store.scan import ScanOptions
 
+    # Absolute, but not resolved: a file named in a snapshot keeps its own name,
+    # not its blob's (and the daemon's working directory is not ours).
+    path = Path(os.path.abspath(path))
+    within = tuple(Path(os.path.abspath(d)) for d in follow_links_within)
+    options = ScanOptions(include, exclude, within)
     daemon = ctx.daemon()
     with byte_progress("hashing", enabled=not as_json) as bar:
         if daemon is not None:
             # The daemon publishes and starts seeding at once.
-            request = PublishRequest(str(path.resolve()), name, model_version, license_text, copy)
+            request = PublishRequest(
+                str(path),
+                name,
+                model_version,
+                license_text,
+                copy,
+                include=include,
+                exclude=exclude,
+                follow_links_within=tuple(map(str, within)),
+            )
             hashed = 0
             for event in daemon.publish(request):
                 if isinstance(event, PublishScanned):
@@ -87,7 +133,9 @@ def publish(
                 else:
                     summary = event
         else:
-            summary = _publish_locally(ctx, path, name, model_version, license_text, copy, bar)
+            summary = _publish_locally(
+                ctx, path, name, model_version, license_text, copy, options, bar
+            )
     if as_json:
         emit_json({**to_json(summary), "seeding": daemon is not None})
         return
@@ -110,6 +158,7 @@ def _publish_locally(
     model_version: str | None,
     license_text: str | None,
     copy: bool,
+    options: ScanOptions,
     bar: ProgressSink,
 ) -> PublishResult:
     from sovnet.api.messages import PublishResult
@@ -123,6 +172,7 @@ def _publish_locally(
         version=model_version,
         license=license_text,
         copy=copy,
+        options=options,
         on_scanned=bar.start,
         progress=bar.advance,
     )

@@ -30,6 +30,7 @@ def _send(event: dict[str, object]) -> None:
 def publish(args: argparse.Namespace) -> None:
     from sovnet.store.keyfiles import NodeFiles
     from sovnet.store.publish import publish as do_publish
+    from sovnet.store.scan import ScanOptions
     from sovnet.store.store import Store
 
     state = Path(args.state_dir)
@@ -44,6 +45,11 @@ def publish(args: argparse.Namespace) -> None:
             last = now
             _send({"event": "hashed", "bytes": hashed})
 
+    options = ScanOptions(
+        include=tuple(args.include),
+        exclude=tuple(args.exclude),
+        follow_links_within=tuple(Path(d) for d in args.follow_links_within),
+    )
     key = NodeFiles(state).load_key()
     result = do_publish(
         Store(state).init(),
@@ -53,6 +59,7 @@ def publish(args: argparse.Namespace) -> None:
         version=args.version,
         license=args.license,
         copy=args.copy,
+        options=options,
         on_scanned=lambda total: _send({"event": "scanned", "total": total}),
         progress=progress,
     )
@@ -68,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     pub.add_argument("--version")
     pub.add_argument("--license")
     pub.add_argument("--copy", action="store_true")
+    pub.add_argument("--include", action="append", default=[])
+    pub.add_argument("--exclude", action="append", default=[])
+    pub.add_argument("--follow-links-within", action="append", default=[])
     pub.add_argument("path")
     args = parser.parse_args(argv)
     try:

@@ -25,7 +25,9 @@ from sovnet.api.messages import (
 )
 from sovnet.errors import InternalError, InvalidInputError, SovnetError, error_from_json
 
-MAX_LINE = 64 * 1024  # the worker's longest line is a result: well under this
+# The worker's longest line is a refusal listing up to 100 files (scan.py), each
+# path up to 1 KiB: well under this.
+MAX_LINE = 1024 * 1024
 
 
 def worker_argv(state_dir: Path, request: PublishRequest) -> list[str]:
@@ -38,6 +40,10 @@ def worker_argv(state_dir: Path, request: PublishRequest) -> list[str]:
         argv += ["--license", request.license]
     if request.copy:
         argv.append("--copy")
+    # The "--flag=VALUE" form, so that a glob starting with "-" stays a value.
+    argv += [f"--include={pattern}" for pattern in request.include]
+    argv += [f"--exclude={pattern}" for pattern in request.exclude]
+    argv += [f"--follow-links-within={d}" for d in request.follow_links_within]
     return [*argv, "--", str(Path(request.path))]
 
 

@@ -10,7 +10,7 @@ Pure: decides from names only; scan.py checks file types and content.
 
 from __future__ import annotations
 
-from sovnet.errors import UnsafeFileError
+from sovnet.errors import RefusedFile, UnsafeFileError
 from sovnet.formats.fileformat import FileFormat
 
 _BY_SUFFIX = {
@@ -63,9 +63,20 @@ _DANGEROUS = {
 
 SAFE_ALTERNATIVE = "convert the weights to safetensors or GGUF, or leave the file out"
 
+_PICKLE_SUFFIXES = frozenset(s for s, why in _DANGEROUS.items() if "pickle" in why)
 
-def format_for(relpath: str) -> FileFormat:
-    """The format a file is published as, or UnsafeFileError naming the file."""
+KNOWN_TYPES = (
+    ".gguf, .safetensors, .json, .txt, .md, .jinja, .tiktoken, tokenizer.model, LICENSE, ..."
+)
+
+
+def _exclude(pattern: str) -> str:
+    return f"`--exclude '{pattern}'`"
+
+
+def classify(relpath: str) -> FileFormat | RefusedFile:
+    """The format a file is published as, or why it is refused with what to do instead
+    (a hint that fits the file, so a mixed repository can be published without it)."""
     name = relpath.rsplit("/", 1)[-1]
     if name in _BY_NAME:
         return _BY_NAME[name]
@@ -74,11 +85,23 @@ def format_for(relpath: str) -> FileFormat:
     if suffix in _BY_SUFFIX and name[dot:] == suffix:
         return _BY_SUFFIX[suffix]
     if suffix in _DANGEROUS:
-        raise UnsafeFileError(
-            f"refusing {relpath}: {suffix} is {_DANGEROUS[suffix]}", hint=SAFE_ALTERNATIVE
-        )
-    raise UnsafeFileError(
-        f"refusing {relpath}: not a file type sovnet publishes "
-        "(.gguf, .safetensors, .json, .txt, .md, .jinja, .tiktoken, tokenizer.model, LICENSE, ...)",
-        hint="remove it from the directory, or publish a directory that holds only model files",
+        reason = f"{suffix} is {_DANGEROUS[suffix]}"
+        if suffix in _PICKLE_SUFFIXES:
+            hint = f"sovnet never loads a pickle; {_exclude('*' + suffix)} to publish the rest"
+        else:
+            hint = f"{SAFE_ALTERNATIVE}: {_exclude('*' + suffix)} publishes the rest"
+        return RefusedFile(relpath, reason, hint)
+    return RefusedFile(
+        relpath,
+        f"not a file type sovnet publishes ({KNOWN_TYPES})",
+        f"only the allowlist of docs/spec.md §11.1 is published; {_exclude(relpath)} "
+        "publishes the rest",
     )
+
+
+def format_for(relpath: str) -> FileFormat:
+    """The format a file is published as, or UnsafeFileError naming the file."""
+    found = classify(relpath)
+    if isinstance(found, RefusedFile):
+        raise UnsafeFileError(f"refusing {relpath}: {found.reason}", hint=found.hint)
+    return found

@@ -5,7 +5,10 @@ linked into the store (no copy, no extra space: publishing a 2 GiB model costs
 about as much as hashing it) and made read-only; otherwise, or with
 ``copy=True``, it is copied while it is hashed. Either way the bytes hashed are
 the bytes of the inode that becomes the blob, and a file that changes while it
-is read is refused.
+is read is refused. A symbolic link the scan followed (a Hugging Face cache
+snapshot's, links.py) is read through its resolved target, opened without
+following links and compared with the inode the scan checked: the blob holds the
+target's bytes, the manifest the link's name.
 
 Hashing happens without the store lock, into private temp names; the lock is
 held only for the commit, which is atomic (store.py).
@@ -25,7 +28,7 @@ from sovnet.core.manifest import FileEntry, Manifest, check_identity, piece_size
 from sovnet.core.signing import KeyId, PrivateKey, SignatureBundle
 from sovnet.errors import IntegrityError, LocalStateError, ModelRejectedError
 from sovnet.store.filehash import FileDigest, hash_fd
-from sovnet.store.scan import ScannedFile, scan_model
+from sovnet.store.scan import ScannedFile, ScanOptions, scan_model
 from sovnet.store.store import Store
 
 Progress = Callable[[int], None]
@@ -74,6 +77,13 @@ def _import_file(
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
             raise ModelRejectedError(f"refusing {item.relpath}: not a regular file")
+        if (before.st_dev, before.st_ino) != item.identity:
+            # A name on the checked path (a followed link's target, a directory on
+            # the way) was swapped since the scan: what opened is not what was checked.
+            raise IntegrityError(
+                f"{item.relpath} was replaced while it was being published",
+                hint="publish it again",
+            )
         temp = store.temp_path()
         linked = False
         if not copy:
@@ -120,12 +130,14 @@ def publish(
     version: str | None = None,
     license: str | None = None,
     copy: bool = False,
+    options: ScanOptions | None = None,
     on_scanned: Callable[[int], None] | None = None,
     progress: Progress | None = None,
 ) -> PublishResult:
-    """Publish ``model`` under ``name``; ``on_scanned`` gets the total bytes to hash."""
+    """Publish ``model`` under ``name``; ``options`` select its files and say where its
+    links may lead (scan.py); ``on_scanned`` gets the total bytes to hash."""
     check_identity(name, version, license)  # before the long part, not after it
-    scanned = scan_model(model)
+    scanned = scan_model(model, options)
     total = sum(item.size for item in scanned)
     piece_size = piece_size_for(total)
     if on_scanned is not None:
