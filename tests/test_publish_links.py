@@ -168,7 +168,7 @@ def test_excluded_files_are_not_looked_at(
     # A mixed repository: pickles beside safetensors, and a link that leaves.
     (snapshot / "pytorch_model.bin").write_bytes(b"PK\x03\x04 zip of pickles")
     (snapshot / "training_args.bin").symlink_to("/etc/passwd")
-    os.mkfifo(snapshot / "stray.bin")  # opened, it would block the scan
+    os.mkfifo(snapshot / "stray.bin")  # looked at, a FIFO would be refused
     cid = sovnet_with_key.publish(snapshot, "acme/tiny", "--exclude", "*.bin")
     paths = _manifest_paths(sovnet_with_key, cid)
     assert not [p for p in paths if p.endswith(".bin")] and "model.safetensors" in paths
@@ -302,3 +302,22 @@ async def test_a_node_publishes_a_snapshot_with_globs_and_a_peer_fetches_it(
     finally:
         for node in list(cluster.nodes):
             await cluster.stop(node)
+
+
+def test_a_long_refusal_names_the_first_files_and_counts_the_rest(
+    sovnet_with_key: Runner, tiny_gguf_dir: Path
+) -> None:
+    for i in range(25):
+        (tiny_gguf_dir / "shards" / f"part{i:02}.bin").parent.mkdir(exist_ok=True)
+        (tiny_gguf_dir / "shards" / f"part{i:02}.bin").write_bytes(b"pickle")
+    error = _refusal(sovnet_with_key, tiny_gguf_dir)
+    assert error["refused_total"] == 25
+    assert [item["path"] for item in error["refused"]] == [
+        f"shards/part{i:02}.bin" for i in range(25)
+    ]
+    message = str(error["message"])
+    assert message.startswith("refusing 25 files of ")
+    assert "shards/part19.bin" in message and "shards/part20.bin" not in message
+    assert message.endswith("and 5 more")
+    # `*` crosses "/", as in hf upload: one glob leaves every shard out.
+    assert sovnet_with_key.publish(tiny_gguf_dir, "acme/t", "--exclude", "*.bin")
