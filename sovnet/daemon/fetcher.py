@@ -326,6 +326,8 @@ class Fetcher:
         ended = VerifiedDownload({}, None)
         if wanted:
             await asyncio.to_thread(self._check_room, fetch, skip, wanted, partial)
+            # Room for the resume data of a disk that fills up (see _disk_filled).
+            await asyncio.to_thread(partial.reserve, diskspace.resume_reserve(wanted))
             downloaded, ended = await self._download(fetch, spec, skip, wanted, partial)
             # Only once the swarm has let go of the torrent are its writes all done:
             # checked while it still held them, a just-finished file sometimes read
@@ -343,6 +345,23 @@ class Fetcher:
         await asyncio.to_thread(partial.commit, opened, fetch.accepted.bundle, verified)
         await self._seeder.seed(fetch.cid)
         return self._result(fetch.cid, manifest, already=False, downloaded=downloaded)
+
+    async def _disk_filled(
+        self, fetch: Fetch, spec: torrent.TorrentSpec, partial: PartialDownload
+    ) -> None:
+        """Keep what arrived before the disk filled up. The periodic resume saves
+        have been failing for want of room too, so the resume file is behind the
+        download: the reserve made for this moment is freed, and resume data taken
+        now (the torrent is paused) is written in its place."""
+        assert fetch.resume is not None
+        await fetch.resume.close()
+        await asyncio.to_thread(partial.release_reserve)
+        now = await self._swarm.verified_download(spec.info_hash, spec)
+        if now.resume is not None:
+            try:
+                await asyncio.to_thread(partial.keep_resume, now.resume)
+            except OSError as exc:
+                log.warning("cannot save the resume data of %s: %s", fetch.cid, exc.strerror)
 
     def _check_room(
         self,
@@ -418,6 +437,7 @@ class Fetcher:
                     if new:
                         self._swarm.connect(spec.info_hash, new)
                 elif isinstance(action, Fail) and action.disk_full:
+                    await self._disk_filled(fetch, spec, partial)
                     await asyncio.to_thread(
                         self._check_room, fetch, skip, wanted, partial, filled=True
                     )

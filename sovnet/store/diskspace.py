@@ -22,6 +22,10 @@ from sovnet.errors import DiskFullError
 MIB = 1024 * 1024
 MARGIN_FIXED = 16 * MIB
 MARGIN_SHARE = 100  # and a hundredth of what is needed
+# libtorrent's resume data of a v2 torrent holds its merkle trees: about 64 bytes
+# for each 16 KiB block (a leaf and its share of the tree above it).
+RESUME_PER_BLOCK = 64
+BLOCK = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,12 @@ def room(directory: Path, wanted: int, already_written: int) -> Room:
     remaining = max(0, wanted - already_written)
     needed = remaining + MARGIN_FIXED + remaining // MARGIN_SHARE if remaining else 0
     return Room(needed, free_bytes(directory))
+
+
+def resume_reserve(wanted: int) -> int:
+    """The room kept back during a download of ``wanted`` bytes for writing its
+    resume data once the disk is full (it comes out of the margin above)."""
+    return MIB + (wanted // BLOCK + 1) * RESUME_PER_BLOCK
 
 
 def disk_full_error(

@@ -5,6 +5,7 @@
     partial/<cid>/files/NNNNN    file NNNNN of the torrent (torrent order), as it arrives
     partial/<cid>/resume         the swarm's resume data, never ahead of the files' bytes
     partial/<cid>/failed         why the last attempt failed (a retry continues anyway)
+    partial/<cid>/reserve        room held back for the resume data, should the disk fill
 
 Nothing under it is handed to anyone: :meth:`PartialDownload.verify` re-hashes every
 file against the signed manifest, :meth:`PartialDownload.commit` moves the verified
@@ -141,6 +142,18 @@ class PartialDownload:
         except FileNotFoundError:  # committed or removed while we synced
             return False
         return True
+
+    def reserve(self, size: int) -> None:
+        """Hold ``size`` bytes of the disk (blocks, not a sparse file) for a moment when
+        the disk is full (:meth:`release_reserve`); best effort."""
+        try:
+            with open(self.path / "reserve", "wb") as handle:
+                os.posix_fallocate(handle.fileno(), 0, size)
+        except OSError as exc:
+            log.warning("cannot reserve room for the resume data of %s: %s", self.cid, exc)
+
+    def release_reserve(self) -> None:
+        (self.path / "reserve").unlink(missing_ok=True)
 
     # -- failure ---------------------------------------------------------------------------
 
