@@ -23,7 +23,7 @@ from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
 from sovnet.core.network import TlsIdentity
 from sovnet.core.torrent import TorrentSpec
-from sovnet.net.control import AnnounceReply, PeerRequestError, PeerService
+from sovnet.net.control import AnnounceReply, PeerRequestError, PeerService, RemoteNode
 from sovnet.net.swarm import (
     Finished,
     HashFailed,
@@ -261,3 +261,7 @@ class LoopbackControlPlane:
 
     async def peers(self, peer: PeerAddress) -> list[PeerAddress]:
         return self._service(peer).known_peers()
+
+    async def node(self, peer: PeerAddress) -> RemoteNode:
+        info = self._service(peer).node_info()
+        return RemoteNode(str(info["name"]), int(str(info["swarm_port"])), peer.port)

@@ -179,8 +179,8 @@ def peers_ls(ctx: Context, as_json: bool) -> None:
         say("No peers yet. `sovnet peers add HOST:PORT` adds one.")
         return
     table(
-        ["ADDRESS", "SOURCE", "NODE"],
-        [[p.address, p.source, p.name or "-"] for p in known],
+        ["ADDRESS", "SOURCE", "NODE", "STATE"],
+        [[p.address, p.source, p.name or "-", p.state or "-"] for p in known],
     )
 
 

@@ -49,6 +49,7 @@ from sovnet.errors import SovnetError
 from sovnet.net.control import AnnounceReply, ControlPlane, ManifestBytes
 from sovnet.net.control_plane import TlsControlPlane
 from sovnet.net.peerbook import PeerBook
+from sovnet.net.peerprobe import PeerChecker
 from sovnet.net.swarm import (
     HashFailed,
     PeerBanned,
@@ -143,7 +144,9 @@ class Node:
         network = NetworkFiles(config.state_dir)
         membership = network.membership()
         seeder = Seeder(store, swarm, network.identity(), network.ca_pem())
-        book = PeerBook(config.state_dir / "peers.json", config.peers)
+        book = PeerBook(
+            config.state_dir / "peers.json", config.peers, retry_after=config.refresh_interval
+        )
         if control is None:
             control = TlsControlPlane(network.tls_files(), config.peer_timeout)
         node = cls(
@@ -167,6 +170,8 @@ class Node:
                     seeder.damaged[str(cid)] = exc.message
                     log.error("not seeding %s: %s", cid, exc.message)
             supervisor.spawn(node._route_events(), "swarm events")
+            checker = PeerChecker(book, control.client, config.peer_timeout)
+            supervisor.spawn(checker.run(), "checks of learned peers")
             supervisor.spawn(seeder.watch(config.check_interval), "checks of seeded files")
             node.fetcher.resume_all()
         except BaseException:
@@ -258,7 +263,7 @@ class Node:
         )
 
     def known_peers(self) -> list[PeerAddress]:
-        return self.book.addresses()
+        return self.book.listed()
 
     def learn_peer(self, address: PeerAddress, name: str) -> None:
         self.book.learn(address, name)
@@ -296,11 +301,11 @@ class Node:
         return await asyncio.to_thread(remove_locked)
 
     def peers(self) -> list[KnownPeer]:
-        return [KnownPeer(str(p.address), p.source, p.name) for p in self.book.all()]
+        return [KnownPeer(str(p.address), p.source, p.name, p.state) for p in self.book.all()]
 
     def add_peer(self, address: PeerAddress) -> KnownPeer:
         peer = self.book.add(address)
-        return KnownPeer(str(peer.address), peer.source)
+        return KnownPeer(str(peer.address), peer.source, state=peer.state)
 
     def remove_peer(self, address: PeerAddress) -> PeerRemoved:
         self.book.remove(address)

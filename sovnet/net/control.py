@@ -111,6 +111,10 @@ class PeerQueries(Protocol):
 
     async def peers(self, peer: PeerAddress) -> list[PeerAddress]: ...
 
+    async def node(self, peer: PeerAddress) -> RemoteNode:
+        """Who listens at ``peer`` (answering at all proves it is a member)."""
+        ...
+
 
 class ControlPlane(Protocol):
     """The control plane as a node uses it: it serves a :class:`PeerService` and asks
@@ -139,15 +143,21 @@ class RemoteNode:
     control_port: int
 
 
+MAX_CONCURRENT_REQUESTS = 32  # to other peers at once, from one round of asking
+
+
 async def gather_bounded(
-    calls: list[Callable[[], Awaitable[Any]]],
+    calls: list[Callable[[], Awaitable[Any]]], limit: int = MAX_CONCURRENT_REQUESTS
 ) -> list[Any | PeerRequestError]:
-    """Run ``calls`` concurrently; a PeerRequestError becomes a result, not a crash."""
+    """Run ``calls`` concurrently, at most ``limit`` at a time; a PeerRequestError
+    becomes a result, not a crash."""
+    slots = asyncio.Semaphore(limit)
 
     async def one(call: Callable[[], Awaitable[Any]]) -> Any:
-        try:
-            return await call()
-        except PeerRequestError as exc:
-            return exc
+        async with slots:
+            try:
+                return await call()
+            except PeerRequestError as exc:
+                return exc
 
     return list(await asyncio.gather(*(one(c) for c in calls)))
