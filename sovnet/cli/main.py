@@ -4,9 +4,9 @@ This package reads argv and the environment (once, here) and calls the library;
 it holds no logic of its own beyond presenting results. Heavy modules are
 imported inside the commands that need them, so ``sovnet --help`` stays fast.
 Exit codes are those of sovnet.errors (README.md, "Exit codes"). The commands
-are in key_commands (key, trust), model_commands (publish, ls, show, verify, rm),
-daemon_commands (status, fetch, peers, network) and run_commands (run, serve,
-export).
+are in key_commands (key, trust), publisher_commands (publisher roots),
+model_commands (publish, ls, show, verify, rm), daemon_commands (status, fetch,
+peers, network) and run_commands (run, serve, export).
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ import sys
 
 import click
 
-from sovnet.cli import daemon_commands, key_commands, model_commands, run_commands
+from sovnet.cli import (
+    daemon_commands,
+    key_commands,
+    model_commands,
+    publisher_commands,
+    run_commands,
+)
 from sovnet.cli.context import Context
 from sovnet.cli.output import report_error, say
 from sovnet.errors import SovnetError
@@ -50,7 +56,7 @@ def cli(ctx: click.Context, state_dir: str | None, socket_path: str | None) -> N
 # -- keys ------------------------------------------------------------------------
 
 
-for commands in (key_commands, model_commands, daemon_commands, run_commands):
+for commands in (key_commands, publisher_commands, model_commands, daemon_commands, run_commands):
     commands.register(cli)
 
 

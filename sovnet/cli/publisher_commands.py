@@ -1,0 +1,251 @@
+"""The offline ceremony of a publisher root: init, sign, status, rotate, finish.
+
+Every command works on one file, passed from holder to holder (a USB stick, an
+e-mail): nothing here needs the network, sovnetd or, but for signing with the
+node's own key, a state directory. See sovnet/trust/publisher_root.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from sovnet.cli.context import Context, json_option, pass_context, use_json
+from sovnet.cli.output import emit_json, say
+from sovnet.errors import InvalidInputError, LocalStateError, NotFoundError, TrustError
+
+if TYPE_CHECKING:
+    from sovnet.trust.publisher_root import RootCheck
+
+
+def _path() -> click.Path:
+    return click.Path(dir_okay=False, path_type=Path)
+
+
+_KEY_HELP = (
+    "A holder's public key: a PEM file (Ed25519 or ECDSA P-256), or a file holding "
+    "the `ed25519:...` line of `sovnet key show`; repeatable."
+)
+_PREVIOUS_OPTION = click.option(
+    "--previous",
+    "previous_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="For a rotation: the root this one replaces.",
+)
+
+
+@click.group()
+def publisher() -> None:
+    """A publisher root: k of n keys, held by different people, sign for a publisher.
+
+    \b
+    1. one holder:  sovnet publisher init ORG --key a.pub --key b.pub --key c.pub \\
+                        --threshold 2 -o root.json
+    2. each holder: sovnet publisher sign root.json --key their.pem
+    3. anyone:      sovnet publisher finish root.json
+    """
+
+
+@publisher.command("init")
+@click.argument("org")
+@click.option("--key", "key_paths", multiple=True, required=True, type=_path(), help=_KEY_HELP)
+@click.option("--threshold", type=click.IntRange(1), required=True, help="How many must sign.")
+@click.option(
+    "--online-key",
+    type=_path(),
+    help="The key the publisher's node signs snapshot and timestamp with "
+    "[default: the keys above].",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("root.json")
+)
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@json_option
+@pass_context
+def init(
+    ctx: Context,
+    org: str,
+    key_paths: tuple[Path, ...],
+    threshold: int,
+    online_key: Path | None,
+    output: Path,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write ORG's unsigned root: THRESHOLD of the keys must sign it, and releases."""
+    from sovnet.trust import publisher_root
+
+    use_json(ctx, as_json)
+    keys = [publisher_root.public_key(_read(p)) for p in key_paths]
+    online = publisher_root.public_key(_read(online_key)) if online_key else None
+    data = publisher_root.new_root(org, keys, threshold, now=_now(), online=online)
+    _write(output, data, replace=force)
+    _show(publisher_root.check(data), output, as_json)
+
+
+@publisher.command("sign")
+@click.argument("path", type=_path())
+@click.option(
+    "--key",
+    "key_path",
+    type=_path(),
+    help="Your private key (PEM, Ed25519 or ECDSA P-256) [default: this node's publisher key].",
+)
+@_PREVIOUS_OPTION
+@json_option
+@pass_context
+def sign(
+    ctx: Context, path: Path, key_path: Path | None, previous_path: Path | None, as_json: bool
+) -> None:
+    """Add your signature to the root file at PATH (in place)."""
+    from sovnet.trust import publisher_root
+
+    use_json(ctx, as_json)
+    pem = _read(key_path) if key_path else _read(ctx.node_files().key_path)
+    previous = _read(previous_path) if previous_path else None
+    data = publisher_root.sign(_read(path), publisher_root.signer(pem), previous=previous)
+    _write(path, data, replace=True)
+    _show(publisher_root.check(data, previous=previous), path, as_json)
+
+
+@publisher.command("status")
+@click.argument("path", type=_path())
+@_PREVIOUS_OPTION
+@json_option
+@pass_context
+def status(ctx: Context, path: Path, previous_path: Path | None, as_json: bool) -> None:
+    """Who signed the root file at PATH, and who still must."""
+    from sovnet.trust import publisher_root
+
+    use_json(ctx, as_json)
+    previous = _read(previous_path) if previous_path else None
+    _show(publisher_root.check(_read(path), previous=previous), path, as_json)
+
+
+@publisher.command("finish")
+@click.argument("path", type=_path())
+@_PREVIOUS_OPTION
+@json_option
+@pass_context
+def finish(ctx: Context, path: Path, previous_path: Path | None, as_json: bool) -> None:
+    """Check that enough holders signed the root at PATH (exit 6 if not)."""
+    from sovnet.trust import publisher_root
+
+    use_json(ctx, as_json)
+    previous = _read(previous_path) if previous_path else None
+    checked = publisher_root.check(_read(path), previous=previous)
+    if not checked.complete:
+        raise TrustError(
+            f"{path} is signed by {_count(checked)}: not enough",
+            hint=f"the missing holders run `sovnet publisher sign {path} --key THEIR.pem`",
+        )
+    _show(checked, path, as_json)
+
+
+@publisher.command("rotate")
+@click.argument("path", type=_path())
+@click.option("--add", "add_paths", multiple=True, type=_path(), help="A key to add; repeatable.")
+@click.option(
+    "--remove", "remove_ids", multiple=True, help="A key id (8+ characters) to remove; repeatable."
+)
+@click.option("--threshold", type=click.IntRange(1), help="A new threshold.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@json_option
+@pass_context
+def rotate(
+    ctx: Context,
+    path: Path,
+    add_paths: tuple[Path, ...],
+    remove_ids: tuple[str, ...],
+    threshold: int | None,
+    output: Path,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write the next version of the root at PATH: keys added or removed (a lost or
+    stolen one), another threshold. The old threshold of old keys and the new one of
+    new keys sign it (`sign OUTPUT --previous PATH`)."""
+    from sovnet.trust import publisher_root
+
+    use_json(ctx, as_json)
+    if not add_paths and not remove_ids and threshold is None:
+        raise InvalidInputError("nothing to change", hint="give --add, --remove or --threshold")
+    current = _read(path)
+    data = publisher_root.rotate(
+        current,
+        add=[publisher_root.public_key(_read(p)) for p in add_paths],
+        remove=remove_ids,
+        threshold=threshold,
+        now=_now(),
+    )
+    _write(output, data, replace=force)
+    _show(publisher_root.check(data, previous=current), output, as_json)
+
+
+def _read(path: Path) -> bytes:
+    from sovnet.trust.publisher_root import MAX_ROOT_BYTES
+
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(MAX_ROOT_BYTES + 1)
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise LocalStateError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _write(path: Path, data: bytes, *, replace: bool) -> None:
+    from sovnet.store.atomicfile import write_atomic
+
+    if path.exists() and not replace:
+        raise InvalidInputError(f"{path} exists", hint="choose another -o, or --force")
+    try:
+        write_atomic(path, data, mode=0o644)
+    except OSError as exc:
+        raise LocalStateError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _count(checked: RootCheck) -> str:
+    text = f"{len(checked.signed_by)} of {len(checked.keys)} keys (needs {checked.threshold})"
+    if checked.previous_threshold is not None:
+        text += (
+            f", and {len(checked.previous_signed_by)} of the previous version's "
+            f"(needs {checked.previous_threshold})"
+        )
+    return text
+
+
+def _show(checked: RootCheck, path: Path, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "path": str(path),
+                "publisher": checked.publisher,
+                "version": checked.version,
+                "threshold": checked.threshold,
+                "keys": list(checked.keys),
+                "signed_by": list(checked.signed_by),
+                "previous_threshold": checked.previous_threshold,
+                "previous_signed_by": list(checked.previous_signed_by),
+                "expires": checked.expires.isoformat(),
+                "complete": checked.complete,
+            }
+        )
+        return
+    say(f"{path}: root of publisher {checked.publisher}, version {checked.version}")
+    for keyid in checked.keys:
+        mark = "signed " if keyid in checked.signed_by else "missing"
+        say(f"  {mark}  {keyid[:16]}")
+    say(f"  signed by {_count(checked)}: {'complete' if checked.complete else 'not yet'}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(publisher)

@@ -1,0 +1,284 @@
+"""A publisher's root of trust: a TUF root whose keys several people hold.
+
+Today a publisher is one Ed25519 key: lost, it can never sign again; stolen, the
+thief signs for ever. A publisher root (TUF's ``root`` role, through python-tuf's
+Metadata API) names n keys, held by different people or institutions, of which k
+must sign; a new version of the root, signed by k of the old keys and k of the
+new, replaces a lost or stolen key. The same keys and threshold sign releases
+(TUF's ``targets`` role); the publisher's node signs ``snapshot`` and
+``timestamp`` with an online key of its own, short-lived, when one is given.
+
+The offline ceremony passes one file between machines that never meet:
+
+1. :func:`new_root` (``sovnet publisher init``): the unsigned root, version 1;
+2. :func:`sign` (``sovnet publisher sign``), once by each holder, with their
+   private key (Ed25519, or ECDSA P-256 as hardware keys hold);
+3. :func:`check` (``sovnet publisher status`` / ``finish``): who signed, who is
+   missing, and whether the threshold is met: by the root's own keys, and for a
+   rotation (:func:`rotate`) by the previous version's too (TUF's rule, §5.3.4
+   of the TUF specification).
+
+Pure: bytes and ``now`` in, bytes and values out; python-tuf does the
+verification (:meth:`tuf.api.metadata.Root.get_verification_result`), this
+module the rules around it: which keys, bounds on the input, and what a person
+is told.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from securesystemslib.signer import CryptoSigner, Key, SSlibKey
+from tuf.api.metadata import Metadata, Root
+from tuf.api.serialization import DeserializationError
+from tuf.api.serialization.json import JSONSerializer
+
+from sovnet.core.signing import PUBLIC_KEY_PREFIX, PublicKey
+from sovnet.errors import InvalidInputError, InvalidKeyError, ManifestFormatError, TrustError
+
+PUBLISHER_FIELD = "x-sovnet-publisher"  # the publisher's name, in the root's signed part
+PUBLISHER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # ORG of ORG/MODEL
+MAX_ROOT_BYTES = 512 * 1024
+MAX_KEYS = 64
+ROOT_LIFETIME = datetime.timedelta(days=365)
+# Root and targets: the offline keys. Snapshot and timestamp: the online key.
+OFFLINE_ROLES = ("root", "targets")
+ONLINE_ROLES = ("snapshot", "timestamp")
+
+
+@dataclass(frozen=True)
+class RootCheck:
+    """What a root file says and who signed it, for a person to read."""
+
+    publisher: str
+    version: int
+    threshold: int
+    keys: tuple[str, ...]  # TUF key ids of the root role, sorted
+    signed_by: tuple[str, ...]  # those of ``keys`` whose signature is valid
+    previous_threshold: int | None  # a rotation: the previous version's threshold
+    previous_signed_by: tuple[str, ...]  # and its keys that signed this version
+    expires: datetime.datetime
+
+    @property
+    def complete(self) -> bool:
+        """Signed by enough keys (of this version, and of the previous one)."""
+        if len(self.signed_by) < self.threshold:
+            return False
+        return self.previous_threshold is None or (
+            len(self.previous_signed_by) >= self.previous_threshold
+        )
+
+
+def public_key(data: bytes) -> Key:
+    """A holder's public key: a PEM public key (Ed25519 or ECDSA P-256), or sovnet's
+    own ``ed25519:HEX`` form (``sovnet key show``)."""
+    text = data.strip()
+    if text.startswith(PUBLIC_KEY_PREFIX.encode()) or re.fullmatch(rb"[0-9a-f]{64}", text):
+        raw = PublicKey.parse(text.decode("ascii")).raw
+        return SSlibKey.from_crypto(ed25519.Ed25519PublicKey.from_public_bytes(raw))
+    try:
+        loaded = serialization.load_pem_public_key(text)
+    except (ValueError, UnsupportedAlgorithm):
+        raise InvalidKeyError(
+            "not a public key: expected a PEM public key (Ed25519 or ECDSA P-256) or ed25519:HEX"
+        ) from None
+    _check_algorithm(loaded)
+    return SSlibKey.from_crypto(loaded)
+
+
+def signer(pem: bytes) -> CryptoSigner:
+    """A holder's private key (unencrypted PKCS#8 PEM, Ed25519 or ECDSA P-256)."""
+    try:
+        loaded = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise InvalidKeyError(
+            "not a private key: expected an unencrypted PEM private key (Ed25519 or ECDSA P-256)"
+        ) from None
+    _check_algorithm(loaded.public_key())
+    return CryptoSigner(loaded)
+
+
+def _check_algorithm(key: object) -> None:
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return
+    raise InvalidKeyError(
+        "publisher root keys are Ed25519 or ECDSA P-256 (what hardware keys hold); "
+        f"this one is {type(key).__name__.removeprefix('_')}"
+    )
+
+
+def new_root(
+    publisher: str,
+    keys: Sequence[Key],
+    threshold: int,
+    *,
+    now: datetime.datetime,
+    online: Key | None = None,
+    lifetime: datetime.timedelta = ROOT_LIFETIME,
+) -> bytes:
+    """An unsigned root, version 1: ``threshold`` of ``keys`` sign the root and
+    releases; ``online`` (else the same keys) signs snapshot and timestamp."""
+    if not PUBLISHER_PATTERN.fullmatch(publisher):
+        raise InvalidInputError(
+            f"{publisher!r} is not a publisher name (the ORG of ORG/MODEL: letters, digits, "
+            ". _ -, at most 64)"
+        )
+    root = Root(expires=_expiry(now, lifetime))
+    _set_offline_keys(root, keys, threshold)
+    for role in ONLINE_ROLES:
+        for key in [online] if online is not None else keys:
+            root.add_key(key, role)
+        root.roles[role].threshold = 1 if online is not None else threshold
+    root.unrecognized_fields[PUBLISHER_FIELD] = publisher
+    return _to_bytes(Metadata(root))
+
+
+def rotate(
+    current: bytes,
+    *,
+    add: Sequence[Key] = (),
+    remove: Sequence[str] = (),
+    threshold: int | None = None,
+    now: datetime.datetime,
+    lifetime: datetime.timedelta = ROOT_LIFETIME,
+) -> bytes:
+    """The next version of a root, unsigned: keys added or removed (by TUF key id or
+    a unique prefix of it), another threshold. It needs the signatures of the old
+    threshold of old keys and the new threshold of new keys."""
+    metadata = _parse(current)
+    root = metadata.signed
+    keyids = list(root.roles["root"].keyids)
+    gone = {_resolve(prefix, keyids) for prefix in remove}
+    kept = [root.keys[k] for k in keyids if k not in gone]
+    new = Root(
+        version=root.version + 1,
+        expires=_expiry(now, lifetime),
+        consistent_snapshot=root.consistent_snapshot,
+    )
+    _set_offline_keys(new, [*kept, *add], threshold or root.roles["root"].threshold)
+    for role in ONLINE_ROLES:
+        old_role = root.roles[role]
+        for keyid in old_role.keyids:
+            if keyid not in gone:
+                new.add_key(root.keys[keyid], role)
+        new.roles[role].threshold = old_role.threshold
+        if not new.roles[role].keyids:  # its keys were all removed: the offline ones sign
+            for key in [*kept, *add]:
+                new.add_key(key, role)
+            new.roles[role].threshold = new.roles["root"].threshold
+    new.unrecognized_fields.update(root.unrecognized_fields)
+    return _to_bytes(Metadata(new))
+
+
+def sign(data: bytes, holder: CryptoSigner, *, previous: bytes | None = None) -> bytes:
+    """``data`` with ``holder``'s signature added (replacing an earlier one of theirs).
+
+    The key must be one of the root's (or, for a rotation, of ``previous``'s): a
+    signature nobody asked for is refused rather than carried along."""
+    metadata = _parse(data)
+    keyid = holder.public_key.keyid
+    allowed = set(metadata.signed.roles["root"].keyids)
+    if previous is not None:
+        allowed |= set(_parse(previous).signed.roles["root"].keyids)
+    if keyid not in allowed:
+        raise TrustError(
+            f"key {keyid[:16]} is not one of this root's keys"
+            + (" nor of the previous version's" if previous is not None else ""),
+            hint="sign with a key that `sovnet publisher status` lists",
+        )
+    metadata.sign(holder, append=True)
+    return _to_bytes(metadata)
+
+
+def check(data: bytes, *, previous: bytes | None = None) -> RootCheck:
+    """Who signed ``data`` (a root, or the next version of ``previous``)."""
+    metadata = _parse(data)
+    root = metadata.signed
+    own = root.get_verification_result("root", metadata.signed_bytes, metadata.signatures)
+    previous_threshold: int | None = None
+    previous_signed: tuple[str, ...] = ()
+    if previous is not None:
+        before = _parse(previous).signed
+        if root.version != before.version + 1:
+            raise TrustError(
+                f"version {root.version} does not follow version {before.version}: a root "
+                "is replaced by the next version only"
+            )
+        if root.unrecognized_fields.get(PUBLISHER_FIELD) != _publisher(before):
+            raise TrustError("the two roots are of different publishers")
+        result = before.get_verification_result("root", metadata.signed_bytes, metadata.signatures)
+        previous_threshold = before.roles["root"].threshold
+        previous_signed = tuple(sorted(result.signed))
+    return RootCheck(
+        publisher=_publisher(root),
+        version=root.version,
+        threshold=root.roles["root"].threshold,
+        keys=tuple(sorted(root.roles["root"].keyids)),
+        signed_by=tuple(sorted(own.signed)),
+        previous_threshold=previous_threshold,
+        previous_signed_by=previous_signed,
+        expires=root.expires,
+    )
+
+
+def _set_offline_keys(root: Root, keys: Sequence[Key], threshold: int) -> None:
+    unique = {key.keyid: key for key in keys}
+    if len(unique) != len(keys):
+        raise InvalidInputError("the same key is given twice")
+    if not 1 <= len(unique) <= MAX_KEYS:
+        raise InvalidInputError(f"a root has 1 to {MAX_KEYS} keys, not {len(unique)}")
+    if not 1 <= threshold <= len(unique):
+        raise InvalidInputError(
+            f"a threshold of {threshold} cannot be met by {len(unique)} key(s)",
+            hint="the threshold is how many of the keys must sign: 1 to the number of keys",
+        )
+    for role in OFFLINE_ROLES:
+        for key in unique.values():
+            root.add_key(key, role)
+        root.roles[role].threshold = threshold
+
+
+def _resolve(prefix: str, keyids: Sequence[str]) -> str:
+    matches = [k for k in keyids if k.startswith(prefix.lower())] if len(prefix) >= 8 else []
+    if len(matches) != 1:
+        raise InvalidInputError(
+            f"{prefix!r} names {'no' if not matches else 'more than one'} key of this root",
+            hint="give at least 8 characters of a key id that `sovnet publisher status` lists",
+        )
+    return matches[0]
+
+
+def _publisher(root: Root) -> str:
+    name = root.unrecognized_fields.get(PUBLISHER_FIELD)
+    if not isinstance(name, str) or not PUBLISHER_PATTERN.fullmatch(name):
+        raise ManifestFormatError(f"the root does not name its publisher ({PUBLISHER_FIELD})")
+    return name
+
+
+def _parse(data: bytes) -> Metadata[Root]:
+    if len(data) > MAX_ROOT_BYTES:
+        raise ManifestFormatError(f"a root file is at most {MAX_ROOT_BYTES // 1024} KiB")
+    try:
+        metadata = Metadata[Root].from_bytes(data)
+    except (DeserializationError, RecursionError) as exc:
+        raise ManifestFormatError(f"not a TUF root: {exc}") from None
+    if not isinstance(metadata.signed, Root):
+        raise ManifestFormatError(f"not a root but {metadata.signed.type} metadata")
+    _publisher(metadata.signed)
+    return metadata
+
+
+def _to_bytes(metadata: Metadata[Root]) -> bytes:
+    return metadata.to_bytes(JSONSerializer(compact=False))
+
+
+def _expiry(now: datetime.datetime, lifetime: datetime.timedelta) -> datetime.datetime:
+    return (now + lifetime).astimezone(datetime.UTC).replace(microsecond=0)

@@ -1,0 +1,93 @@
+"""The publisher-root ceremony through the CLI, as three people on three machines do it:
+three state directories, one file passed from hand to hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import Runner
+
+
+def _holders(tmp_path: Path) -> list[tuple[Runner, Path]]:
+    """Three nodes with a publisher key each, and the public key each sends out."""
+    holders = []
+    for name in ("uni", "lab", "cert"):
+        sovnet = Runner(tmp_path / name)
+        sovnet("key", "gen", check=True)
+        public = tmp_path / f"{name}.pub"
+        public.write_text(sovnet.json("key", "show")["public_key"] + "\n")
+        holders.append((sovnet, public))
+    return holders
+
+
+def test_three_holders_make_a_2_of_3_root_by_passing_one_file(tmp_path: Path) -> None:
+    (uni, uni_pub), (lab, lab_pub), (cert, cert_pub) = _holders(tmp_path)
+    root = tmp_path / "root.json"
+    made = uni(
+        "publisher", "init", "acme", "--key", uni_pub, "--key", lab_pub, "--key", cert_pub,
+        "--threshold", "2", "-o", root,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "version 1" in made.stderr and "0 of 3 keys (needs 2)" in made.stderr
+
+    early = uni("publisher", "finish", root)
+    assert early.returncode == 6 and "not enough" in early.stderr
+
+    uni("publisher", "sign", root, check=True)  # with uni's own node key
+    one = uni("publisher", "finish", root)
+    assert one.returncode == 6 and "1 of 3 keys" in one.stderr
+    signed = cert("publisher", "sign", root, "--json", check=True)
+    assert json.loads(signed.stdout)["complete"] is True
+
+    done = lab.json("publisher", "finish", root)
+    assert done["publisher"] == "acme" and len(done["signed_by"]) == 2
+
+
+def test_a_stolen_key_is_rotated_out_by_the_other_two(tmp_path: Path) -> None:
+    (uni, uni_pub), (lab, lab_pub), (cert, cert_pub) = _holders(tmp_path)
+    root = tmp_path / "root.json"
+    uni("publisher", "init", "acme", "--key", uni_pub, "--key", lab_pub, "--key", cert_pub,
+        "--threshold", "2", "-o", root, check=True)  # fmt: skip
+    uni("publisher", "sign", root, check=True)
+    lab("publisher", "sign", root, check=True)
+    stolen = next(
+        k for k in uni.json("publisher", "status", root)["keys"]
+        if k not in lab.json("publisher", "status", root)["signed_by"]
+    )  # fmt: skip
+    new = Runner(tmp_path / "newcert")
+    new("key", "gen", check=True)
+    new_pub = tmp_path / "new.pub"
+    new_pub.write_text(new.json("key", "show")["public_key"])
+
+    v2 = tmp_path / "2.root.json"
+    rotated = uni("publisher", "rotate", root, "--remove", stolen[:10], "--add", new_pub, "-o", v2)
+    assert rotated.returncode == 0, rotated.stderr
+    # The thief cannot sign the new version as one of its keys.
+    thief = cert("publisher", "sign", v2)
+    assert thief.returncode == 6 and "not one of this root's keys" in thief.stderr
+    for holder in (uni, new):
+        holder("publisher", "sign", v2, "--previous", root, check=True)
+    half = uni("publisher", "finish", v2, "--previous", root)
+    assert half.returncode == 6, half.stderr  # one old key: not the old threshold
+    lab("publisher", "sign", v2, "--previous", root, check=True)
+    assert uni.json("publisher", "finish", v2, "--previous", root)["complete"] is True
+
+
+def test_bad_input_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    (uni, uni_pub), _, _ = _holders(tmp_path)
+    root = tmp_path / "root.json"
+    too_many = uni("publisher", "init", "acme", "--key", uni_pub, "--threshold", "2", "-o", root)
+    assert too_many.returncode == 4 and "cannot be met by 1" in too_many.stderr
+    assert not root.exists()
+    garbage = tmp_path / "garbage.pub"
+    garbage.write_text("hello\n")
+    refused = uni("publisher", "init", "acme", "--key", garbage, "--threshold", "1", "-o", root)
+    assert refused.returncode == 4 and "not a public key" in refused.stderr
+    uni("publisher", "init", "acme", "--key", uni_pub, "--threshold", "1", "-o", root, check=True)
+    again = uni("publisher", "init", "acme", "--key", uni_pub, "--threshold", "1", "-o", root)
+    assert again.returncode == 4 and "exists" in again.stderr
+    before = root.read_bytes()
+    not_a_root = uni("publisher", "sign", garbage)
+    assert not_a_root.returncode == 4 and "Traceback" not in not_a_root.stderr
+    assert root.read_bytes() == before
