@@ -16,7 +16,7 @@ def _holders(tmp_path: Path) -> list[tuple[Runner, Path]]:
         sovnet = Runner(tmp_path / name)
         sovnet("key", "gen", check=True)
         public = tmp_path / f"{name}.pub"
-        public.write_text(sovnet.json("key", "show")["public_key"] + "\n")
+        public.write_text(sovnet("key", "show", "--public", check=True).stdout)
         holders.append((sovnet, public))
     return holders
 

@@ -41,12 +41,21 @@ def key_gen(ctx: Context, force: bool, as_json: bool) -> None:
 
 
 @key.command("show")
+@click.option(
+    "--public",
+    "public_only",
+    is_flag=True,
+    help="Print the public key alone (`> me.pub`, for `sovnet publisher init --key`).",
+)
 @json_option
 @pass_context
-def key_show(ctx: Context, as_json: bool) -> None:
+def key_show(ctx: Context, public_only: bool, as_json: bool) -> None:
     """Print this node's key id and public key."""
     _use_json(ctx, as_json)
     public = ctx.node_files().load_key().public_key
+    if public_only:
+        click.echo(str(public))
+        return
     if as_json:
         emit_json({"key_id": str(public.key_id), "public_key": str(public)})
         return
