@@ -131,7 +131,7 @@ def new_root(
             f"{publisher!r} is not a publisher name (the ORG of ORG/MODEL: letters, digits, "
             ". _ -, at most 64)"
         )
-    root = Root(expires=_expiry(now, lifetime))
+    root = Root(expires=expiry(now, lifetime))
     _set_offline_keys(root, keys, threshold)
     for role in ONLINE_ROLES:
         for key in [online] if online is not None else keys:
@@ -160,7 +160,7 @@ def rotate(
     kept = [root.keys[k] for k in keyids if k not in gone]
     new = Root(
         version=root.version + 1,
-        expires=_expiry(now, lifetime),
+        expires=expiry(now, lifetime),
         consistent_snapshot=root.consistent_snapshot,
     )
     _set_offline_keys(new, [*kept, *add], threshold or root.roles["root"].threshold)
@@ -280,5 +280,5 @@ def _to_bytes(metadata: Metadata[Root]) -> bytes:
     return metadata.to_bytes(JSONSerializer(compact=False))
 
 
-def _expiry(now: datetime.datetime, lifetime: datetime.timedelta) -> datetime.datetime:
+def expiry(now: datetime.datetime, lifetime: datetime.timedelta) -> datetime.datetime:
     return (now + lifetime).astimezone(datetime.UTC).replace(microsecond=0)

@@ -1,0 +1,246 @@
+"""A publisher's releases and channels, as TUF ``targets`` signed by its root's keys.
+
+A release is the target ``ORG/MODEL/VERSION``: its content is the manifest's
+canonical bytes (TUF hashes it with SHA-256: BLAKE3 is not among TUF's hash
+algorithms), and ``custom.cid`` carries the CID by which the swarm knows it. A
+channel is the target ``ORG/MODEL:CHANNEL`` (``latest``, ``stable``, any name):
+the same content as the release it points at, ``custom.release`` naming that
+release. Moving a channel is a new version of targets, so TUF's rollback
+protection covers channels as it covers releases. A ``name@version`` can never
+name two CIDs: a new version of targets that would is refused here, and a node
+that sees two (equivocation) says so (issue #13).
+
+The targets role is signed offline, by the root's threshold of keys, by passing
+the file around as for the root (publisher_root.py); snapshot and timestamp,
+which only say "this is the newest targets", are signed by the publisher node's
+online key (:func:`online_metadata`) and expire within days, so that a node
+notices a publisher that stopped vouching (a freeze).
+
+Pure: bytes and ``now`` in, bytes and values out.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import (
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization import DeserializationError
+from tuf.api.serialization.json import JSONSerializer
+
+from sovnet.core.cid import CID
+from sovnet.core.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest
+from sovnet.errors import InvalidInputError, ManifestFormatError, TrustError
+from sovnet.trust import publisher_root
+
+CHANNEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+TARGETS_LIFETIME = datetime.timedelta(days=90)
+SNAPSHOT_LIFETIME = datetime.timedelta(days=7)
+TIMESTAMP_LIFETIME = datetime.timedelta(days=1)
+MAX_TARGETS_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str  # ORG/MODEL
+    version: str
+    cid: CID
+
+    @property
+    def path(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class TargetsCheck:
+    version: int
+    threshold: int
+    signed_by: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        return len(self.signed_by) >= self.threshold
+
+
+def release(
+    current: bytes | None,
+    *,
+    root: bytes,
+    name: str,
+    version: str,
+    manifest: bytes,
+    channels: tuple[str, ...] = ("latest",),
+    now: datetime.datetime,
+    lifetime: datetime.timedelta = TARGETS_LIFETIME,
+) -> bytes:
+    """The next version of targets (unsigned): ``name@version`` released as the
+    manifest ``manifest`` (its canonical bytes), and ``channels`` moved to it."""
+    publisher = publisher_root.check(root).publisher
+    if not NAME_PATTERN.fullmatch(name) or name.split("/")[0] != publisher:
+        raise InvalidInputError(
+            f"{name!r} is not a model of publisher {publisher} (ORG/MODEL, ORG = {publisher})"
+        )
+    if not VERSION_PATTERN.fullmatch(version):
+        raise InvalidInputError(f"{version!r} is not a version (letters, digits, . _ + -)")
+    for channel in channels:
+        _check_channel(channel)
+    described = Manifest.from_bytes(manifest)
+    if described.name != name or described.version not in (None, version):
+        raise InvalidInputError(
+            f"the manifest is of {described.name}@{described.version or '(no version)'}, "
+            f"not {name}@{version}"
+        )
+    targets = _next(current, now, lifetime)
+    made = Release(name, version, CID.of(manifest))
+    file = _target(made.path, manifest, made.cid)
+    earlier = targets.targets.get(made.path)
+    if earlier is not None and earlier.hashes != file.hashes:
+        raise TrustError(
+            f"{name}@{version} is already released as {earlier.custom.get('cid')}: a "
+            "release's version names one manifest for ever",
+            hint="release it under a new version",
+        )
+    targets.targets[made.path] = file
+    for channel in channels:
+        targets.targets[f"{name}:{channel}"] = _target(
+            f"{name}:{channel}", manifest, made.cid, release=made.path
+        )
+    return _to_bytes(Metadata(targets))
+
+
+def resolve(lookup: Callable[[str], TargetFile | None], ref: str) -> Release | None:
+    """The release ``ref`` (``ORG/MODEL@VERSION``, ``ORG/MODEL:CHANNEL`` or a bare
+    ``ORG/MODEL``, meaning ``:latest``) names, by ``lookup`` of a target path in
+    verified targets (a TUF client's ``get_targetinfo``)."""
+    if "@" in ref:
+        name, version = ref.split("@", 1)
+        path = f"{name}/{version}"
+    else:
+        name, _, channel = ref.partition(":")
+        path = f"{name}:{channel or 'latest'}"
+    file = lookup(path)
+    if file is None:
+        return None
+    release_path = file.custom.get("release", path) if ":" in path else path
+    cid_text = file.custom.get("cid")
+    release_name, _, release_version = str(release_path).rpartition("/")
+    if not isinstance(cid_text, str) or not release_name:
+        raise ManifestFormatError(f"target {path} does not carry a CID")
+    return Release(release_name, release_version, CID.parse(cid_text))
+
+
+def sign(data: bytes, holder: CryptoSigner, *, root: bytes) -> bytes:
+    """``data`` (targets) with ``holder``'s signature added; the key must be one of
+    the root's targets keys."""
+    metadata = _parse(data)
+    trusted = _root(root)
+    if holder.public_key.keyid not in trusted.roles["targets"].keyids:
+        raise TrustError(
+            f"key {holder.public_key.keyid[:16]} does not sign this publisher's releases",
+            hint="sign with a key that `sovnet publisher status` lists",
+        )
+    metadata.sign(holder, append=True)
+    return _to_bytes(metadata)
+
+
+def check(data: bytes, *, root: bytes) -> TargetsCheck:
+    """Who of the root's targets keys signed ``data``."""
+    metadata = _parse(data)
+    trusted = _root(root)
+    result = trusted.get_verification_result("targets", metadata.signed_bytes, metadata.signatures)
+    return TargetsCheck(
+        metadata.signed.version,
+        trusted.roles["targets"].threshold,
+        tuple(sorted(result.signed)),
+    )
+
+
+def online_metadata(
+    targets: bytes,
+    *,
+    snapshot_version: int,
+    timestamp_version: int,
+    online: CryptoSigner,
+    now: datetime.datetime,
+) -> tuple[bytes, bytes]:
+    """Snapshot and timestamp for ``targets``, signed by the publisher node's key."""
+    targets_version = _parse(targets).signed.version
+    snapshot = Snapshot(
+        version=snapshot_version,
+        expires=publisher_root.expiry(now, SNAPSHOT_LIFETIME),
+        meta={"targets.json": MetaFile(version=targets_version)},
+    )
+    snapshot_md = Metadata(snapshot)
+    snapshot_md.sign(online)
+    snapshot_bytes = snapshot_md.to_bytes(JSONSerializer(compact=False))
+    timestamp = Timestamp(
+        version=timestamp_version,
+        expires=publisher_root.expiry(now, TIMESTAMP_LIFETIME),
+        snapshot_meta=MetaFile(version=snapshot_version),
+    )
+    timestamp_md = Metadata(timestamp)
+    timestamp_md.sign(online)
+    return snapshot_bytes, timestamp_md.to_bytes(JSONSerializer(compact=False))
+
+
+def _target(path: str, manifest: bytes, cid: CID, *, release: str | None = None) -> TargetFile:
+    custom: dict[str, str] = {"cid": str(cid)}
+    if release is not None:
+        custom["release"] = release
+    return TargetFile(
+        length=len(manifest),
+        hashes={"sha256": hashlib.sha256(manifest).hexdigest()},
+        path=path,
+        unrecognized_fields={"custom": custom},
+    )
+
+
+def _next(current: bytes | None, now: datetime.datetime, lifetime: datetime.timedelta) -> Targets:
+    if current is None:
+        return Targets(version=1, expires=publisher_root.expiry(now, lifetime))
+    before = _parse(current).signed
+    return Targets(
+        version=before.version + 1,
+        expires=publisher_root.expiry(now, lifetime),
+        targets=dict(before.targets),
+    )
+
+
+def _check_channel(channel: str) -> None:
+    if not CHANNEL_PATTERN.fullmatch(channel):
+        raise InvalidInputError(
+            f"{channel!r} is not a channel name (lower-case letters, digits, . _ -; at most 32)"
+        )
+
+
+def _root(data: bytes) -> Root:
+    publisher_root.check(data)  # bounds, type and publisher, or an error saying which
+    return Metadata[Root].from_bytes(data).signed
+
+
+def _parse(data: bytes) -> Metadata[Targets]:
+    if len(data) > MAX_TARGETS_BYTES:
+        raise ManifestFormatError(f"targets metadata is at most {MAX_TARGETS_BYTES >> 20} MiB")
+    try:
+        metadata = Metadata[Targets].from_bytes(data)
+    except (DeserializationError, RecursionError) as exc:
+        raise ManifestFormatError(f"not TUF targets metadata: {exc}") from None
+    if not isinstance(metadata.signed, Targets):
+        raise ManifestFormatError(f"not targets but {metadata.signed.type} metadata")
+    return metadata
+
+
+def _to_bytes(metadata: Metadata[Targets]) -> bytes:
+    return metadata.to_bytes(JSONSerializer(compact=False))
