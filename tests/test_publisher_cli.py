@@ -91,3 +91,38 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
     not_a_root = uni("publisher", "sign", garbage)
     assert not_a_root.returncode == 4 and "Traceback" not in not_a_root.stderr
     assert root.read_bytes() == before
+
+
+def test_a_node_pins_a_complete_root_and_says_its_fingerprint(tmp_path: Path) -> None:
+    (uni, uni_pub), (lab, lab_pub), _ = _holders(tmp_path)
+    root = tmp_path / "root.json"
+    uni("publisher", "init", "acme", "--key", uni_pub, "--key", lab_pub,
+        "--threshold", "2", "-o", root, check=True)  # fmt: skip
+    uni("publisher", "sign", root, check=True)
+    node = Runner(tmp_path / "node")
+    node("key", "gen", check=True)
+
+    half = node("trust", "add", root)
+    assert half.returncode == 6 and "needs 2" in half.stderr
+    assert node.json("trust", "roots") == []
+
+    lab("publisher", "sign", root, check=True)
+    pinned = node("trust", "add", root)
+    assert pinned.returncode == 0, pinned.stderr
+    [listed] = node.json("trust", "roots")
+    assert listed["publisher"] == "acme" and listed["version"] == 1
+    assert listed["fingerprint"] in pinned.stderr  # to compare out loud
+    assert node("trust", "add", root).returncode == 0  # the same root again: nothing changes
+
+    other = tmp_path / "other.json"
+    uni("publisher", "init", "acme", "--key", uni_pub, "--threshold", "1", "-o", other,
+        check=True)  # fmt: skip
+    uni("publisher", "sign", other, check=True)
+    refused = node("trust", "add", other)
+    assert refused.returncode == 4 and "pinned already" in refused.stderr
+    assert node.json("trust", "roots")[0]["fingerprint"] == listed["fingerprint"]
+    node("trust", "add", other, "--replace", check=True)
+    assert node.json("trust", "roots")[0]["threshold"] == 1
+
+    no_name = node("trust", "add", uni("key", "show", "--public", check=True).stdout.strip())
+    assert no_name.returncode == 4 and "--name is required" in no_name.stderr

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from sovnet.cli.context import Context, json_option, pass_context, use_json
 from sovnet.cli.output import emit_json, say, table
 from sovnet.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from sovnet.store.rootfiles import PinnedRoot
 
 _use_json = use_json
 
@@ -72,19 +77,32 @@ def trust() -> None:
 
 
 @trust.command("add")
-@click.argument("key_ref", metavar="KEY_ID_OR_PUBLIC_KEY")
-@click.option("--name", required=True, help="Who this key belongs to, for your eyes.")
+@click.argument("key_ref", metavar="KEY_ID_OR_PUBLIC_KEY_OR_ROOT_FILE")
+@click.option("--name", help="Who this key belongs to, for your eyes (for a key).")
+@click.option(
+    "--replace", is_flag=True, help="Pin this root instead of the publisher's pinned one."
+)
 @json_option
 @pass_context
-def trust_add(ctx: Context, key_ref: str, name: str, as_json: bool) -> None:
-    """Trust a publisher key: its signatures make manifests trusted here.
+def trust_add(ctx: Context, key_ref: str, name: str | None, replace: bool, as_json: bool) -> None:
+    """Trust a publisher key, or pin a publisher root.
 
     KEY_ID_OR_PUBLIC_KEY is the key id as `sovnet key show` prints it (9 groups of
-    4; the last is a check, so a typo is refused) or the public key ed25519:HEX.
+    4; the last is a check, so a typo is refused) or the public key ed25519:HEX;
+    its signatures make manifests trusted here. A path to a root file (`sovnet
+    publisher init` ... `finish`) pins that publisher's root: compare the
+    fingerprint this prints with the publisher, out loud.
     """
     from sovnet.trust.keys import TrustedKey, check_name, parse_key_reference
 
     _use_json(ctx, as_json)
+    if key_ref.endswith(".json"):
+        _pin_root(ctx, key_ref, replace, as_json)
+        return
+    if name is None:
+        raise InvalidInputError(
+            "--name is required for a key", hint=f"sovnet trust add {key_ref} --name WHO"
+        )
     key_id, public = parse_key_reference(key_ref, typed=True)
     entry = TrustedKey(key_id, check_name(name), public)
     ctx.node_files().update_trust(lambda store: store.with_key(entry))
@@ -92,6 +110,67 @@ def trust_add(ctx: Context, key_ref: str, name: str, as_json: bool) -> None:
         emit_json({"key_id": str(key_id), "name": name, "public_key": public and str(public)})
         return
     say(f'Trusting {key_id} as "{name}".')
+
+
+def _pin_root(ctx: Context, path: str, replace: bool, as_json: bool) -> None:
+    from sovnet.errors import LocalStateError, NotFoundError
+    from sovnet.store.rootfiles import RootFiles
+    from sovnet.trust.publisher_root import MAX_ROOT_BYTES
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_ROOT_BYTES + 1)
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise LocalStateError(f"cannot read {path}: {exc.strerror}") from None
+    pinned = RootFiles(ctx.state_dir).pin(data, replace=replace)
+    checked = pinned.check
+    if as_json:
+        emit_json(_root_json(pinned))
+        return
+    say(
+        f"Pinned the root of publisher {checked.publisher} (version {checked.version}, "
+        f"{checked.threshold} of {len(checked.keys)} keys)."
+    )
+    say(f"  fingerprint: {pinned.fingerprint}  (compare it with the publisher, out loud)")
+
+
+def _root_json(pinned: PinnedRoot) -> dict[str, object]:
+    checked = pinned.check
+    return {
+        "publisher": checked.publisher,
+        "version": checked.version,
+        "threshold": checked.threshold,
+        "keys": list(checked.keys),
+        "fingerprint": pinned.fingerprint,
+        "expires": checked.expires.isoformat(),
+    }
+
+
+@trust.command("roots")
+@json_option
+@pass_context
+def trust_roots(ctx: Context, as_json: bool) -> None:
+    """List the publisher roots this node pinned."""
+    from sovnet.store.rootfiles import RootFiles
+
+    _use_json(ctx, as_json)
+    roots = RootFiles(ctx.state_dir).pinned()
+    if as_json:
+        emit_json([_root_json(r) for r in roots])
+        return
+    if not roots:
+        say("No publisher roots. `sovnet trust add root.json` pins one.")
+        return
+    table(
+        ["PUBLISHER", "VERSION", "KEYS", "FINGERPRINT"],
+        [
+            [r.publisher, str(r.check.version), f"{r.check.threshold} of {len(r.check.keys)}",
+             r.fingerprint]
+            for r in roots
+        ],
+    )  # fmt: skip
 
 
 @trust.command("ls")

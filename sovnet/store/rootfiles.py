@@ -1,0 +1,118 @@
+"""The publisher roots this node pinned, on disk.
+
+    <state>/roots/<ORG>/root.json          the newest trusted root of publisher ORG
+    <state>/roots/<ORG>/history/N.root.json every version it trusted, from the pinned one
+
+``roots/<ORG>/`` is the metadata directory of a TUF client (python-tuf's
+ngclient): it keeps ``root.json`` (and, as it refreshes, ``timestamp.json``,
+``snapshot.json`` and ``targets.json``) there, so that the highest versions seen
+survive a restart and a rollback is refused after one too. The history is what
+this node can hand on to nodes that pinned an older version (TUF walks the chain
+``N+1.root.json`` by ``N+1.root.json``).
+
+Pinning a root is a decision of this node's operator, made by comparing its
+fingerprint out loud with the publisher: a root that is not complete (its own
+threshold of keys did not sign it) is refused, and a root of a publisher already
+pinned replaces it only when asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from sovnet.errors import InvalidInputError, LocalStateError, NotFoundError, TrustError
+from sovnet.store.atomicfile import write_atomic
+from sovnet.store.lockfile import exclusive_lock
+from sovnet.trust import publisher_root
+from sovnet.trust.publisher_root import RootCheck
+
+_HISTORY_NAME = re.compile(r"(\d{1,9})\.root\.json")
+
+
+@dataclass(frozen=True)
+class PinnedRoot:
+    check: RootCheck
+    fingerprint: str  # SHA-256 of the root file, grouped, to compare out loud
+
+    @property
+    def publisher(self) -> str:
+        return self.check.publisher
+
+
+def fingerprint(data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()[:32].upper()
+    return "-".join(digest[k : k + 4] for k in range(0, 32, 4))
+
+
+class RootFiles:
+    def __init__(self, state_dir: Path) -> None:
+        self.directory = state_dir / "roots"
+        self._lock = state_dir / "roots.lock"
+
+    def metadata_dir(self, publisher: str) -> Path:
+        """The TUF client's directory of ``publisher`` (a checked name)."""
+        if not publisher_root.PUBLISHER_PATTERN.fullmatch(publisher):
+            raise InvalidInputError(f"{publisher!r} is not a publisher name")
+        return self.directory / publisher
+
+    def pin(self, data: bytes, *, replace: bool = False) -> PinnedRoot:
+        """Trust ``data``, a complete root, for its publisher from now on."""
+        checked = publisher_root.check(data)
+        if not checked.complete:
+            raise TrustError(
+                f"this root of {checked.publisher} is signed by {len(checked.signed_by)} of "
+                f"its keys; it needs {checked.threshold}",
+                hint="`sovnet publisher status FILE` says who still must sign",
+            )
+        pinned = PinnedRoot(checked, fingerprint(data))
+        directory = self.metadata_dir(checked.publisher)
+        try:
+            with exclusive_lock(self._lock, what="the pinned roots"):
+                current = directory / "root.json"
+                if current.is_file():
+                    if current.read_bytes() == data:
+                        return pinned
+                    if not replace:
+                        raise InvalidInputError(
+                            f"a root of {checked.publisher} is pinned already",
+                            hint="compare the two with the publisher; `--replace` pins this "
+                            "one instead (the TUF client then trusts only its chain)",
+                        )
+                    shutil.rmtree(directory)
+                (directory / "history").mkdir(mode=0o700, parents=True)
+                write_atomic(directory / "history" / f"{checked.version}.root.json", data)
+                write_atomic(current, data)
+        except OSError as exc:
+            raise LocalStateError(f"cannot pin the root in {directory}: {exc.strerror}") from exc
+        return pinned
+
+    def pinned(self) -> list[PinnedRoot]:
+        """Every pinned root, as trusted now (after any rotation the client followed)."""
+        found = []
+        for directory in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
+            path = directory / "root.json"
+            if path.is_file():
+                data = path.read_bytes()
+                found.append(PinnedRoot(publisher_root.check(data), fingerprint(data)))
+        return found
+
+    def unpin(self, publisher: str) -> None:
+        directory = self.metadata_dir(publisher)
+        if not (directory / "root.json").is_file():
+            raise NotFoundError(f"no root of {publisher} is pinned", hint="`sovnet trust roots`")
+        with exclusive_lock(self._lock, what="the pinned roots"):
+            shutil.rmtree(directory)
+
+    def history(self, publisher: str) -> dict[int, Path]:
+        """The root versions this node keeps of ``publisher``, by version."""
+        directory = self.metadata_dir(publisher) / "history"
+        versions: dict[int, Path] = {}
+        for path in directory.iterdir() if directory.is_dir() else []:
+            match = _HISTORY_NAME.fullmatch(path.name)
+            if match:
+                versions[int(match.group(1))] = path
+        return versions
