@@ -194,6 +194,18 @@ class NodeStatus:
     hash_failures: int
     banned_peers: tuple[Ban, ...]
     damaged: Mapping[str, str]  # CID: why it is not seeded
+    rejected: tuple[Rejected, ...] = ()  # connections refused, by listener and reason
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Connections a listener refused for one reason (a TLS handshake without a
+    member certificate, a request too slow, ...), since the daemon started."""
+
+    plane: str  # "control" (the control plane) or "swarm"
+    reason: str
+    count: int
+    last_from: str  # the address of the latest
 
 
 @dataclass(frozen=True)

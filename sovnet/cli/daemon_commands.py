@@ -60,6 +60,13 @@ def status(ctx: Context, as_json: bool) -> None:
         click.echo(f"banned:      {ban.peer} ({ban.reason})")
     for cid, problem in info.damaged.items():
         click.echo(f"DAMAGED:     {cid}: {problem}")
+    listeners = {"control": "the control plane", "swarm": "the swarm"}
+    for refused in info.rejected:
+        listener = listeners.get(refused.plane, refused.plane)
+        click.echo(
+            f"rejected:    {refused.count} connection(s) to {listener}: {refused.reason}"
+            f" (latest from {refused.last_from})"
+        )
 
 
 @click.command()

@@ -19,6 +19,13 @@ The file (all keys optional)::
     refresh_interval = 5                 # SOVNET_REFRESH_INTERVAL: s between peer rounds
     resume_interval = 5                  # SOVNET_RESUME_INTERVAL: s between resume saves
     check_interval = 60                  # SOVNET_CHECK_INTERVAL: s between checks of seeded files
+    # The control plane against slow or hostile clients (SOVNET_ + the name in capitals):
+    control_handshake_timeout = 10       # s for a peer's TLS handshake
+    control_header_timeout = 10          # s for a request's headers (and an idle connection)
+    control_request_timeout = 30         # s for a request's body and its handling
+    control_max_connections = 512        # connections to the control plane at once
+    control_max_connections_per_peer = 64  # of them from one address
+    rejection_log_interval = 60          # s: refused connections, one log line a source
     log_level = "info"                   # SOVNET_LOG_LEVEL: debug, info, warning, error
 
 Pure: the caller passes the file's bytes, the environment and the home
@@ -56,6 +63,12 @@ class DaemonConfig:
     refresh_interval: float = 5.0
     resume_interval: float = 5.0
     check_interval: float = 60.0
+    control_handshake_timeout: float = 10.0
+    control_header_timeout: float = 10.0
+    control_request_timeout: float = 30.0
+    control_max_connections: int = 512
+    control_max_connections_per_peer: int = 64
+    rejection_log_interval: float = 60.0
     log_level: str = "info"
 
 
@@ -130,6 +143,16 @@ def _seconds(value: object) -> float:
     return float(value)
 
 
+def _count(value: object) -> int:
+    try:
+        count = _rate(value)  # a whole number >= 0, from TOML or a string
+    except ValueError:
+        count = 0
+    if not 0 < count <= 1_000_000:
+        raise ValueError("expected a whole number above 0")
+    return count
+
+
 def _level(value: object) -> str:
     text = _text(value).lower()
     if text not in LOG_LEVELS:
@@ -150,6 +173,12 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "refresh_interval": _seconds,
     "resume_interval": _seconds,
     "check_interval": _seconds,
+    "control_handshake_timeout": _seconds,
+    "control_header_timeout": _seconds,
+    "control_request_timeout": _seconds,
+    "control_max_connections": _count,
+    "control_max_connections_per_peer": _count,
+    "rejection_log_interval": _seconds,
     "log_level": _level,
 }
 assert set(_PARSERS) == {f.name for f in fields(DaemonConfig)}

@@ -54,6 +54,7 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
     from sovnet.daemon.supervisor import Supervisor
     from sovnet.errors import ConfigError, InternalError
     from sovnet.net.libtorrent.swarm import LibtorrentSwarm
+    from sovnet.net.rejections import Rejections
     from sovnet.store.nodedir import require_node
 
     env = dict(os.environ)
@@ -79,7 +80,9 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
         loop.add_signal_handler(sig, stop.set)
     claim_socket(config.socket)  # before anything else: one daemon per state
     supervisor = Supervisor()
-    node = await Node.start(config, LibtorrentSwarm(swarm_settings(config)), supervisor)
+    rejections = Rejections(config.rejection_log_interval)
+    swarm = LibtorrentSwarm(swarm_settings(config), rejections)
+    node = await Node.start(config, swarm, supervisor, rejections=rejections)
     api = ApiServer(node, config.socket)
     try:
         await api.start()

@@ -32,6 +32,7 @@ from sovnet.api.messages import (
     PeerRemoved,
     PublishRequest,
     PublishResult,
+    Rejected,
     RemoveResult,
     SeedingStats,
 )
@@ -47,9 +48,11 @@ from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
 from sovnet.errors import SovnetError
 from sovnet.net.control import AnnounceReply, ControlPlane, ManifestBytes
+from sovnet.net.control_listener import ServerLimits
 from sovnet.net.control_plane import TlsControlPlane
 from sovnet.net.peerbook import PeerBook
 from sovnet.net.peerprobe import PeerChecker
+from sovnet.net.rejections import Rejections
 from sovnet.net.swarm import (
     HashFailed,
     PeerBanned,
@@ -97,8 +100,11 @@ class Node:
         control: ControlPlane,
         seeder: Seeder,
         supervisor: Supervisor,
+        rejections: Rejections | None = None,
     ) -> None:
         self.config = config
+        # Connections the swarm and the control plane refused (`sovnet status`).
+        self.rejections = rejections or Rejections(config.rejection_log_interval)
         self.store = store
         self.membership = membership
         self.swarm = swarm
@@ -135,9 +141,11 @@ class Node:
         swarm: Swarm,
         supervisor: Supervisor,
         control: ControlPlane | None = None,
+        rejections: Rejections | None = None,
     ) -> Node:
         """Open the store, join the network's swarms and start listening; the control
-        plane is HTTPS with the network's certificates unless another is given."""
+        plane is HTTPS with the network's certificates unless another is given.
+        ``rejections`` is where the swarm reports what it refused, if it does."""
         store = Store(config.state_dir).init()
         with store.locked():
             await asyncio.to_thread(store.repair, keep=PartialDownload.blobs_in_use(store))
@@ -147,8 +155,11 @@ class Node:
         book = PeerBook(
             config.state_dir / "peers.json", config.peers, retry_after=config.refresh_interval
         )
+        rejections = rejections or Rejections(config.rejection_log_interval)
         if control is None:
-            control = TlsControlPlane(network.tls_files(), config.peer_timeout)
+            control = TlsControlPlane(
+                network.tls_files(), config.peer_timeout, server_limits(config), rejections
+            )
         node = cls(
             config=config,
             store=store,
@@ -158,6 +169,7 @@ class Node:
             control=control,
             seeder=seeder,
             supervisor=supervisor,
+            rejections=rejections,
         )
         try:
             await swarm.start()
@@ -210,6 +222,7 @@ class Node:
         # close() posted ResumeSaved events for the downloads: write them.
         await self._drain_resume_events()
         await self._control.close()
+        self.rejections.close()  # the counts not logged yet
 
     async def _drain_resume_events(self) -> None:
         while True:
@@ -334,6 +347,9 @@ class Node:
             hash_failures=self._health.hash_failures,
             banned_peers=tuple(self._health.banned),
             damaged=dict(self.seeder.damaged),
+            rejected=tuple(
+                Rejected(r.plane, r.reason, r.count, r.last_from) for r in self.rejections.counts()
+            ),
         )
 
     def seeding(self) -> dict[str, SeedingStats]:
@@ -353,6 +369,16 @@ def _version() -> str:
         return version("sovnet")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0+unknown"
+
+
+def server_limits(config: DaemonConfig) -> ServerLimits:
+    return ServerLimits(
+        handshake_timeout=config.control_handshake_timeout,
+        header_timeout=config.control_header_timeout,
+        request_timeout=config.control_request_timeout,
+        max_connections=config.control_max_connections,
+        max_connections_per_peer=config.control_max_connections_per_peer,
+    )
 
 
 def swarm_settings(config: DaemonConfig) -> SwarmSettings:

@@ -38,7 +38,10 @@ class PeerClient:
 
     async def __aenter__(self) -> PeerClient:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self._context, limit=64),
+            # Idle connections are dropped before a peer's server would close them
+            # (its control_header_timeout, 10 s by default): a request sent on a
+            # connection the server is closing fails, and would count against it.
+            connector=aiohttp.TCPConnector(ssl=self._context, limit=64, keepalive_timeout=4.0),
             timeout=self._timeout,
         )
         return self

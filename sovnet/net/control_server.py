@@ -18,6 +18,8 @@ from sovnet.net.control import (
     PeerService,
     server_context,
 )
+from sovnet.net.control_listener import GatedListener, ServerLimits, request_deadline
+from sovnet.net.rejections import Rejections
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,9 @@ def _cid(request: web.Request) -> CID:
         raise web.HTTPBadRequest(text=exc.message) from None
 
 
-def build_app(service: PeerService) -> web.Application:
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+def build_app(service: PeerService, listener: GatedListener | None = None) -> web.Application:
+    middlewares = [request_deadline(listener)] if listener is not None else []
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=middlewares)
     routes = web.RouteTableDef()
 
     @routes.get("/v1/node")
@@ -110,32 +113,47 @@ def build_app(service: PeerService) -> web.Application:
 
 
 class PeerServer:
-    """The control plane's HTTPS listener."""
+    """The control plane's HTTPS listener (TLS, limits and timeouts in
+    control_listener.py)."""
 
-    def __init__(self, service: PeerService, tls: TlsFiles, listen: PeerAddress) -> None:
-        self._app = build_app(service)
-        self._tls = tls
+    def __init__(
+        self,
+        service: PeerService,
+        tls: TlsFiles,
+        listen: PeerAddress,
+        limits: ServerLimits | None = None,
+        rejections: Rejections | None = None,
+    ) -> None:
+        self.limits = limits or ServerLimits()
+        self.rejections = rejections or Rejections()
+        self._listener = GatedListener(server_context(tls), self.limits, self.rejections)
+        self._app = build_app(service, self._listener)
         self._listen = listen
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     async def start(self) -> None:
         self._runner = web.AppRunner(
-            self._app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+            self._app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            # A connection gets this long for a request's headers, from when it
+            # opened or its last response went out (aiohttp's keep-alive timer).
+            keepalive_timeout=self.limits.header_timeout,
+            handler_cancellation=True,  # a client gone: its handler stops
+            # A body left unread (a refused or timed-out request) is drained for at
+            # most this long before the connection closes: a drip is not 10 s more.
+            lingering_time=1.0,
         )
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            self._listen.host,
-            self._listen.port,
-            ssl_context=server_context(self._tls),
+        assert self._runner.server is not None
+        self.port = await self._listener.start(
+            self._runner.server, self._listen.host, self._listen.port
         )
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self._listen.port
 
     async def close(self) -> None:
+        await self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

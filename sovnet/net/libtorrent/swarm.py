@@ -35,6 +35,7 @@ from sovnet.net.libtorrent.convert import (
     transfer_status,
 )
 from sovnet.net.libtorrent.settings import every_peer_filter, session_settings
+from sovnet.net.rejections import SWARM, Rejections
 from sovnet.net.swarm import (
     Finished,
     HashFailed,
@@ -78,8 +79,10 @@ class _Pending:
 class LibtorrentSwarm:
     """The :class:`sovnet.net.swarm.Swarm` of one libtorrent session."""
 
-    def __init__(self, settings: SwarmSettings) -> None:
+    def __init__(self, settings: SwarmSettings, rejections: Rejections | None = None) -> None:
         self._settings = settings
+        # Incoming connections refused at the TLS handshake: counted, logged at INFO.
+        self.rejections = rejections or Rejections()
         self._session: Any = None
         self._port = 0
         self._events: asyncio.Queue[SwarmEvent] = asyncio.Queue()
@@ -379,10 +382,22 @@ class LibtorrentSwarm:
             self._events.put_nowait(PeerBanned(key, peer, "sent data that failed hash checks"))
         elif kind in ("torrent_error_alert", "file_error_alert"):
             self._failed(alert)
+        elif kind == "peer_error_alert" and alert.op == lt.operation_t.ssl_handshake:
+            self._handshake_failed(alert)
         elif kind in ("peer_error_alert", "peer_disconnected_alert") and log.isEnabledFor(
             logging.DEBUG
         ):
             log.debug("swarm: %s", alert.message())
+
+    def _handshake_failed(self, alert: Any) -> None:
+        """A TLS handshake that failed. One a peer began (no torrent yet: libtorrent
+        picks it by the name the peer asks for) is a refused peer: without a
+        certificate of this network, asking for no swarm of ours, or not TLS."""
+        if alert.handle.is_valid():  # one this node began: the peer refused us
+            log.debug("swarm: %s", alert.message())
+            return
+        source = str(alert.endpoint[0]) if alert.endpoint else "?"
+        self.rejections.record(SWARM, source, _handshake_reason(alert.error.message()))
 
     def _failed(self, alert: Any) -> None:
         """A torrent's disk error: reported once (libtorrent posts one alert for each
@@ -426,6 +441,22 @@ def _endpoints(peers: Iterable[PeerAddress]) -> list[PeerAddress]:
         else:
             log.warning("not connecting to %s: the swarm takes IP addresses only", peer)
     return usable
+
+
+def _handshake_reason(message: str) -> str:
+    """libtorrent's (OpenSSL's) words for a failed handshake, in sovnet's."""
+    text = message.lower()
+    if "certificate verify failed" in text:
+        return "a certificate of another network"
+    if "did not return a certificate" in text or "no certificate" in text:
+        return "no member certificate"
+    if "callback failed" in text:  # the server name it asked for is no swarm of ours
+        return "asked for no swarm of this network"
+    if "wrong version number" in text or "packet length too long" in text or "http" in text:
+        return "not TLS"
+    if "eof" in text or "end of file" in text or "reset" in text:
+        return "closed during the TLS handshake"
+    return f"TLS handshake failed ({message})"
 
 
 def _loud(task: asyncio.Task[None]) -> None:
