@@ -4,9 +4,13 @@ three state directories, one file passed from hand to hand."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import Runner
+from tuf.api.exceptions import DownloadHTTPError
+from tuf.ngclient import FetcherInterface, Updater
+
+from tests.conftest import Runner, write_tiny_gguf
 
 
 def _holders(tmp_path: Path) -> list[tuple[Runner, Path]]:
@@ -126,3 +130,47 @@ def test_a_node_pins_a_complete_root_and_says_its_fingerprint(tmp_path: Path) ->
 
     no_name = node("trust", "add", uni("key", "show", "--public", check=True).stdout.strip())
     assert no_name.returncode == 4 and "--name is required" in no_name.stderr
+
+
+def test_a_publisher_node_releases_what_holders_signed_and_a_tuf_client_verifies_it(
+    tmp_path: Path,
+) -> None:
+    (uni, uni_pub), (lab, lab_pub), (_, cert_pub) = _holders(tmp_path)
+    node = uni  # uni's node publishes for acme: its key is the online key
+    root = tmp_path / "root.json"
+    uni("publisher", "init", "acme", "--key", uni_pub, "--key", lab_pub, "--key", cert_pub,
+        "--threshold", "2", "--online-key", uni_pub, "-o", root, check=True)  # fmt: skip
+    for holder in (uni, lab):
+        holder("publisher", "sign", root, check=True)
+    node("publisher", "install", root, check=True)
+
+    model = tmp_path / "model"
+    write_tiny_gguf(model)
+    cid = node.publish(model, "acme/tiny", "--version", "1.0")
+    release = tmp_path / "release.json"
+    node("publisher", "release", "acme/tiny@1.0", "-o", release, check=True)
+    early = node("publisher", "install", release)
+    assert early.returncode == 6 and "needs 2" in early.stderr
+    uni("publisher", "sign", release, check=True)
+    lab("publisher", "sign", release, "--root", root, check=True)  # lab is not the publisher
+    assert lab.json("publisher", "finish", release, "--root", root)["complete"] is True
+    node("publisher", "install", release, check=True)
+
+    repository = node.state_dir / "publishers" / "acme"
+    assert sorted(p.name for p in repository.iterdir()) == [
+        "1.root.json", "1.snapshot.json", "1.targets.json", "timestamp.json"
+    ]  # fmt: skip
+
+    class Files(FetcherInterface):
+        def _fetch(self, url: str) -> Iterator[bytes]:
+            path = repository / url.rsplit("/", 1)[1]
+            if not path.is_file():
+                raise DownloadHTTPError(f"{path.name} not found", 404)
+            return iter([path.read_bytes()])
+
+    pinned = tmp_path / "client"
+    pinned.mkdir()
+    client = Updater(str(pinned), "sovnet://acme/", fetcher=Files(), bootstrap=root.read_bytes())
+    client.refresh()
+    info = client.get_targetinfo("acme/tiny:latest")
+    assert info is not None and info.custom["cid"] == cid

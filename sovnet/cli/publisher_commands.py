@@ -18,7 +18,9 @@ from sovnet.cli.output import emit_json, say
 from sovnet.errors import InvalidInputError, LocalStateError, NotFoundError, TrustError
 
 if TYPE_CHECKING:
+    from sovnet.store.publisherfiles import PublisherFiles
     from sovnet.trust.publisher_root import RootCheck
+    from sovnet.trust.publisher_targets import TargetsCheck
 
 
 def _path() -> click.Path:
@@ -28,6 +30,12 @@ def _path() -> click.Path:
 _KEY_HELP = (
     "A holder's public key: a PEM file (Ed25519 or ECDSA P-256), or a file holding "
     "the `ed25519:...` line of `sovnet key show`; repeatable."
+)
+_ROOT_OPTION = click.option(
+    "--root",
+    "root_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="For a release file: the publisher's root [default: the one installed on this node].",
 )
 _PREVIOUS_OPTION = click.option(
     "--previous",
@@ -95,53 +103,166 @@ def init(
     help="Your private key (PEM, Ed25519 or ECDSA P-256) [default: this node's publisher key].",
 )
 @_PREVIOUS_OPTION
+@_ROOT_OPTION
 @json_option
 @pass_context
 def sign(
-    ctx: Context, path: Path, key_path: Path | None, previous_path: Path | None, as_json: bool
+    ctx: Context,
+    path: Path,
+    key_path: Path | None,
+    previous_path: Path | None,
+    root_path: Path | None,
+    as_json: bool,
 ) -> None:
-    """Add your signature to the root file at PATH (in place)."""
-    from sovnet.trust import publisher_root
+    """Add your signature to the root or release file at PATH (in place)."""
+    from sovnet.trust import publisher_root, publisher_targets
 
     use_json(ctx, as_json)
     pem = _read(key_path) if key_path else _read(ctx.node_files().key_path)
+    holder = publisher_root.signer(pem)
+    data = _read(path)
+    if _kind(data) == "targets":
+        root = _root_for(ctx, data, root_path)
+        signed = publisher_targets.sign(data, holder, root=root)
+        _write(path, signed, replace=True)
+        _show_targets(publisher_targets.check(signed, root=root), path, as_json)
+        return
     previous = _read(previous_path) if previous_path else None
-    data = publisher_root.sign(_read(path), publisher_root.signer(pem), previous=previous)
-    _write(path, data, replace=True)
-    _show(publisher_root.check(data, previous=previous), path, as_json)
+    signed = publisher_root.sign(data, holder, previous=previous)
+    _write(path, signed, replace=True)
+    _show(publisher_root.check(signed, previous=previous), path, as_json)
+
+
+@publisher.command("release")
+@click.argument("ref", metavar="ORG/MODEL@VERSION")
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    help="A channel to point at this release; repeatable [default: latest].",
+)
+@_ROOT_OPTION
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@json_option
+@pass_context
+def release(
+    ctx: Context,
+    ref: str,
+    channels: tuple[str, ...],
+    root_path: Path | None,
+    output: Path,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write the next version of the publisher's releases (unsigned): the model
+    ORG/MODEL@VERSION of this node's store released, and channels moved to it. The
+    root's holders then sign it (`sign OUTPUT`) and this node installs it."""
+    from sovnet.store.publisherfiles import PublisherFiles
+    from sovnet.trust import publisher_targets
+
+    use_json(ctx, as_json)
+    name, _, version = ref.partition("@")
+    if not version:
+        raise InvalidInputError(f"{ref!r} names no version", hint="ORG/MODEL@VERSION")
+    manifest = _held_manifest(ctx, name, version)
+    files = PublisherFiles(ctx.state_dir, name.split("/")[0])
+    root = _read(root_path) if root_path else _installed_root(files)
+    current = files.latest("targets")
+    data = publisher_targets.release(
+        current[1] if current else None,
+        root=root,
+        name=name,
+        version=version,
+        manifest=manifest,
+        channels=channels or ("latest",),
+        now=_now(),
+    )
+    _write(output, data, replace=force)
+    _show_targets(publisher_targets.check(data, root=root), output, as_json)
+
+
+@publisher.command("install")
+@click.argument("path", type=_path())
+@json_option
+@pass_context
+def install(ctx: Context, path: Path, as_json: bool) -> None:
+    """Make this node the publisher's: install a complete root (its first version or
+    the next) or release file, which it then serves; for releases, this node signs
+    the snapshot and timestamp with its key (the root's online key)."""
+    from sovnet.store.publisherfiles import PublisherFiles
+    from sovnet.trust import publisher_root
+
+    use_json(ctx, as_json)
+    data = _read(path)
+    if _kind(data) == "targets":
+        org = _publisher_of_targets(data)
+        files = PublisherFiles(ctx.state_dir, org)
+        online = publisher_root.signer(_read(ctx.node_files().key_path))
+        checked = files.install_targets(data, online, _now())
+        _show_targets(checked, path, as_json)
+        say(f"Installed releases version {checked.version} of {org}; this node serves them.")
+        return
+    publisher = publisher_root.check(data).publisher
+    root_checked = PublisherFiles(ctx.state_dir, publisher).install_root(data)
+    _show(root_checked, path, as_json)
+    say(f"Installed root version {root_checked.version} of {publisher}.")
 
 
 @publisher.command("status")
 @click.argument("path", type=_path())
 @_PREVIOUS_OPTION
+@_ROOT_OPTION
 @json_option
 @pass_context
-def status(ctx: Context, path: Path, previous_path: Path | None, as_json: bool) -> None:
-    """Who signed the root file at PATH, and who still must."""
-    from sovnet.trust import publisher_root
-
-    use_json(ctx, as_json)
-    previous = _read(previous_path) if previous_path else None
-    _show(publisher_root.check(_read(path), previous=previous), path, as_json)
+def status(
+    ctx: Context, path: Path, previous_path: Path | None, root_path: Path | None, as_json: bool
+) -> None:
+    """Who signed the root or release file at PATH, and who still must."""
+    _check_signatures(ctx, path, previous_path, root_path, as_json, require=False)
 
 
 @publisher.command("finish")
 @click.argument("path", type=_path())
 @_PREVIOUS_OPTION
+@_ROOT_OPTION
 @json_option
 @pass_context
-def finish(ctx: Context, path: Path, previous_path: Path | None, as_json: bool) -> None:
-    """Check that enough holders signed the root at PATH (exit 6 if not)."""
-    from sovnet.trust import publisher_root
+def finish(
+    ctx: Context, path: Path, previous_path: Path | None, root_path: Path | None, as_json: bool
+) -> None:
+    """Check that enough holders signed the root or release file at PATH (exit 6 if not)."""
+    _check_signatures(ctx, path, previous_path, root_path, as_json, require=True)
+
+
+def _check_signatures(
+    ctx: Context,
+    path: Path,
+    previous_path: Path | None,
+    root_path: Path | None,
+    as_json: bool,
+    *,
+    require: bool,
+) -> None:
+    from sovnet.trust import publisher_root, publisher_targets
 
     use_json(ctx, as_json)
+    data = _read(path)
+    hint = f"the missing holders run `sovnet publisher sign {path} --key THEIR.pem`"
+    if _kind(data) == "targets":
+        targets = publisher_targets.check(data, root=_root_for(ctx, data, root_path))
+        if require and not targets.complete:
+            raise TrustError(
+                f"{path} is signed by {len(targets.signed_by)} of the keys (needs "
+                f"{targets.threshold}): not enough",
+                hint=hint,
+            )
+        _show_targets(targets, path, as_json)
+        return
     previous = _read(previous_path) if previous_path else None
-    checked = publisher_root.check(_read(path), previous=previous)
-    if not checked.complete:
-        raise TrustError(
-            f"{path} is signed by {_count(checked)}: not enough",
-            hint=f"the missing holders run `sovnet publisher sign {path} --key THEIR.pem`",
-        )
+    checked = publisher_root.check(data, previous=previous)
+    if require and not checked.complete:
+        raise TrustError(f"{path} is signed by {_count(checked)}: not enough", hint=hint)
     _show(checked, path, as_json)
 
 
@@ -207,6 +328,81 @@ def _write(path: Path, data: bytes, *, replace: bool) -> None:
         write_atomic(path, data, mode=0o644)
     except OSError as exc:
         raise LocalStateError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _kind(data: bytes) -> str:
+    """root or targets: the type a metadata file says it is (checked again when parsed)."""
+    import json
+
+    try:
+        value = json.loads(data)
+        kind = value["signed"]["_type"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        kind = None
+    if kind not in ("root", "targets"):
+        raise InvalidInputError("not a publisher root or release file (TUF root or targets)")
+    return str(kind)
+
+
+def _publisher_of_targets(data: bytes) -> str:
+    import json
+
+    for path in json.loads(data)["signed"].get("targets", {}):
+        return str(path).split("/")[0]
+    raise InvalidInputError("this release file releases nothing")
+
+
+def _installed_root(files: PublisherFiles) -> bytes:
+    root = files.latest("root")
+    if root is None:
+        raise NotFoundError(
+            f"no root of {files.publisher} is installed on this node",
+            hint="give --root ROOT.json, or `sovnet publisher install ROOT.json`",
+        )
+    return root[1]
+
+
+def _root_for(ctx: Context, targets: bytes, root_path: Path | None) -> bytes:
+    from sovnet.store.publisherfiles import PublisherFiles
+
+    if root_path is not None:
+        return _read(root_path)
+    return _installed_root(PublisherFiles(ctx.state_dir, _publisher_of_targets(targets)))
+
+
+def _held_manifest(ctx: Context, name: str, version: str) -> bytes:
+    """The manifest of ``name@version`` in this node's store."""
+    from sovnet.core.manifest import Manifest
+
+    store = ctx.store()
+    for cid in store.cids():
+        raw = store.manifest_bytes(cid)
+        manifest = Manifest.from_bytes(raw)
+        if manifest.name == name and manifest.version == version:
+            return raw
+    raise NotFoundError(
+        f"{name}@{version} is not in this node's store",
+        hint=f"`sovnet publish DIR --name {name} --version {version}` first",
+    )
+
+
+def _show_targets(checked: TargetsCheck, path: Path, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "path": str(path),
+                "version": checked.version,
+                "threshold": checked.threshold,
+                "signed_by": list(checked.signed_by),
+                "complete": checked.complete,
+            }
+        )
+        return
+    state = "complete" if checked.complete else "not yet"
+    say(
+        f"{path}: releases version {checked.version}, signed by {len(checked.signed_by)} "
+        f"(needs {checked.threshold}): {state}"
+    )
 
 
 def _now() -> datetime.datetime:

@@ -1,0 +1,170 @@
+"""A publisher's TUF repository on the node that publishes for it.
+
+    <state>/publishers/<ORG>/N.root.json      every version of the root, complete
+    <state>/publishers/<ORG>/N.targets.json   every version of its releases, complete
+    <state>/publishers/<ORG>/N.snapshot.json  signed by this node's key (the online key)
+    <state>/publishers/<ORG>/timestamp.json   signed by this node's key, short-lived
+
+These are the files a TUF client asks for (root with ``consistent_snapshot``), by
+these names: other nodes serve them as they are, and verify them from the root
+they pinned (publisher_root.py, publisher_targets.py). What the offline holders
+signed (root, targets) is installed only once complete; snapshot and timestamp
+are made here, with this node's publisher key, which the root must name as its
+online key (``sovnet publisher init --online-key``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import Metadata, Root, Snapshot
+
+from sovnet.errors import InvalidInputError, LocalStateError, TrustError
+from sovnet.store.atomicfile import write_atomic
+from sovnet.store.lockfile import exclusive_lock
+from sovnet.trust import publisher_root, publisher_targets
+
+_FILE_NAME = re.compile(r"(?:(\d{1,9})\.(root|targets|snapshot)|timestamp)\.json")
+
+
+class PublisherFiles:
+    def __init__(self, state_dir: Path, publisher: str) -> None:
+        if not publisher_root.PUBLISHER_PATTERN.fullmatch(publisher):
+            raise InvalidInputError(f"{publisher!r} is not a publisher name")
+        self.publisher = publisher
+        self.directory = state_dir / "publishers" / publisher
+        self._lock = state_dir / "publishers.lock"
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def file(self, name: str) -> bytes | None:
+        """A file of the repository by its TUF name, for serving; None if not here."""
+        if not _FILE_NAME.fullmatch(name):
+            return None
+        try:
+            return (self.directory / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def latest(self, role: str) -> tuple[int, bytes] | None:
+        """The newest version of ``root``, ``targets`` or ``snapshot`` here."""
+        versions = self._versions(role)
+        if not versions:
+            return None
+        newest = max(versions)
+        return newest, (self.directory / f"{newest}.{role}.json").read_bytes()
+
+    def _versions(self, role: str) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = _FILE_NAME.fullmatch(path.name)
+            if match and match.group(2) == role:
+                found.append(int(match.group(1)))
+        return found
+
+    # -- installs ------------------------------------------------------------------------
+
+    def install_root(self, data: bytes) -> publisher_root.RootCheck:
+        """Add a complete root: version 1, or the next version of the newest here."""
+        with self._locked():
+            current = self.latest("root")
+            checked = publisher_root.check(data, previous=current[1] if current else None)
+            if checked.publisher != self.publisher:
+                raise TrustError(f"this is a root of {checked.publisher}, not {self.publisher}")
+            if current is None and checked.version != 1:
+                raise TrustError(f"the first root installed is version 1, not {checked.version}")
+            if not checked.complete:
+                raise TrustError(
+                    f"root version {checked.version} of {checked.publisher} is not signed "
+                    "by enough of its keys (and of the previous version's)",
+                    hint="`sovnet publisher status FILE` says who still must sign",
+                )
+            self._write(f"{checked.version}.root.json", data)
+            return checked
+
+    def install_targets(
+        self, data: bytes, online: CryptoSigner, now: datetime.datetime
+    ) -> publisher_targets.TargetsCheck:
+        """Add complete targets (a newer version than here), then a new snapshot and
+        timestamp for them, signed by ``online`` (this node's key)."""
+        with self._locked():
+            root = self.latest("root")
+            if root is None:
+                raise TrustError(
+                    f"no root of {self.publisher} is installed on this node",
+                    hint="`sovnet publisher install root.json` first",
+                )
+            checked = publisher_targets.check(data, root=root[1])
+            if not checked.complete:
+                raise TrustError(
+                    f"targets version {checked.version} is signed by {len(checked.signed_by)} "
+                    f"of the keys; it needs {checked.threshold}",
+                    hint="the missing holders run `sovnet publisher sign FILE --root ROOT`",
+                )
+            current = self.latest("targets")
+            if current is not None and checked.version <= current[0]:
+                raise TrustError(
+                    f"targets version {checked.version} is not newer than version "
+                    f"{current[0]}, installed already"
+                )
+            self._check_online_key(root[1], online)
+            snapshot = self.latest("snapshot")
+            version = snapshot[0] + 1 if snapshot else 1
+            made_snapshot, timestamp = publisher_targets.online_metadata(
+                data,
+                snapshot_version=version,
+                timestamp_version=version,
+                online=online,
+                now=now,
+            )
+            self._write(f"{checked.version}.targets.json", data)
+            self._write(f"{version}.snapshot.json", made_snapshot)
+            self._write("timestamp.json", timestamp)
+            return checked
+
+    def renew_timestamp(self, online: CryptoSigner, now: datetime.datetime) -> None:
+        """Sign the timestamp again, so that nodes do not see a frozen publisher."""
+        with self._locked():
+            snapshot, targets = self.latest("snapshot"), self.latest("targets")
+            if snapshot is None or targets is None:
+                return
+            version = Metadata[Snapshot].from_bytes(snapshot[1]).signed.version
+            timestamp = self.file("timestamp.json")
+            next_version = (
+                Metadata.from_bytes(timestamp).signed.version + 1 if timestamp else version
+            )
+            _, made = publisher_targets.online_metadata(
+                targets[1],
+                snapshot_version=version,
+                timestamp_version=next_version,
+                online=online,
+                now=now,
+            )
+            self._write("timestamp.json", made)
+
+    def _check_online_key(self, root: bytes, online: CryptoSigner) -> None:
+        roles = Metadata[Root].from_bytes(root).signed.roles
+        keyid = online.public_key.keyid
+        if keyid not in roles["timestamp"].keyids or keyid not in roles["snapshot"].keyids:
+            raise TrustError(
+                f"this node's key ({keyid[:16]}) is not the online key of {self.publisher}'s "
+                "root: it cannot sign its snapshot and timestamp",
+                hint="make the root with `sovnet publisher init ... --online-key NODE.pub` "
+                "(`sovnet key show --public` on this node), or rotate one in",
+            )
+
+    def _locked(self) -> AbstractContextManager[None]:
+        return exclusive_lock(self._lock, what=f"the repository of {self.publisher}")
+
+    def _write(self, name: str, data: bytes) -> None:
+        try:
+            self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+            write_atomic(self.directory / name, data, mode=0o644)
+        except OSError as exc:
+            raise LocalStateError(f"cannot write {self.directory / name}: {exc.strerror}") from exc
