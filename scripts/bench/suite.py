@@ -46,6 +46,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "fanout": ("fanout",),
     "load": ("run_load", "load"),
     "footprint": ("footprint",),
+    "peers": ("dead_peers",),
 }
 # Per-benchmark time limits: quick must fit the whole suite in 10 minutes.
 QUICK_LIMIT = 300.0
