@@ -147,3 +147,21 @@ async def test_connections_dripping_headers_are_closed_and_members_still_answere
         r["reason"].startswith("request headers")
         for r in (await asyncio.to_thread(a.status))["rejected"]
     )
+
+
+def test_a_bittorrent_peer_of_another_network_is_counted_by_the_swarm(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from tests.e2e.conftest import make_model
+    from tests.e2e.test_swarm_access import _download
+
+    a = cluster.node("a")
+    a.start()
+    cid = a.sovnet.json("publish", make_model(tmp_path / "m", megabytes=1), "--name", "acme/x")[
+        "cid"
+    ]
+    # It asks for the swarm by its name, as a member would, with another CA's certificate.
+    assert _download(a, cid, _foreign_member(), tmp_path / "x", seconds=4) == 0
+    wait_for("the swarm's count", lambda: _rejected(a, "swarm") >= 1)
+    reasons = {r["reason"] for r in a.status()["rejected"] if r["plane"] == "swarm"}
+    assert reasons == {"a certificate of another network"}, reasons
