@@ -199,3 +199,41 @@ async def test_a_dead_learned_peer_is_not_waited_for_and_once_aged_out_not_asked
 async def _hold(tarpit: Tarpit, writer: asyncio.StreamWriter) -> None:
     tarpit.accepted += 1
     tarpit.open.append(writer)
+
+
+def test_the_candidate_queue_is_bounded_and_failures_age_learned_peers_out(
+    tmp_path: Path,
+) -> None:
+    from sovnet.net import peerbook
+    from sovnet.net.peerbook import FAILING, VERIFIED, PeerBook
+
+    now = [0.0]
+    configured = PeerAddress("192.0.2.1", 6880)
+    book = PeerBook(tmp_path / "peers.json", (configured,), clock=lambda: now[0])
+    # One host announcing every port fills no more than its share of the queue.
+    queued = [book.learn(PeerAddress("192.0.2.66", port)) for port in range(1000, 1100)]
+    assert sum(queued) == peerbook.MAX_CANDIDATES_PER_HOST
+    for host in range(300):
+        book.learn(PeerAddress(f"198.51.{host // 200}.{host % 200 + 1}", 6880))
+    assert book.pending_candidates() == peerbook.MAX_CANDIDATES
+    assert book.addresses() == [configured]  # candidates are not the book
+
+    [checked, dead] = book.take_candidates(2)
+    book.answered(checked, "alice")
+    book.failed(dead)  # a candidate that failed its check is dropped
+    assert book.addresses() == [configured, checked]
+    assert book.state(checked) == VERIFIED and book.listed() == [configured, checked]
+
+    for _ in range(peerbook.FORGET_AFTER_FAILURES):
+        assert checked in book.addresses()
+        book.failed(checked)
+        book.failed(configured)
+        assert checked not in book.listed() and book.failing()[0] == configured
+        now[0] += 1
+    assert checked not in book.addresses()  # learned: forgotten
+    assert book.state(configured) == FAILING and configured in book.addresses()  # kept
+    assert book.due_for_retry() == []  # asked again later, ever less often
+    now[0] += peerbook.RETRY_MAX
+    assert book.due_for_retry() == [configured]
+    book.answered(configured)
+    assert book.live() == [configured] and book.failing() == []
