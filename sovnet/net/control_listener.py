@@ -128,8 +128,11 @@ class GatedListener:
         if self._server is not None:
             self._server.close()
             self._server = None
+        # Connections still in their handshake go now; the others are aiohttp's,
+        # which lets their requests finish within its shutdown timeout.
         for gate in list(self.gates):
-            gate.abort()
+            if not gate.handed_over:
+                gate.abort()
 
     def admit(self, source: str) -> bool:
         if self.total >= self.limits.max_connections:
@@ -251,6 +254,10 @@ class _Gate(asyncio.Protocol):
                     f"{self._listener.limits.header_timeout:g} s",
                 )
             self._inner.connection_lost(exc)
+
+    @property
+    def handed_over(self) -> bool:
+        return self._inner is not None
 
     def abort(self) -> None:
         self._aborted = True
