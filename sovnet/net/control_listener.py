@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from sovnet.net.rejections import CONTROL, Rejections
+from sovnet.net.rejections import CONTROL, Rejections, handshake_reason
 
 
 @dataclass(frozen=True)
@@ -43,23 +43,12 @@ class ServerLimits:
     max_connections_per_peer: int = 64
 
 
-def handshake_reason(exc: BaseException) -> str:
-    """Why a TLS handshake failed, in the words `status` and the log use."""
-    reason = str(getattr(exc, "reason", "") or "")
-    text = f"{reason} {exc}".lower()
-    if isinstance(exc, TimeoutError) or "taking longer" in text:
-        return "TLS handshake timed out"
-    if "did_not_return_a_certificate" in text or "did not return a certificate" in text:
-        return "no member certificate"
-    if "certificate_verify_failed" in text or "certificate verify failed" in text:
-        return "a certificate of another network"
-    if any(
-        word in text for word in ("wrong_version_number", "http_request", "unknown_protocol")
-    ) or ("packet length too long" in text or "record_layer_failure" in text):
-        return "not TLS"
-    if isinstance(exc, ConnectionError) or "eof" in text:
-        return "closed during the TLS handshake"
-    return f"TLS handshake failed ({reason or type(exc).__name__})"
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return handshake_reason("timed out")
+    if isinstance(exc, ConnectionError) and not str(exc):
+        return handshake_reason("connection lost")
+    return handshake_reason(f"{getattr(exc, 'reason', '') or ''} {exc}".strip())
 
 
 def request_deadline(listener: GatedListener) -> Middleware:
@@ -200,7 +189,7 @@ class _Gate(asyncio.Protocol):
                 ssl_handshake_timeout=listener.limits.handshake_timeout,
             )
         except (OSError, ssl.SSLError, TimeoutError) as exc:
-            listener.rejections.record(CONTROL, self._source, handshake_reason(exc))
+            listener.rejections.record(CONTROL, self._source, _reason(exc))
             self.abort()
             return
         if tls is None or tls.is_closing():

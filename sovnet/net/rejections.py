@@ -42,6 +42,34 @@ class _Window:
     timer: asyncio.TimerHandle | None = None
 
 
+def handshake_reason(error: str) -> str:
+    """Why a TLS handshake failed, from OpenSSL's words (as Python's ssl module or
+    libtorrent report them), in the words `status` and the log use."""
+    text = error.lower().replace("_", " ")
+    if "taking longer" in text or "timed out" in text:
+        return "TLS handshake timed out"
+    if "did not return a certificate" in text or "no certificate" in text:
+        return "no member certificate"
+    if "certificate verify failed" in text:
+        return "a certificate of another network"
+    if "callback failed" in text:  # libtorrent: the name it asked for is no swarm of ours
+        return "asked for no swarm of this network"
+    if any(
+        words in text
+        for words in (
+            "wrong version number",
+            "http request",
+            "unknown protocol",
+            "packet length too long",
+            "record layer failure",
+        )
+    ):
+        return "not TLS"
+    if any(words in text for words in ("eof", "end of file", "reset", "connection lost")):
+        return "closed during the TLS handshake"
+    return f"TLS handshake failed ({error})"
+
+
 class Rejections:
     def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval

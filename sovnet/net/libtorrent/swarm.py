@@ -35,7 +35,7 @@ from sovnet.net.libtorrent.convert import (
     transfer_status,
 )
 from sovnet.net.libtorrent.settings import every_peer_filter, session_settings
-from sovnet.net.rejections import SWARM, Rejections
+from sovnet.net.rejections import SWARM, Rejections, handshake_reason
 from sovnet.net.swarm import (
     Finished,
     HashFailed,
@@ -397,7 +397,7 @@ class LibtorrentSwarm:
             log.debug("swarm: %s", alert.message())
             return
         source = str(alert.endpoint[0]) if alert.endpoint else "?"
-        self.rejections.record(SWARM, source, _handshake_reason(alert.error.message()))
+        self.rejections.record(SWARM, source, handshake_reason(alert.error.message()))
 
     def _failed(self, alert: Any) -> None:
         """A torrent's disk error: reported once (libtorrent posts one alert for each
@@ -441,22 +441,6 @@ def _endpoints(peers: Iterable[PeerAddress]) -> list[PeerAddress]:
         else:
             log.warning("not connecting to %s: the swarm takes IP addresses only", peer)
     return usable
-
-
-def _handshake_reason(message: str) -> str:
-    """libtorrent's (OpenSSL's) words for a failed handshake, in sovnet's."""
-    text = message.lower()
-    if "certificate verify failed" in text:
-        return "a certificate of another network"
-    if "did not return a certificate" in text or "no certificate" in text:
-        return "no member certificate"
-    if "callback failed" in text:  # the server name it asked for is no swarm of ours
-        return "asked for no swarm of this network"
-    if "wrong version number" in text or "packet length too long" in text or "http" in text:
-        return "not TLS"
-    if "eof" in text or "end of file" in text or "reset" in text:
-        return "closed during the TLS handshake"
-    return f"TLS handshake failed ({message})"
 
 
 def _loud(task: asyncio.Task[None]) -> None:
