@@ -31,6 +31,7 @@ enter, with ``raise ... from exc``, so the cause stays visible in tracebacks.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -238,6 +239,19 @@ class RunnerCrashError(SovnetError):
 
     code = "runner-crashed"
     exit_code = 11
+
+
+def unexpected(exc: Exception) -> SovnetError:
+    """What an exception nobody raised on purpose means to a user: a full disk is said
+    so (every write can meet one: lock files, resume data, the peer book); anything
+    else is an internal error, whose traceback belongs in the log."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return LocalStateError(
+            f"the disk is full{where}: nothing was changed",
+            hint="free some space on it, then run the command again",
+        )
+    return InternalError(f"internal error: {exc!r}", hint="see sovnetd's log")
 
 
 def _all_classes() -> list[type[SovnetError]]:

@@ -57,6 +57,7 @@ from sovnet.errors import (
     InvalidInputError,
     LocalStateError,
     SovnetError,
+    unexpected,
 )
 
 log = logging.getLogger("sovnet.api.server")
@@ -80,8 +81,10 @@ async def _errors(
     except web.HTTPException:
         raise
     except Exception as exc:
-        log.exception("API %s %s failed", request.method, request.path)
-        return _error_response(InternalError(f"internal error: {exc!r}", hint="see sovnetd's log"))
+        error = unexpected(exc)
+        if isinstance(error, InternalError):
+            log.exception("API %s %s failed", request.method, request.path)
+        return _error_response(error)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -142,8 +145,9 @@ async def _stream(
             )
             raise
         except Exception as exc:
-            log.exception("API %s failed", request.path)
-            error = InternalError(f"internal error: {exc!r}", hint="see sovnetd's log")
+            error = unexpected(exc)
+            if isinstance(error, InternalError):
+                log.exception("API %s failed", request.path)
             queue.put_nowait({"event": "error", "error": error.to_json()})
         finally:
             queue.put_nowait(None)

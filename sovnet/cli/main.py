@@ -24,7 +24,7 @@ from sovnet.cli import (
 )
 from sovnet.cli.context import Context
 from sovnet.cli.output import report_error, say
-from sovnet.errors import SovnetError
+from sovnet.errors import LocalStateError, SovnetError, unexpected
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,4 +76,10 @@ def main() -> None:
     except KeyboardInterrupt:
         say("Interrupted.")
         sys.exit(130)
+    except OSError as exc:  # a full disk: said as such (anything else is a bug: raised)
+        error = unexpected(exc)
+        if not isinstance(error, LocalStateError):
+            raise
+        report_error(error, ctx.json)
+        sys.exit(error.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

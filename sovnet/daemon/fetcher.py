@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -45,6 +46,7 @@ from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
 from sovnet.core.manifest import FileEntry, Manifest
 from sovnet.core.network import TlsIdentity
+from sovnet.core.sizes import human_size
 from sovnet.daemon.discovery import Found, PeerFinder
 from sovnet.daemon.fetchplan import Accepted
 from sovnet.daemon.fetchstate import (
@@ -60,7 +62,13 @@ from sovnet.daemon.fetchstate import (
 from sovnet.daemon.resume_writer import ResumeWriter
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
-from sovnet.errors import FetchCancelledError, InternalError, SovnetError, TransferError
+from sovnet.errors import (
+    DiskFullError,
+    FetchCancelledError,
+    InternalError,
+    SovnetError,
+    TransferError,
+)
 from sovnet.net.control import PeerQueries
 from sovnet.net.peerbook import PeerBook
 from sovnet.net.swarm import ResumeSaved, Swarm, SwarmEvent, VerifiedDownload
@@ -265,9 +273,8 @@ class Fetcher:
                     fetch.outcome.exception()  # nobody follows it: nothing to tell
             raise
         except Exception as exc:
-            log.exception("fetch %s failed unexpectedly", fetch.cid)
             await self._stop_download(fetch)
-            error = InternalError(f"fetch failed unexpectedly: {exc!r}", hint="see sovnetd's log")
+            error = self._unexpected(fetch, partial, exc)
             error.__cause__ = exc
             fetch.outcome.set_exception(error)
         else:
@@ -286,6 +293,20 @@ class Fetcher:
                     del self._fetches[fetch.cid]
         if fetch.outcome.done() and not fetch.outcome.cancelled() and not fetch.listeners:
             fetch.outcome.exception()  # nobody follows it: its failure is in the log
+
+    def _unexpected(self, fetch: Fetch, partial: PartialDownload, exc: Exception) -> SovnetError:
+        """A fetch's failure nobody raised on purpose: a full disk (a write before
+        the room was checked, or of the small files) is said so, anything else logged."""
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            log.warning("fetch %s failed: the disk is full", fetch.cid)
+            free = human_size(diskspace.free_bytes(self._store.root))
+            return DiskFullError(
+                f"the disk of {self._store.root} is full ({free} free): the fetch of "
+                f"{fetch.cid} stopped",
+                hint=f"free some space there, then run `sovnet fetch {fetch.cid}` again",
+            )
+        log.exception("fetch %s failed unexpectedly", fetch.cid)
+        return InternalError(f"fetch failed unexpectedly: {exc!r}", hint="see sovnetd's log")
 
     async def _stop_download(self, fetch: Fetch) -> None:
         if fetch.spec is not None and not self._seeder.is_seeding(fetch.cid):

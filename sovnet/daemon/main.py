@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sovnet.errors import SovnetError
+from sovnet.errors import LocalStateError, SovnetError, unexpected
 
 if TYPE_CHECKING:  # imported where the daemon starts: `sovnetd --help` stays light
     from sovnet.daemon.node import Node
@@ -156,7 +156,13 @@ def cli(
         else "%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(serve(overrides, config_path))
+        try:
+            asyncio.run(serve(overrides, config_path))
+        except OSError as exc:  # a full disk is said as such; anything else is a bug
+            error = unexpected(exc)
+            if not isinstance(error, LocalStateError):
+                raise
+            raise error from exc
     except SovnetError as exc:
         log.error("%s", exc.message)
         if exc.hint:

@@ -39,8 +39,11 @@ def exclusive_lock(path: Path, *, what: str, timeout: float = 30.0) -> Iterator[
                         hint="wait for it to finish; if sovnetd runs, use the CLI through it",
                     ) from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        except OSError:  # a full disk: the pid only names the holder, the lock holds
+            pass
         try:
             yield
         finally:

@@ -122,3 +122,35 @@ def test_a_disk_that_fills_during_a_fetch_fails_it_cleanly_and_it_resumes_later(
         assert result["downloaded"] <= total - done_before + total // 10, (result, done_before)
         assert same_files(model, b.state / "models" / cid)
         b.stop()
+
+
+def test_on_a_full_disk_commands_say_so_and_rm_still_frees_room(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a = cluster.node("a")
+    with small_disk(cluster.root / "b", 48) as disk:
+        b = cluster.node("b")
+        a.start()
+        b.start()
+        first = a.sovnet.json("publish", make_model(tmp_path / "m1", 8), "--name", "acme/one")
+        second = a.sovnet.json(
+            "publish", make_model(tmp_path / "m2", 8, seed=2), "--name", "acme/two"
+        )
+        b.sovnet("peers", "add", a.control, check=True)
+        b.sovnet("fetch", first["cid"], check=True)
+        filler = _fill(disk, leave=0)
+
+        fetched = b.sovnet("fetch", second["cid"])
+        assert fetched.returncode == 8, fetched.stderr
+        assert "disk" in fetched.stderr and "internal error" not in fetched.stderr
+        added = b.sovnet("peers", "add", "127.0.0.1:9")
+        assert added.returncode == 7 and "the disk is full" in added.stderr, added.stderr
+        trusted = b.sovnet("trust", "add", a.key_id(), "--name", "again")
+        assert trusted.returncode == 7 and "Traceback" not in trusted.stderr, trusted.stderr
+
+        removed = b.sovnet("rm", first["cid"])  # the way out sovnet's own hint names
+        assert removed.returncode == 0, removed.stderr
+        assert "Traceback" not in b.log_text()
+        filler.unlink()
+        assert b.sovnet("fetch", second["cid"]).returncode == 0
+        b.stop()
