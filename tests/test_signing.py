@@ -155,3 +155,25 @@ def test_hostile_bundle_bytes_give_a_bundle_or_a_typed_error(data: bytes) -> Non
     except ManifestFormatError:
         return
     assert bundle.to_bytes() == data
+
+
+@pytest.mark.parametrize(("digit", "letter"), [("0", "O"), ("1", "I"), ("8", "B"), ("9", "G")])
+def test_a_key_id_with_a_digit_base32_lacks_says_so(digit: str, letter: str) -> None:
+    text = str(ALICE.public_key.key_id)
+    typo = digit + text[1:]
+    for parse in (KeyId.parse, KeyId.parse_checked):
+        with pytest.raises(InvalidKeyError) as caught:
+            parse(typo)
+        said = f"{caught.value.message} {caught.value.hint}"
+        assert "no 0, 1, 8 or 9" in said, said
+        assert f"{letter} for {digit}" in said, said
+
+
+def test_a_long_key_id_is_not_echoed_back_in_full() -> None:
+    for text in ("A" * 5000, "0" * 5000, str(ALICE.public_key.key_id)[:-1] + "A" * 5000):
+        with pytest.raises(InvalidKeyError) as caught:
+            KeyId.parse_checked(text)
+        assert len(caught.value.message) < 300, caught.value.message
+    with pytest.raises(InvalidKeyError) as caught:
+        PublicKey.parse("ed25519:" + "a" * 5000)
+    assert len(caught.value.message) < 300

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from sovnet.core import canonjson, ed25519
 from sovnet.core.cid import CID
-from sovnet.errors import InvalidCIDError, InvalidKeyError, ManifestFormatError
+from sovnet.errors import InvalidCIDError, InvalidKeyError, ManifestFormatError, quoted
 
 SIGNATURE_DOMAIN = b"sovnet manifest signature v1\x00"
 KEY_ID_DOMAIN = b"sovnet key id v1\x00"
@@ -41,6 +41,9 @@ BUNDLE_VERSION = 1
 MAX_BUNDLE_BYTES = 1024 * 1024
 MAX_SIGNATURES = 1000
 _HEX = re.compile(r"[0-9a-f]+")
+# The digits base32 leaves out, and the letters a person most likely meant by them.
+_BASE32_LOOKALIKES: dict[str | int, str | int | None] = {"0": "O", "1": "I", "8": "B", "9": "G"}
+_BASE32 = re.compile(r"[A-Z2-7]+")
 
 
 def signed_message(cid: CID) -> bytes:
@@ -65,18 +68,25 @@ class KeyId:
         check existed (8 groups), in any case, with or without dashes and spaces. A
         check group that does not match is refused."""
         compact = re.sub(r"[\s-]", "", text).upper()
-        if len(compact) not in (32, 32 + KEY_ID_CHECK_CHARS) or not re.fullmatch(
-            r"[A-Z2-7]+", compact
-        ):
+        misread = sorted(set(compact) & set(_BASE32_LOOKALIKES))
+        meant = compact.translate(str.maketrans(_BASE32_LOOKALIKES))
+        if misread and len(meant) in (32, 32 + KEY_ID_CHECK_CHARS) and _BASE32.fullmatch(meant):
+            # A person copying a key id by eye reads O as 0, I as 1, ...: say which.
+            guesses = ", ".join(f"{_BASE32_LOOKALIKES[c]} for {c}" for c in misread)
             raise InvalidKeyError(
-                f"{text!r} is not a key id",
+                f"{quoted(text.strip())} is not a key id: base32 has no 0, 1, 8 or 9",
+                hint=f"perhaps {guesses}? Compare it with its owner's `sovnet key show`",
+            )
+        if len(compact) not in (32, 32 + KEY_ID_CHECK_CHARS) or not _BASE32.fullmatch(compact):
+            raise InvalidKeyError(
+                f"{quoted(text.strip())} is not a key id",
                 hint="a key id is 9 groups of four base32 characters, ABCD-EFGH-…, "
                 "as `sovnet key show` prints it",
             )
         key_id = cls(base64.b32decode(compact[:32]))
         if len(compact) > 32 and compact[32:] != key_id.check_group():
             raise InvalidKeyError(
-                f"key id check group does not match: a typo? ({text.strip()})",
+                f"key id check group does not match: a typo? ({quoted(text.strip())})",
                 hint="compare it with its owner's `sovnet key show` again, character by character",
             )
         return key_id
@@ -87,7 +97,7 @@ class KeyId:
         compact = re.sub(r"[\s-]", "", text)
         if len(compact) == 32 and re.fullmatch(r"[A-Za-z2-7]+", compact):
             raise InvalidKeyError(
-                f"{text.strip()!r} has no check group: a typo in it could not be caught",
+                f"{quoted(text.strip())} has no check group: a typo in it could not be caught",
                 hint="give the key id with its 9th group, as `sovnet key show` prints it "
                 "(ABCD-EFGH-…, 9 groups of 4), or the full public key ed25519:<64 hex digits>",
             )
@@ -126,7 +136,7 @@ class PublicKey:
             body = body[len(PUBLIC_KEY_PREFIX) :]
         if len(body) != 64 or not _HEX.fullmatch(body):
             raise InvalidKeyError(
-                f"{text!r} is not a public key",
+                f"{quoted(text.strip())} is not a public key",
                 hint="a public key looks like ed25519:<64 hex digits>; `sovnet key show` prints it",
             )
         return cls(bytes.fromhex(body))
