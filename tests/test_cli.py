@@ -812,3 +812,23 @@ def test_a_node_of_a_newer_format_is_refused(sovnet_with_key: Runner, state_dir:
     result = sovnet_with_key("ls")
     assert result.returncode == 7, result.stderr
     assert "format 2" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs as a full disk needs root")
+def test_publish_copy_onto_a_full_disk_says_so_and_publishes_nothing(
+    sovnet: Runner, tmp_path: Path
+) -> None:
+    from tests.e2e.conftest import make_model
+    from tests.e2e.test_disk_full import small_disk
+
+    model = make_model(tmp_path / "big", megabytes=16)
+    with small_disk(tmp_path / "small", 8) as small:
+        state = small / "state"
+        sovnet("key", "gen", state_dir=state, check=True)
+        done = sovnet("publish", model, "--name", "acme/big", "--copy", state_dir=state)
+        assert done.returncode == 7, done.stderr
+        [line] = [line for line in done.stderr.splitlines() if line.startswith("sovnet: error:")]
+        assert "full" in line and "MiB" in line, done.stderr
+        assert "nothing was published" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert_store_empty(state)

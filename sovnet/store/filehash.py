@@ -25,8 +25,9 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import traceback
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from enum import Enum
 from typing import BinaryIO
@@ -72,6 +73,21 @@ def _span_task(view: memoryview, height: int, layer_height: int | None) -> SpanR
     return merkle.subtree_root(pieces, height - layer_height, merkle.pad_hash(layer_height)), pieces
 
 
+def _release(spans: list[memoryview], tasks: list[Future[SpanResult]]) -> None:
+    """Let go of every slice of the mapping, so that it can close: after an error (a
+    full disk under ``sink``), a slice still alive, in the pool's queue or in a
+    traceback, would make the mapping's close raise BufferError and hide the error."""
+    for task in tasks:
+        task.cancel()  # one not started yet is never started
+    wait(tasks)  # one running holds its slice until it ends
+    for task in tasks:
+        error = None if task.cancelled() else task.exception()
+        if error is not None and error.__traceback__ is not None:
+            traceback.clear_frames(error.__traceback__)  # its frames hold the slice
+    for span in spans:
+        span.release()
+
+
 def _digest(
     view: memoryview,
     executor: Executor,
@@ -85,20 +101,22 @@ def _digest(
     if size <= SPAN:
         # The tree of a file of one span or less may be shorter than a span's.
         height = merkle.height_for(merkle.leaf_count(size))
-        tasks: list[Future[SpanResult]] = [executor.submit(_span_task, view, height, layer_height)]
+        spans = [view]
     else:
-        tasks = [
-            executor.submit(_span_task, view[start : start + SPAN], SPAN_HEIGHT, layer_height)
-            for start in range(0, size, SPAN)
-        ]
-    for start in range(0, size, CHUNK):
-        chunk = view[start : start + CHUNK]
-        hasher.update(chunk)
-        if sink is not None:
-            sink.write(chunk)
-        if progress is not None:
-            progress(len(chunk))
-    results = [task.result() for task in tasks]
+        height = SPAN_HEIGHT
+        spans = [view[start : start + SPAN] for start in range(0, size, SPAN)]
+    tasks = [executor.submit(_span_task, span, height, layer_height) for span in spans]
+    try:
+        for start in range(0, size, CHUNK):
+            with view[start : start + CHUNK] as chunk:
+                hasher.update(chunk)
+                if sink is not None:
+                    sink.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        results = [task.result() for task in tasks]
+    finally:
+        _release(spans if size > SPAN else [], tasks)  # the whole view is the caller's
     if size == 0:
         root = merkle.ZERO_HASH
     elif size <= SPAN:

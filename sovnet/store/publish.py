@@ -16,6 +16,7 @@ held only for the commit, which is atomic (store.py).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -26,7 +27,9 @@ from pathlib import Path
 from sovnet.core.cid import CID
 from sovnet.core.manifest import FileEntry, Manifest, check_identity, piece_size_for
 from sovnet.core.signing import KeyId, PrivateKey, SignatureBundle
+from sovnet.core.sizes import human_size
 from sovnet.errors import IntegrityError, LocalStateError, ModelRejectedError
+from sovnet.store.diskspace import free_bytes
 from sovnet.store.filehash import FileDigest, hash_fd
 from sovnet.store.scan import ScannedFile, ScanOptions, scan_model
 from sovnet.store.store import Store
@@ -140,6 +143,9 @@ def publish(
     scanned = scan_model(model, options)
     total = sum(item.size for item in scanned)
     piece_size = piece_size_for(total)
+    copied = _bytes_to_copy(store, scanned, copy)
+    if copied > free_bytes(store.root):
+        raise _disk_full(store, copied)
     if on_scanned is not None:
         on_scanned(total)
     imported: list[_Imported] = []
@@ -176,6 +182,8 @@ def publish(
                 store.put_layer(done.digest.blake3, piece_size, done.digest.piece_layer)
             store.commit(manifest, raw, SignatureBundle(cid).with_signature(signature))
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(store, copied) from exc
         raise LocalStateError(f"cannot write to the store at {store.root}: {exc.strerror}") from exc
     finally:
         for done in imported:
@@ -187,4 +195,23 @@ def publish(
         linked=sum(1 for d in imported if d.linked),
         copied=sum(1 for d in imported if not d.linked),
         already_stored=stored,
+    )
+
+
+def _bytes_to_copy(store: Store, scanned: list[ScannedFile], copy: bool) -> int:
+    """The bytes publishing writes into the store: every file with ``copy``, else those
+    on another filesystem (a hard link costs nothing)."""
+    here = os.stat(store.root).st_dev
+    return sum(item.size for item in scanned if copy or item.identity[0] != here)
+
+
+def _disk_full(store: Store, copied: int) -> LocalStateError:
+    """A full disk is the store's (a local state, exit 7), not a transfer's: DiskFullError
+    (exit 8) tells a fetch's user that the network's bytes have nowhere to go."""
+    free = human_size(free_bytes(store.root))
+    return LocalStateError(
+        f"the disk of the store at {store.root} is full: the copy needs {human_size(copied)}, "
+        f"{free} is free; nothing was published",
+        hint="free some space there, or publish without --copy from the store's filesystem "
+        "(hard links take no room)",
     )
