@@ -337,6 +337,7 @@ def serve(
         app = create_app(server_settings=server, model_settings=[model])  # loads the model
     serve_app.add_routes(app, alias)
     _answer_template_errors()
+    serve_app.answer_validation_errors()
     where = f"[{host}]" if ":" in host else host
     print(f"Serving {label} on http://{where}:{port}/v1", file=sys.stderr)
     print(f'  clients name the model "{alias}"; Ctrl-C stops the server', file=sys.stderr)

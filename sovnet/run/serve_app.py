@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import socket
 import sys
 import time
@@ -23,23 +24,39 @@ from sovnet.run.template_budget import ChatTemplateError
 
 # Requests whose body names a model (OpenAI's and llama-cpp-python's extras alike).
 _METHOD_WITH_A_BODY = "POST"
-# The most of a request body read here to find its model; the server reads the rest.
+# The most of a request body read (a prompt longer than any context is still
+# far below it); a longer one is refused unparsed.
 _MAX_BODY_BYTES = 64 * 1024 * 1024
+# The deepest nesting of arrays and objects a request may have: OpenAI's requests
+# nest a handful deep, a JSON schema of a response format a few dozen at most.
+_MAX_DEPTH = 64
+_MAX_FIELDS_SAID = 5  # of a request's invalid fields, those an error names
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def resolve(host: str, port: int) -> list[tuple[Any, ...]]:
+    """The addresses ``host`` names, to listen on; RunnerError in one line if none (an
+    address such as 256.1.1.1 is looked up as a name, and not found). The CLI calls it
+    before it warns about what listening there exposes."""
+    try:
+        return socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise RunnerError(
+            f"cannot serve on {_where(host, port)}: {exc.strerror}",
+            hint="--host takes an address or a name of this machine",
+        ) from exc
 
 
 def listen(host: str, port: int) -> list[socket.socket]:
     """Sockets bound to every address of ``host`` (as uvicorn's own binding does for
     a name); RunnerError in one line when the port is in use or cannot be had."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        infos = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror as exc:
-        raise RunnerError(
-            f"cannot serve on {where}: {exc.strerror}",
-            hint="--host takes an address or a name of this machine",
-        ) from exc
+    where = _where(host, port)
+    infos = resolve(host, port)
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
@@ -182,10 +199,53 @@ def template_error(message: str, *, refused: bool) -> ErrorAnswer:
     return ErrorAnswer(500, _error(message, "server_error", "chat_template_failed"))
 
 
+def answer_validation_errors() -> None:
+    """A request whose fields are wrong (``max_tokens: -5``, ``model: ["x"]``) is
+    OpenAI's 400 naming the field, in one log line. llama-cpp-python's route handler
+    catches FastAPI's RequestValidationError with every other exception and answers
+    500 with its text, which names the server's source file and line, and a traceback
+    in the log."""
+    from fastapi.exceptions import RequestValidationError
+    from llama_cpp.server.errors import ErrorResponse, RouteErrorHandler
+
+    wrapped = RouteErrorHandler.error_message_wrapper
+
+    def wrapper(
+        self: RouteErrorHandler, error: Exception, body: Any = None
+    ) -> tuple[int, ErrorResponse]:
+        if not isinstance(error, RequestValidationError):
+            return wrapped(self, error, body)
+        answer = validation_error(error.errors())
+        print(f"sovnet: invalid request: {answer.error['message']}", file=sys.stderr)
+        return answer.status, ErrorResponse(**answer.error)  # type: ignore[typeddict-item]
+
+    RouteErrorHandler.error_message_wrapper = wrapper  # type: ignore[method-assign]
+
+
+def validation_error(errors: Any) -> ErrorAnswer:
+    """pydantic's errors of a request as OpenAI's 400: each field and what is wrong
+    with it, never the value given (it may be long) nor where the check is made."""
+    fields: list[str] = []
+    said: list[str] = []
+    for error in list(errors)[:_MAX_FIELDS_SAID]:
+        where = [str(part) for part in error.get("loc", ()) if part != "body"]
+        field = ".".join(where) or "body"
+        fields.append(field)
+        said.append(f"{field}: {error.get('msg', 'invalid')}")
+    message = "; ".join(said) or "the request is not valid"
+    param = fields[0] if fields else None
+    return ErrorAnswer(400, _error(message, "invalid_request_error", "invalid_value", param))
+
+
 class KnownModelOnly:
     """ASGI middleware: a request whose JSON body names a model other than ``alias``
     gets OpenAI's 404 ``model_not_found``; one that names none is given ``alias`` (the
-    server would otherwise answer in the name of the model file's path in the store)."""
+    server would otherwise answer in the name of the model file's path in the store).
+
+    The body is checked here before the server parses it: one over ``_MAX_BODY_BYTES``
+    is a 413, one that is not a JSON object (truncated, not UTF-8, nested past
+    ``_MAX_DEPTH``) a 400, each in OpenAI's shape and one log line, where the server
+    would answer 500 with a traceback (or a RecursionError) in its log."""
 
     def __init__(self, app: Any, alias: str) -> None:
         self._app = app
@@ -197,41 +257,85 @@ class KnownModelOnly:
             return
         received: list[Any] = []
         body = b""
-        complete = False
-        while len(body) <= _MAX_BODY_BYTES:
+        while True:
             message = await receive()
             received.append(message)
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                complete = True
-                break
-        value = _json_object(body) if complete else None
-        if value is not None:
-            name = value.get("model")
-            if isinstance(name, str) and name != self._alias:
-                await _respond(send, 404, model_not_found(name, self._alias))
+            if message["type"] != "http.request":  # the client left: the app sees it
+                await self._app(scope, _replaying(received, receive), send)
                 return
-            if name is None:
-                body = json.dumps({**value, "model": self._alias}).encode()
-                received = [{"type": "http.request", "body": body, "more_body": False}]
-                scope = {**scope, "headers": _with_length(scope["headers"], len(body))}
+            body += message.get("body", b"")
+            if len(body) > _MAX_BODY_BYTES:
+                limit = f"{_MAX_BODY_BYTES // (1024 * 1024)} MiB"
+                await _refuse(send, scope, 413, f"the body is over {limit}", "request_too_large")
+                return
+            if not message.get("more_body", False):
+                break
+        value = _json_object(body)
+        if isinstance(value, str):
+            await _refuse(send, scope, 400, value, "invalid_json")
+            return
+        name = value.get("model")
+        if isinstance(name, str) and name != self._alias:
+            await _respond(send, 404, model_not_found(name, self._alias))
+            return
+        if name is None:
+            body = json.dumps({**value, "model": self._alias}).encode()
+            received = [{"type": "http.request", "body": body, "more_body": False}]
+            scope = {**scope, "headers": _with_length(scope["headers"], len(body))}
+        await self._app(scope, _replaying(received, receive), send)
 
-        async def replay() -> Any:
-            return received.pop(0) if received else await receive()
 
-        await self._app(scope, replay, send)
+def _replaying(received: list[Any], receive: Any) -> Any:
+    async def replay() -> Any:
+        return received.pop(0) if received else await receive()
+
+    return replay
 
 
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    """The JSON object a body holds; None if it holds none (the server says what is
-    wrong with it)."""
+async def _refuse(send: Any, scope: Any, status: int, message: str, code: str) -> None:
+    """A request refused before the server saw it: OpenAI's error, one log line."""
+    print(f"sovnet: invalid request to {scope['path']}: {message}", file=sys.stderr)
+    error = _error(message, "invalid_request_error", code)
+    await _respond(send, status, json.dumps({"error": error}).encode())
+
+
+# A JSON string (possessive: a string is scanned once), a quote that opens none, or
+# a bracket: all a nesting count needs to see, in one linear pass.
+_JSON_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*+"|"|[\[\]{}]', re.DOTALL)
+
+
+def _too_deep(body: bytes) -> bool:
+    """Whether ``body`` nests arrays and objects deeper than ``_MAX_DEPTH`` (an
+    unterminated string ends the count: the parser refuses the body anyway)."""
+    depth = 0
+    for match in _JSON_NESTING.finditer(body):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return True
+        elif token in (b"]", b"}"):
+            depth -= 1
+        elif token == b'"':
+            return False
+    return False
+
+
+def _json_object(body: bytes) -> dict[str, Any] | str:
+    """The JSON object a body holds, or what is wrong with it."""
+    if _too_deep(body):
+        return f"the body nests arrays or objects more than {_MAX_DEPTH} deep"
     try:
         value = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
+    except UnicodeDecodeError:
+        return "the body is not UTF-8"
+    except ValueError as exc:
+        return f"the body is not JSON ({exc})"
+    except RecursionError:  # not reached below _MAX_DEPTH; a bound all the same
+        return f"the body nests arrays or objects more than {_MAX_DEPTH} deep"
+    if not isinstance(value, dict):
+        return "the body is not a JSON object"
+    return value
 
 
 def _with_length(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
