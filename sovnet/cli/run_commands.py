@@ -138,7 +138,9 @@ def serve(
     key (a bare name must match exactly one; `sovnet ls` lists them).
     """
     from sovnet.run.llama_process import Serve
+    from sovnet.run.serve_app import resolve
 
+    resolve(host, port)  # an address that is none is said before any warning about it
     if not _is_loopback(host):
         say(f"warning: listening on {host}: anyone who can reach port {port} can use the model")
     task = Serve(host=host, port=port, alias="")  # the alias is the model's name, once admitted
