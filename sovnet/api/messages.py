@@ -83,6 +83,7 @@ class FetchResult:
     already_here: bool
     downloaded: int  # payload bytes that came from the swarm
     path: str  # the model view
+    repaired: int  # files of the view put back from the store (missing, replaced, linked)
 
 
 @dataclass(frozen=True)

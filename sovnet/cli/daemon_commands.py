@@ -135,7 +135,12 @@ def _follow_fetch(events: Iterator[FetchEvent | FetchResult], as_json: bool) -> 
                 result = event
     assert result is not None  # the stream ends with the result, or raises
     click.echo(result.cid)
-    if result.already_here:
+    if result.already_here and result.repaired:
+        say(
+            f"{result.name} was already here, verified; {result.repaired} file(s) of its "
+            f"view were missing or replaced and are put back: {result.path}"
+        )
+    elif result.already_here:
         say(f"{result.name} was already here, verified: {result.path}")
     else:
         say(

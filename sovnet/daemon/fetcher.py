@@ -155,7 +155,12 @@ class Fetcher:
                 await asyncio.to_thread(self._discard, damaged)
             elif self._seeder.is_seeding(cid):
                 manifest = Manifest.from_bytes(self._store.manifest_bytes(cid))
-                return self._result(cid, manifest, already=True, downloaded=0)
+                repaired = await asyncio.to_thread(self._repair_view, cid, manifest)
+                if repaired:
+                    log.info("%s: put back %d file(s) of its view", cid, len(repaired))
+                return self._result(
+                    cid, manifest, already=True, downloaded=0, repaired=len(repaired)
+                )
         fetch = self.start(cid, peers)
         fetch.listeners.append(emit)
         try:
@@ -163,6 +168,10 @@ class Fetcher:
         finally:
             with contextlib.suppress(ValueError):
                 fetch.listeners.remove(emit)
+
+    def _repair_view(self, cid: CID, manifest: Manifest) -> tuple[str, ...]:
+        with self._store.locked():
+            return self._store.repair_view(cid, manifest)
 
     def _discard(self, blobs: Iterable[bytes]) -> None:
         with self._store.locked():
@@ -485,7 +494,7 @@ class Fetcher:
         )
 
     def _result(
-        self, cid: CID, manifest: Manifest, *, already: bool, downloaded: int
+        self, cid: CID, manifest: Manifest, *, already: bool, downloaded: int, repaired: int = 0
     ) -> FetchResult:
         return FetchResult(
             cid=str(cid),
@@ -496,4 +505,5 @@ class Fetcher:
             already_here=already,
             downloaded=downloaded,
             path=str(self._store.model_dir(cid)),
+            repaired=repaired,
         )

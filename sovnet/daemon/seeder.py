@@ -82,6 +82,14 @@ class Seeder:
         except (SovnetError, OSError):  # removed meanwhile
             return {}
         found = await asyncio.to_thread(blobcheck.damaged, self._store, manifest.files)
+        if not found and str(cid) in self.damaged and cid not in self._seeding:
+            # Put right (the publisher undid an edit): seeded again.
+            try:
+                await self.seed(cid)
+            except SovnetError as exc:
+                self.damaged[str(cid)] = exc.message
+            else:
+                log.info("seeding %s (%s) again: its files are intact", manifest.name, cid)
         if found:
             why = blobcheck.describe(manifest.files, found)
             if cid in self._seeding:
@@ -91,11 +99,12 @@ class Seeder:
         return found
 
     async def watch(self, interval: float) -> None:
-        """Check every seeded model every ``interval`` seconds (runs until cancelled):
-        BitTorrent never tells an uploader that a peer found its bytes wrong."""
+        """Check every seeded or damaged model every ``interval`` seconds (runs until
+        cancelled): BitTorrent never tells an uploader that a peer found its bytes
+        wrong, and a damaged model put right is seeded again."""
         while True:
             await asyncio.sleep(interval)
-            for cid in list(self._seeding):
+            for cid in [*self._seeding, *map(CID.parse, self.damaged)]:
                 await self.check(cid)
 
     async def unseed(self, cid: CID) -> None:

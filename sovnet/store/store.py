@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -215,10 +216,14 @@ class Store:
             self.blob_path(blake3).unlink(missing_ok=True)
 
     def _build_view(self, cid: CID, manifest: Manifest) -> None:
-        final = self.model_dir(cid)
-        if final.is_dir():
-            self._relink_view(final, manifest)
+        if self.model_dir(cid).is_dir():
+            self.repair_view(cid, manifest)
             return
+        self._make_view(cid, manifest)
+
+    def _make_view(self, cid: CID, manifest: Manifest) -> None:
+        """The model view, built aside and renamed into place (replacing a broken one)."""
+        final = self.model_dir(cid)
         staging = self.temp_path(".view")
         staging.mkdir(mode=0o755)
         try:
@@ -228,27 +233,45 @@ class Store:
                 os.link(self.blob_path(entry.blake3), target)
             for directory in sorted({p for p in staging.rglob("*") if p.is_dir()} | {staging}):
                 fsync_dir(directory)
-            os.rename(staging, final)
+            if final.is_dir() or final.is_symlink():
+                old = self.temp_path(".old-view")
+                os.rename(final, old)
+                os.rename(staging, final)
+                shutil.rmtree(old, ignore_errors=True)  # removes links, never follows them
+            else:
+                os.rename(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         fsync_dir(self.models)
 
-    def _relink_view(self, view: Path, manifest: Manifest) -> None:
-        """Point a model view's files at the current blobs again: a repaired model's
-        view still links the damaged inodes its blobs replaced."""
-        for entry in manifest.files:
-            target = view / entry.path
-            blob = self.blob_path(entry.blake3)
-            try:
-                if os.path.samefile(target, blob):
-                    continue
-            except FileNotFoundError:
-                target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            temp = self.temp_path(".link")
-            os.link(blob, temp)
-            os.replace(temp, target)
-            fsync_dir(target.parent)
+    def repair_view(self, cid: CID, manifest: Manifest) -> tuple[str, ...]:
+        """The paths of a model view that are not its blobs (missing, another file, a
+        symbolic link, below a link): if any, the view is built again (hold the lock).
+        A repaired model's view, too, still links the inodes its blobs replaced."""
+        view = self.model_dir(cid)
+        wrong = tuple(e.path for e in manifest.files if not self._in_view(view, e.path, e.blake3))
+        if wrong:
+            self._make_view(cid, manifest)
+        return wrong
+
+    def _in_view(self, view: Path, path: str, blake3: bytes) -> bool:
+        try:
+            if not stat.S_ISDIR(os.lstat(view).st_mode):
+                return False
+            directory = view
+            for part in path.split("/")[:-1]:
+                directory = directory / part
+                if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                    return False
+            found = os.lstat(view / path)
+            blob = os.stat(self.blob_path(blake3))
+        except FileNotFoundError:
+            return False
+        return stat.S_ISREG(found.st_mode) and (found.st_dev, found.st_ino) == (
+            blob.st_dev,
+            blob.st_ino,
+        )
 
     def remove(self, cid: CID, *, keep: frozenset[bytes] = frozenset()) -> RemoveResult:
         """Forget a model, then delete the blobs no other model uses, nor ``keep`` lists

@@ -67,3 +67,38 @@ def test_rm_during_a_fetch_tells_its_follower_who_cancelled_it(
     error = json.loads(out.splitlines()[-1])["error"]
     assert "cancelled by `sovnet rm`" in error["message"], error
     assert b.status()["pid"]  # the daemon is alive: it did not stop
+
+
+def test_a_published_file_put_back_is_seeded_again(cluster: Cluster, tmp_path: Path) -> None:
+    a = cluster.node("a")
+    a.start(SOVNET_CHECK_INTERVAL="0.5")
+    model = make_model(tmp_path / "m", megabytes=2)
+    cid = a.sovnet.json("publish", model, "--name", "acme/edited")["cid"]
+    flip_byte(model / "model.safetensors", 1000)
+    wait_for("the seeder to notice the edit", lambda: a.status()["damaged"], timeout=30)
+    flip_byte(model / "model.safetensors", 1000)  # undone
+    wait_for("the model to be seeded again", lambda: a.status()["seeding"] == 1, timeout=30)
+    assert cid not in a.status()["damaged"]
+
+
+def test_a_fetch_puts_back_a_model_view_s_missing_or_linked_files(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a, b = cluster.node("a"), cluster.node("b")
+    a.start()
+    b.start()
+    model = make_model(tmp_path / "m", megabytes=1)
+    cid = a.sovnet.json("publish", model, "--name", "acme/x")["cid"]
+    b.sovnet("fetch", cid, "--peer", a.control, check=True)
+    view = b.state / "models" / cid
+    (view / "config.json").unlink()
+    (view / "model.safetensors").unlink()
+    (view / "model.safetensors").symlink_to("/etc/passwd")
+    assert b.sovnet("verify", cid).returncode == 5
+
+    again = b.sovnet("fetch", cid)
+    assert again.returncode == 0, again.stderr
+    assert "2 file(s) of its view were missing or replaced" in again.stderr
+    assert not (view / "model.safetensors").is_symlink()
+    assert same_files(model, view)
+    assert b.sovnet("verify", cid).returncode == 0
