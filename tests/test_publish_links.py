@@ -321,3 +321,46 @@ def test_a_long_refusal_names_the_first_files_and_counts_the_rest(
     assert message.endswith("and 5 more")
     # `*` crosses "/", as in hf upload: one glob leaves every shard out.
     assert sovnet_with_key.publish(tiny_gguf_dir, "acme/t", "--exclude", "*.bin")
+
+
+def test_a_name_with_a_control_character_is_listed_with_the_other_refusals(
+    sovnet_with_key: Runner, tiny_gguf_dir: Path
+) -> None:
+    (tiny_gguf_dir / "new\nline.json").write_text("{}")
+    (tiny_gguf_dir / "weights.bin").write_bytes(b"pickle")
+    error = _refusal(sovnet_with_key, tiny_gguf_dir)
+    assert [item["path"] for item in error["refused"]] == ["new\nline.json", "weights.bin"]
+    assert error["refused_total"] == 2
+    message = str(error["message"])
+    assert "new\\nline.json" in message and "control character" in message
+    assert "new\nline" not in message  # the name cannot forge a line of the message
+    [named] = [item for item in error["refused"] if item["path"] == "new\nline.json"]
+    assert "rename" in str(named["hint"])
+    # and it can be left out like any other
+    assert sovnet_with_key.publish(
+        tiny_gguf_dir, "acme/t", "--exclude", "new*", "--exclude", "*.bin"
+    )
+
+
+def test_exclude_of_a_directory_leaves_out_a_link_of_that_name_to_a_directory(
+    sovnet_with_key: Runner, tiny_gguf_dir: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("notes")
+    (tiny_gguf_dir / "sub").symlink_to(elsewhere)
+    error = _refusal(sovnet_with_key, tiny_gguf_dir)
+    assert [item["path"] for item in error["refused"]] == ["sub"]
+    cid = sovnet_with_key.publish(tiny_gguf_dir, "acme/t", "--exclude", "sub/")
+    assert "sub" not in _manifest_paths(sovnet_with_key, cid)
+
+
+def test_a_link_loop_is_refused_with_a_hint_about_loops(
+    sovnet_with_key: Runner, snapshot: Path
+) -> None:
+    (snapshot / "loop.json").symlink_to("loop.json")
+    error = _refusal(sovnet_with_key, snapshot)
+    [item] = error["refused"]
+    assert item["path"] == "loop.json"
+    assert "Hugging Face cache" not in str(item["hint"])
+    assert "loop" in str(item["reason"]) + str(item["hint"])

@@ -31,6 +31,7 @@ from sovnet.errors import (
     ModelRejectedError,
     RefusedFile,
     UnsafeFileError,
+    quoted,
 )
 from sovnet.formats import companions, policy
 from sovnet.formats.fileformat import FileFormat
@@ -41,6 +42,10 @@ from sovnet.store.links import Followed, follow, link_roots
 MAX_SENTENCEPIECE_BYTES = 64 * 1024 * 1024
 MAX_LISTED = 20  # refused files named in the message; the JSON carries up to MAX_IN_JSON
 MAX_IN_JSON = 100
+NAME_HINT = (
+    "rename it: a manifest names files by portable relative paths (no control "
+    "characters, backslashes or colons); or `--exclude` it"
+)
 
 
 @dataclass(frozen=True)
@@ -58,10 +63,17 @@ class ScanOptions:
     exclude: tuple[str, ...] = ()
     follow_links_within: tuple[Path, ...] = ()
 
-    def selects(self, relpath: str) -> bool:
-        if self.include and not any(fnmatchcase(relpath, _glob(p)) for p in self.include):
+    def selects(self, relpath: str, *, link: bool = False) -> bool:
+        """Whether ``relpath`` is kept. A ``link`` may name a directory (it is not
+        followed to find out), so a pattern ending in ``/`` selects it too."""
+        names = (relpath, relpath + "/") if link else (relpath,)
+
+        def matches(patterns: tuple[str, ...]) -> bool:
+            return any(fnmatchcase(name, _glob(p)) for p in patterns for name in names)
+
+        if self.include and not matches(self.include):
             return False
-        return not any(fnmatchcase(relpath, _glob(p)) for p in self.exclude)
+        return not matches(self.exclude)
 
 
 def _glob(pattern: str) -> str:
@@ -90,7 +102,7 @@ class _Listing:
     skipped: int = 0
 
     def add(self, relpath: str, path: Path, info: os.stat_result) -> None:
-        if not self.options.selects(relpath):
+        if not self.options.selects(relpath, link=stat.S_ISLNK(info.st_mode)):
             self.skipped += 1  # not looked at: an excluded link is not even followed
             return
         self.names.append(relpath)
@@ -150,13 +162,23 @@ def _listing(model: Path, options: ScanOptions) -> _Listing:
         raise ModelRejectedError(
             f"{model} holds no files", hint="point sovnet publish at a model directory or GGUF file"
         )
-    try:
-        for relpath in listing.names:
+    # A name no manifest may hold (a control character, a backslash, a colon) is
+    # refused with the others, not on its own.
+    named = []
+    for relpath in listing.names:
+        try:
             check_relpath(relpath)
-        check_tree(listing.names)
+        except ManifestFormatError as exc:
+            reason = exc.message.removeprefix(f"path {quoted(relpath)} ")
+            listing.refused.append((ModelRejectedError, RefusedFile(relpath, reason, NAME_HINT)))
+        else:
+            named.append(relpath)
+    try:
+        check_tree(named)
     except ManifestFormatError as exc:
         raise ModelRejectedError(f"cannot publish {model}: {exc.message}") from exc
-    listing.found.sort(key=lambda item: item[0])
+    kept = set(named)
+    listing.found = sorted((item for item in listing.found if item[0] in kept), key=lambda i: i[0])
     return listing
 
 
@@ -174,14 +196,14 @@ def _refusal(
     elif kinds == {MalformedFileError}:
         cls = MalformedFileError
     if len(files) == 1:
-        message, hint = f"refusing {files[0].path}: {files[0].reason}", files[0].hint
+        message, hint = f"refusing {_shown(files[0].path)}: {files[0].reason}", files[0].hint
     else:
         by_hint: dict[str | None, list[RefusedFile]] = {}
         for item in files[:MAX_LISTED]:
             by_hint.setdefault(item.hint, []).append(item)
         lines = [f"refusing {len(files)} files of {model}:"]
         for group_hint, group in by_hint.items():
-            lines += [f"  {item.path}: {item.reason}" for item in group]
+            lines += [f"  {_shown(item.path)}: {item.reason}" for item in group]
             if group_hint:
                 lines.append(f"    ({group_hint})")
         if len(files) > MAX_LISTED:
@@ -189,6 +211,11 @@ def _refusal(
         message = "\n".join(lines)
         hint = "`--exclude GLOB` leaves files out unread; `--json` lists every refused file"
     return cls(message, hint=hint, refused=tuple(files[:MAX_IN_JSON]), refused_total=len(files))
+
+
+def _shown(path: str) -> str:
+    """A file's name in a message: escaped if it holds what could forge a line."""
+    return path if path.isprintable() else repr(path)[1:-1]
 
 
 def _reader(fd: int) -> Callable[[int, int], bytes]:
