@@ -18,6 +18,7 @@ check and the open cannot lead anywhere else.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -88,6 +89,12 @@ def follow(link: Path, relpath: str, roots: tuple[Path, ...]) -> Followed | Refu
         )
     except OSError as exc:
         # ELOOP for a loop; EACCES for a directory on the way that cannot be entered.
+        if exc.errno == errno.ELOOP:
+            return RefusedFile(
+                relpath,
+                "a symbolic link that cannot be followed: it leads back to itself (a loop)",
+                "point the link at a file, or `--exclude` it",
+            )
         return RefusedFile(
             relpath, f"a symbolic link that cannot be followed: {exc.strerror}", FOLLOW_HINT
         )
