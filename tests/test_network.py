@@ -114,3 +114,20 @@ def test_any_bytes_give_an_invite_or_a_typed_error(data: bytes) -> None:
 
 def test_dh_parameters_load() -> None:
     assert network.dh_params_pem().startswith(b"-----BEGIN DH PARAMETERS-----")
+
+
+def test_an_invite_names_an_address_the_control_plane_listens_on() -> None:
+    import socket
+
+    from sovnet.cli.daemon_commands import inviter_address
+
+    host = socket.gethostname()
+    for listen in ("0.0.0.0", "::", ""):  # "" is an older sovnetd, which does not say
+        address, why = inviter_address(listen, 6880)
+        assert address == PeerAddress(host, 6880) and "all addresses" in why
+    for listen in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        address, why = inviter_address(listen, 6880)
+        assert address == PeerAddress(listen, 6880)
+        assert f"listens on {listen} only" in why
+    address, why = inviter_address("192.0.2.7", 6880)
+    assert address == PeerAddress("192.0.2.7", 6880) and "192.0.2.7" in why

@@ -196,6 +196,9 @@ class NodeStatus:
     banned_peers: tuple[Ban, ...]
     damaged: Mapping[str, str]  # CID: why it is not seeded
     rejected: tuple[Rejected, ...] = ()  # connections refused, by listener and reason
+    # The host the control plane listens on (0.0.0.0: all; 127.0.0.1: this machine only):
+    # `network invite` names an address peers can reach. "" from an older sovnetd.
+    control_host: str = ""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,37 @@ class Context:
 
         return require_node(self.state_location)
 
+    def check_output(self, path: Path, *, force: bool) -> None:
+        """Refuse an output file (``-o``) that exists, unless ``force``, and always one
+        inside this node's state directory: ``--force`` must never let a command write
+        over the node's own keys, certificates or store."""
+        from sovnet.errors import InvalidInputError
+
+        state = self.state_location.resolve()
+        if path.resolve().is_relative_to(state):  # through links too: where it lands
+            raise InvalidInputError(
+                f"{path} is inside this node's state directory {state}",
+                hint="write it elsewhere: the node's own files are never replaced, "
+                "not even with --force",
+            )
+        if not force and (path.exists() or path.is_symlink()):
+            raise InvalidInputError(f"{path} exists", hint="choose another -o, or --force")
+
+    def write_output(self, path: Path, data: bytes, *, force: bool, mode: int = 0o644) -> None:
+        """Write an output file the rules of :meth:`check_output` allow, as a new file
+        of exactly ``mode`` (0600 for a secret, whatever the file it replaces had)."""
+        from sovnet.errors import LocalStateError
+        from sovnet.store.atomicfile import write_atomic_new
+
+        self.check_output(path, force=force)
+        try:
+            write_atomic_new(path, data, mode=mode, replace=force)
+        except FileExistsError:
+            self.check_output(path, force=False)  # made meanwhile: the same error
+            raise
+        except OSError as exc:
+            raise LocalStateError(f"cannot write {path}: {exc.strerror}") from None
+
     def make_node(self) -> Path:
         """The state directory, made a node if it is not one (key gen, network create,
         request and join: the commands that start a node)."""

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from sovnet.api.messages import FetchEvent, FetchResult
+    from sovnet.core.address import PeerAddress
 
 # The API's messages are imported where a command uses them: ``sovnet --help`` and
 # the commands that need none of them stay fast (their dataclasses cost ~15 ms).
@@ -265,22 +266,30 @@ def network_create(
     _restart_note(ctx)
 
 
+_force_output_option = click.option(
+    "--force", is_flag=True, help="Replace an existing output file (never one of this node's)."
+)
+
+
 @network.command("request")
 @click.option("--node-name", help="This node's name in the network [host name].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File.")
+@_force_output_option
 @pass_context
-def network_request(ctx: Context, node_name: str | None, output: Path | None) -> None:
+def network_request(ctx: Context, node_name: str | None, output: Path | None, force: bool) -> None:
     """Ask to join a network: write a certificate request for this node's key.
 
     Send the request to the network's owner; the private key stays here.
     """
     from sovnet.store.networkfiles import NetworkFiles
 
+    if output is not None:  # refused before the node is made or its key written
+        ctx.check_output(output, force=force)
     request = NetworkFiles(ctx.make_node()).request(_node_name(node_name))
     if output is None:
         sys.stdout.write(request.decode("ascii"))
         return
-    output.write_bytes(request)
+    ctx.write_output(output, request, force=force)
     say(f"Wrote {output}. Send it to the network's owner, who runs `sovnet network invite`.")
 
 
@@ -295,6 +304,7 @@ def network_request(ctx: Context, node_name: str | None, output: Path | None) ->
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the invite.",
 )
+@_force_output_option
 @pass_context
 def network_invite(
     ctx: Context,
@@ -302,31 +312,62 @@ def network_invite(
     new_node: str | None,
     peers: tuple[str, ...],
     output: Path,
+    force: bool,
 ) -> None:
     """Admit a node: sign its request (or make its key with --new-node) into an invite."""
-    import os
-
     from sovnet.core.address import PeerAddress
-    from sovnet.store.networkfiles import NetworkFiles
+    from sovnet.store.inputfile import read_input
+    from sovnet.store.networkfiles import MAX_REQUEST_BYTES, NetworkFiles
 
     files = NetworkFiles(ctx.state_dir)
+    ctx.check_output(output, force=force)
     addresses = [PeerAddress.parse(p) for p in peers]
+    where = None
     if not addresses:
         try:
             info = ctx.client().status() if ctx.daemon() is not None else None
         except Exception:  # the invite works without; peers are a convenience
             info = None
         if info is not None:
-            addresses = [PeerAddress(socket.gethostname(), info.control_port)]
-    request = Path(request_file).read_bytes() if request_file else None
+            address, where = inviter_address(info.control_host, info.control_port)
+            addresses = [address]
+    request = None
+    if request_file:
+        request = read_input(Path(request_file), MAX_REQUEST_BYTES, what="certificate request")
     invite = files.invite(request=request, new_node=new_node, peers=tuple(addresses))
-    # An invite with a key in it is a secret: only its owner may read it.
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(invite.to_bytes())
+    # Any invite is written 0600: one with a key in it is a secret, and a file it
+    # replaces must not lend it wider permissions.
+    ctx.write_output(output, invite.to_bytes(), force=force, mode=0o600)
     say(f"Wrote {output}: the new node runs `sovnet network join {output.name}`.")
+    if where is not None:
+        say(f"It names {addresses[0]} as this node's address: {where}.")
     if invite.key_pem is not None:
         say("It holds the new node's private key: hand it over privately, then delete it.")
+
+
+def inviter_address(listen_host: str, port: int) -> tuple[PeerAddress, str]:
+    """The address an invite names for this node's control plane, and why: one the
+    control plane listens on. A daemon that does not say where it listens (``""``,
+    an older sovnetd) is taken to listen on all addresses."""
+    from sovnet.cli.run_commands import _is_loopback  # serve's test of the same
+    from sovnet.core.address import PeerAddress
+
+    if listen_host in ("", "0.0.0.0", "::"):
+        return (
+            PeerAddress(socket.gethostname(), port),
+            f"this host's name, as sovnetd's control plane listens on all addresses "
+            f"({listen_host or '0.0.0.0'}); --peer HOST:PORT names another",
+        )
+    if _is_loopback(listen_host):
+        return (
+            PeerAddress(listen_host, port),
+            f"sovnetd's control plane listens on {listen_host} only, so only nodes on "
+            "this machine reach it (SOVNET_CONTROL_LISTEN=0.0.0.0:PORT opens it)",
+        )
+    return (
+        PeerAddress(listen_host, port),
+        f"the address sovnetd's control plane listens on ({listen_host})",
+    )
 
 
 @network.command("join")
@@ -336,12 +377,13 @@ def network_invite(
 @pass_context
 def network_join(ctx: Context, invite_file: Path, force: bool, as_json: bool) -> None:
     """Join a network with the invite its owner wrote for this node."""
-    from sovnet.core.network import Invite
+    from sovnet.core.network import MAX_INVITE_BYTES, Invite
+    from sovnet.store.inputfile import read_input
     from sovnet.store.networkfiles import NetworkFiles
     from sovnet.store.peerfile import read_added, write_added
 
     use_json(ctx, as_json)
-    invite = Invite.from_bytes(invite_file.read_bytes())
+    invite = Invite.from_bytes(read_input(invite_file, MAX_INVITE_BYTES, what="invite"))
     files = NetworkFiles(ctx.make_node())
     membership = files.join(invite, force=force)
     daemon = ctx.daemon()

@@ -90,6 +90,7 @@ def init(
     keys = [publisher_root.public_key(_read(p)) for p in key_paths]
     online = publisher_root.public_key(_read(online_key)) if online_key else None
     data = publisher_root.new_root(org, keys, threshold, now=_now(), online=online)
+    ctx.check_output(output, force=force)  # never a file of this node's, even forced
     _write(output, data, replace=force)
     _show(publisher_root.check(data), output, as_json)
 
@@ -178,6 +179,7 @@ def release(
         channels=channels or ("latest",),
         now=_now(),
     )
+    ctx.check_output(output, force=force)  # never a file of this node's, even forced
     _write(output, data, replace=force)
     _show_targets(publisher_targets.check(data, root=root), output, as_json)
 
@@ -303,6 +305,7 @@ def rotate(
         threshold=threshold,
         now=_now(),
     )
+    ctx.check_output(output, force=force)  # never a file of this node's, even forced
     _write(output, data, replace=force)
     _show(publisher_root.check(data, previous=current), output, as_json)
 

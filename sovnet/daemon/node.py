@@ -337,6 +337,7 @@ class Node:
             state_dir=str(self.config.state_dir),
             swarm_port=self.swarm.port,
             control_port=self.control_port,
+            control_host=self.config.control_listen.host,
             seeding=len(self.seeder.seeding()),
             uploaded=sum(s.session_uploaded for s in statuses.values()),
             upload_rate=sum(s.upload_rate for s in statuses.values()),

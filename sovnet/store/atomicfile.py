@@ -7,6 +7,7 @@ the data durable before the name points at it.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Callable
@@ -60,3 +61,34 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` durably, so that it appears whole or not at all."""
     replace_with(path, lambda temp: write_new(temp, data, mode=mode, sync=True))
     fsync_dir(path.parent)
+
+
+def write_atomic_new(path: Path, data: bytes, *, mode: int = 0o600, replace: bool = False) -> None:
+    """Write ``data`` to ``path`` whole or not at all, with exactly ``mode``: the file is
+    always a new one (made at a temporary name, then renamed), so a file it replaces
+    lends it none of its permissions. Unless ``replace``, an existing ``path`` (a
+    symlink too) raises FileExistsError, even one made a moment ago: the new file is
+    hard-linked in, which fails if the name is taken."""
+    temp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    write_new(temp, data, mode=mode, sync=True)
+    try:
+        if replace:
+            os.replace(temp, path)
+        else:
+            _link_new(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def _link_new(temp: Path, path: Path) -> None:
+    try:
+        os.link(temp, path)
+    except OSError as exc:
+        # A filesystem without hard links (FAT, some FUSE): check, then rename;
+        # only a file made in between the two could be lost.
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if path.exists() or path.is_symlink():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(temp, path)

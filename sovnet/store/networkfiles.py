@@ -25,6 +25,9 @@ from sovnet.errors import InvalidInputError, LocalStateError, NotFoundError
 from sovnet.store.atomicfile import write_atomic
 from sovnet.store.lockfile import exclusive_lock
 
+# A certificate request is under 1 KiB; a file far larger is not one (network invite).
+MAX_REQUEST_BYTES = 64 * 1024
+
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
