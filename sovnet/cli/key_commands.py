@@ -93,7 +93,7 @@ def trust_add(ctx: Context, key_ref: str, name: str | None, replace: bool, as_js
     publisher init` ... `finish`) pins that publisher's root: compare the
     fingerprint this prints with the publisher, out loud.
     """
-    from sovnet.trust.keys import TrustedKey, check_name, parse_key_reference
+    from sovnet.trust.keys import TrustedKey, TrustStore, check_name, parse_key_reference
 
     _use_json(ctx, as_json)
     if key_ref.endswith(".json"):
@@ -105,25 +105,39 @@ def trust_add(ctx: Context, key_ref: str, name: str | None, replace: bool, as_js
         )
     key_id, public = parse_key_reference(key_ref, typed=True)
     entry = TrustedKey(key_id, check_name(name), public)
-    ctx.node_files().update_trust(lambda store: store.with_key(entry))
+    before: list[TrustedKey | None] = []
+
+    def change(store: TrustStore) -> TrustStore:
+        before.append(store.get(key_id))  # read under the trust file's lock
+        return store.with_key(entry)
+
+    ctx.node_files().update_trust(change)
+    # Renaming a trusted key is the user's call, but never a silent one.
+    renamed_from = before[0].name if before[0] is not None and before[0].name != name else None
     if as_json:
-        emit_json({"key_id": str(key_id), "name": name, "public_key": public and str(public)})
+        emit_json(
+            {
+                "key_id": str(key_id),
+                "name": name,
+                "public_key": public and str(public),
+                "renamed_from": renamed_from,
+            }
+        )
         return
-    say(f'Trusting {key_id} as "{name}".')
+    if renamed_from is not None:
+        say(f'Trusting {key_id}, renamed from "{renamed_from}" to "{name}".')
+    else:
+        say(f'Trusting {key_id} as "{name}".')
 
 
 def _pin_root(ctx: Context, path: str, replace: bool, as_json: bool) -> None:
-    from sovnet.errors import LocalStateError, NotFoundError
+    from pathlib import Path
+
+    from sovnet.store.inputfile import read_input
     from sovnet.store.rootfiles import RootFiles
     from sovnet.trust.publisher_root import MAX_ROOT_BYTES
 
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_ROOT_BYTES + 1)
-    except FileNotFoundError:
-        raise NotFoundError(f"{path} does not exist") from None
-    except OSError as exc:
-        raise LocalStateError(f"cannot read {path}: {exc.strerror}") from None
+    data = read_input(Path(path), MAX_ROOT_BYTES, what="publisher root file")
     pinned = RootFiles(ctx.state_dir).pin(data, replace=replace)
     checked = pinned.check
     if as_json:

@@ -48,6 +48,13 @@ def cli(ctx: click.Context, state_dir: str | None, socket_path: str | None) -> N
     Publish a model under a content address (CID), sign it, verify it anywhere;
     with sovnetd running, share it with trusted peers and fetch by CID.
     """
+    for option, value in (("--state-dir", state_dir), ("--socket", socket_path)):
+        if value is not None and not value.strip():
+            # An empty value (an unset shell variable) must not mean the default node.
+            raise click.BadParameter(
+                "is empty: give a path, or leave the option out for the default",
+                param_hint=f"'{option}'",
+            )
     context = ctx.ensure_object(Context)
     context.state_override = state_dir
     context.socket_override = socket_path
