@@ -126,9 +126,14 @@ def _json(message: object) -> web.Response:
 
 
 async def _stream(
-    request: web.Request, work: Callable[[Callable[[object], None]], Awaitable[object]]
+    request: web.Request,
+    work: Callable[[Callable[[object], None]], Awaitable[object]],
+    *,
+    ends_with_client: bool = False,
 ) -> web.StreamResponse:
-    """Run ``work``, streaming the events it emits and then its result (or error)."""
+    """Run ``work``, streaming the events it emits and then its result (or error).
+    If the client goes away first, ``work`` goes on (a fetch: others may follow it),
+    or, ``ends_with_client``, is cancelled (a publish: its user pressed Ctrl-C)."""
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -157,8 +162,13 @@ async def _stream(
         while (event := await queue.get()) is not None:
             await response.write((json.dumps(event) + "\n").encode())
     except (ConnectionResetError, asyncio.CancelledError):
-        # The client went away; a fetch goes on (others may follow it), a publish too.
-        pass
+        # The client went away.
+        if ends_with_client and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)  # its worker stopped, its temp files removed
+            if task.cancelled():
+                return response  # no one is left to answer
     if task.done():
         await task
     with contextlib.suppress(ConnectionResetError):
@@ -182,7 +192,7 @@ def build_app(node: NodeService) -> web.Application:
     @routes.post("/v1/models")
     async def publish(request: web.Request) -> web.StreamResponse:
         body = from_request(PublishRequest, await _body(request))
-        return await _stream(request, lambda emit: node.publish(body, emit))
+        return await _stream(request, lambda emit: node.publish(body, emit), ends_with_client=True)
 
     @routes.delete("/v1/models/{cid}")
     async def remove(request: web.Request) -> web.Response:

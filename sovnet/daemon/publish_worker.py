@@ -9,12 +9,17 @@ from the daemon's event loop.
 The child writes one JSON object a line to stdout: ``{"event": "scanned",
 "total"}``, ``{"event": "hashed", "bytes"}`` (at most ten a second),
 then ``{"event": "result", ...}`` or ``{"event": "error", "error": {...}}``.
+
+SIGTERM cancels the publish (its client left, publisher.py): the temp files are
+removed on the way out, and nothing is published. Once the commit has begun it
+is let finish: a publish is then either all there or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,12 +27,34 @@ from pathlib import Path
 from sovnet.errors import SovnetError
 
 
+class _Cancelled(Exception):
+    """SIGTERM before the commit began."""
+
+
+class _Cancellation:
+    """SIGTERM raises _Cancelled in the main thread until the commit begins; after,
+    the commit finishes and its result is sent."""
+
+    def __init__(self) -> None:
+        self.committing = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        if self.committing:
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup is not cut short
+        raise _Cancelled
+
+    def commit_begins(self) -> None:
+        self.committing = True
+
+
 def _send(event: dict[str, object]) -> None:
     sys.stdout.write(json.dumps(event) + "\n")
     sys.stdout.flush()
 
 
-def publish(args: argparse.Namespace) -> None:
+def publish(args: argparse.Namespace, cancellation: _Cancellation) -> None:
     from sovnet.store.keyfiles import NodeFiles
     from sovnet.store.publish import publish as do_publish
     from sovnet.store.scan import ScanOptions
@@ -62,6 +89,7 @@ def publish(args: argparse.Namespace) -> None:
         options=options,
         on_scanned=lambda total: _send({"event": "scanned", "total": total}),
         progress=progress,
+        on_committing=cancellation.commit_begins,
     )
     _send({"event": "result", **result.summary()})
 
@@ -80,11 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     pub.add_argument("--follow-links-within", action="append", default=[])
     pub.add_argument("path")
     args = parser.parse_args(argv)
+    cancellation = _Cancellation()
     try:
-        publish(args)
+        publish(args, cancellation)
     except SovnetError as exc:
         _send({"event": "error", "error": exc.to_json()})
         sys.exit(exc.exit_code)
+    except _Cancelled:
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,11 @@ from sovnet.api.messages import (
     from_json,
 )
 from sovnet.errors import InternalError, InvalidInputError, SovnetError, error_from_json
+
+log = logging.getLogger(__name__)
+
+# How long a cancelled worker has to remove its temp files before it is killed.
+CANCEL_TIMEOUT = 30.0
 
 # The worker's longest line is a refusal listing up to 100 files (scan.py), each
 # path up to 1 KiB: well under this.
@@ -50,7 +56,11 @@ def worker_argv(state_dir: Path, request: PublishRequest) -> list[str]:
 async def publish(
     state_dir: Path, request: PublishRequest, emit: Callable[[PublishEvent], None]
 ) -> PublishResult:
-    """Publish in a worker process; its result, or the error it reported."""
+    """Publish in a worker process; its result, or the error it reported.
+
+    Cancelled (its client left, api/server.py), the worker is asked to stop: one that
+    has not begun its commit removes its temp files and publishes nothing; one that
+    has finishes, and its result is returned all the same, to be seeded."""
     if not request.path or not request.name:
         raise InvalidInputError("publish needs a path and a name")
     process = await asyncio.create_subprocess_exec(
@@ -62,7 +72,10 @@ async def publish(
     result: PublishResult | None = None
     error: SovnetError | None = None
     assert process.stdout is not None
-    try:
+
+    async def read() -> None:
+        nonlocal result, error
+        assert process.stdout is not None
         async for line in process.stdout:
             event = json.loads(line)
             kind = event.pop("event", None) if isinstance(event, dict) else None
@@ -74,6 +87,20 @@ async def publish(
                 emit(from_json(PublishScanned, event))
             elif kind == PublishHashed.EVENT:
                 emit(from_json(PublishHashed, event))
+
+    try:
+        await read()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(read(), CANCEL_TIMEOUT)
+        if result is None:
+            log.info("publish of %s cancelled: nothing was published", request.name)
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # committed before the stop came: seeded like any other
     finally:
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -136,9 +136,11 @@ def publish(
     options: ScanOptions | None = None,
     on_scanned: Callable[[int], None] | None = None,
     progress: Progress | None = None,
+    on_committing: Callable[[], None] | None = None,
 ) -> PublishResult:
     """Publish ``model`` under ``name``; ``options`` select its files and say where its
-    links may lead (scan.py); ``on_scanned`` gets the total bytes to hash."""
+    links may lead (scan.py); ``on_scanned`` gets the total bytes to hash;
+    ``on_committing`` is called once all is hashed and signed, as the commit begins."""
     check_identity(name, version, license)  # before the long part, not after it
     scanned = scan_model(model, options)
     total = sum(item.size for item in scanned)
@@ -175,6 +177,8 @@ def publish(
         cid = CID.of(raw)
         signature = key.sign(cid)
         stored = 0
+        if on_committing is not None:
+            on_committing()
         with store.locked():
             for done in imported:
                 if not store.adopt_blob(done.temp, done.digest.blake3):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_store_empty
-from tests.e2e.conftest import Cluster, make_model
+from tests.conftest import SOVNET, assert_store_empty, cli_env
+from tests.e2e.conftest import Cluster, make_model, wait_for
 from tests.e2e.test_disk_full import small_disk
 
 
@@ -28,3 +31,45 @@ def test_publish_copy_onto_a_full_disk_through_the_daemon_says_so(
         assert a.ls() == []
         a.stop()
         assert_store_empty(a.state)
+
+
+def _workers_of(pid: int) -> list[str]:
+    found = subprocess.run(
+        ["ps", "-o", "args=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    )
+    return [line for line in found.stdout.splitlines() if "publish_worker" in line]
+
+
+def test_ctrl_c_on_publish_cancels_it_in_the_daemon(cluster: Cluster, tmp_path: Path) -> None:
+    a = cluster.node("a").start()
+    assert a.process is not None
+    model = make_model(tmp_path / "big", megabytes=64)
+    for i in range(7):  # 512 MiB in all: a copy that takes a while
+        shutil.copyfile(model / "model.safetensors", model / f"shard{i}.safetensors")
+    client = subprocess.Popen(
+        [str(SOVNET), "publish", str(model), "--name", "acme/big", "--copy"],
+        env=cli_env(a.state),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The copy has begun: a temp file of the publish's is in the store.
+        wait_for(
+            "the copy to begin", lambda: any((a.state / "tmp").glob("*")), timeout=60, every=0.01
+        )
+        client.send_signal(signal.SIGINT)
+        out, err = client.communicate(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 130, (out, err)
+    assert "Aborted." in err
+    wait_for("the worker to end", lambda: not _workers_of(a.process.pid), timeout=30)
+    wait_for("the temp files to go", lambda: not any((a.state / "tmp").glob("*")), timeout=30)
+    assert a.ls() == [], "the publish went on after its client left"
+    assert list((a.state / "blobs").glob("*")) == []
+    assert "publish of acme/big cancelled" in a.log_text()
+    # and the daemon publishes it when asked again
+    assert a.sovnet("publish", model, "--name", "acme/big", check=True).stdout.strip()
+    a.stop()
