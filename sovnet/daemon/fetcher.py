@@ -442,6 +442,7 @@ class Fetcher:
         loop = asyncio.get_running_loop()
         # Before the torrent is added: its first events may come while it is.
         state = fetch.state = FetchState(str(fetch.cid), wanted, self._timings, loop.time())
+        low_water = diskspace.low_water(spec.manifest.piece_size)
         await self._swarm.add(
             spec,
             identity=self._identity,
@@ -459,6 +460,13 @@ class Fetcher:
             for action in actions:
                 if isinstance(action, ReportProgress):
                     fetch.emit(FetchProgress(**vars(action)))
+                    if diskspace.free_bytes(partial.path) < low_water:
+                        # Stopped before a write fails: a write that fails loses the
+                        # pieces in flight, a stop here loses nothing.
+                        await self._disk_filled(fetch, spec, partial)
+                        await asyncio.to_thread(
+                            self._check_room, fetch, skip, wanted, partial, filled=True
+                        )
                 elif isinstance(action, SaveResume):
                     if self._swarm.save_resume(spec.info_hash):
                         state.resume_asked(now)

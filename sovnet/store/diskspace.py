@@ -59,6 +59,12 @@ def room(directory: Path, wanted: int, already_written: int) -> Room:
     return Room(needed, free_bytes(directory))
 
 
+def low_water(piece_size: int) -> int:
+    """Free room below which a download stops, before a write fails for want of it:
+    the pieces in flight (libtorrent loses a piece whose write failed)."""
+    return 2 * piece_size
+
+
 def resume_reserve(wanted: int) -> int:
     """The room kept back during a download of ``wanted`` bytes for writing its
     resume data once the disk is full (it comes out of the margin above)."""

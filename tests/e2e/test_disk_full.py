@@ -78,8 +78,13 @@ def test_a_fetch_that_cannot_fit_is_refused_before_it_starts(
         b.stop()
 
 
+@pytest.mark.parametrize(
+    "leave",
+    [64 * 1024, 6 * MIB],
+    ids=["writes-fail", "nearly-full"],  # at once to the last blocks; below the low water
+)
 def test_a_disk_that_fills_during_a_fetch_fails_it_cleanly_and_it_resumes_later(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tmp_path: Path, leave: int
 ) -> None:
     a = cluster.node("a")
     with small_disk(cluster.root / "b", 64) as disk:
@@ -100,7 +105,7 @@ def test_a_disk_that_fills_during_a_fetch_fails_it_cleanly_and_it_resumes_later(
             return None
 
         wait_for("the fetch to be under way", progress, timeout=60, every=0.2)
-        filler = _fill(disk, leave=64 * 1024)
+        filler = _fill(disk, leave=leave)
         out, err = follower.communicate(timeout=120)
         assert follower.returncode == 8, err + b.log_text()[-3000:]
         error = json.loads(out.splitlines()[-1])["error"]
@@ -113,6 +118,8 @@ def test_a_disk_that_fills_during_a_fetch_fails_it_cleanly_and_it_resumes_later(
             p.stat().st_blocks * 512 for p in (b.state / "partial").rglob("*") if p.is_file()
         )
 
+        if leave > 4 * MIB:  # the fetch stopped itself before any write failed
+            assert "No space left" not in log, log[-3000:]
         filler.unlink()
         fetched = b.sovnet("fetch", cid, "--json")
         assert fetched.returncode == 0, fetched.stderr + b.log_text()[-3000:]

@@ -404,14 +404,16 @@ class LibtorrentSwarm:
         write that fails, hundreds on a full disk), the torrent stopped where it is."""
         key = info_hash(alert.handle)
         torrent = self._torrents.get(key)
-        if torrent is not None and torrent.failed:
+        if torrent is None or torrent.failed:
+            # Reported once already, or a torrent removed since (libtorrent still
+            # finishes the writes it had queued, and reports each that fails).
+            log.debug("swarm: %s", alert.message())
             return
         disk_full = alert.error.value() == errno.ENOSPC
-        if torrent is not None:
-            torrent.failed = True
-            # On ENOSPC libtorrent stops downloading but keeps the torrent (upload
-            # mode); the fetch decides what happens next.
-            torrent.handle.pause()
+        torrent.failed = True
+        # On ENOSPC libtorrent stops downloading but keeps the torrent (upload mode);
+        # the fetch decides what happens next.
+        torrent.handle.pause()
         log.error("swarm: %s", alert.message())
         self._events.put_nowait(TorrentFailed(key, alert.message(), disk_full=disk_full))
 
