@@ -366,7 +366,8 @@ def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
         error: SovnetError = IntegrityError(
             f"{len(bad)} of {len(report.files)} files of {m.name} differ from the manifest: "
             + ", ".join(f.path for f in bad),
-            hint="remove the model (`sovnet rm`) and publish or fetch it again",
+            hint=f"`sovnet fetch {cid}` downloads the damaged files again from peers "
+            "(with sovnetd running); a publisher whose own file changed publishes it again",
         )
     elif not report.opened.trusted:
         error = TrustError(untrusted_reason(cid, report.opened.signers), hint=UNTRUSTED_HINT)

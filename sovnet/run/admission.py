@@ -62,8 +62,8 @@ if TYPE_CHECKING:
 
 
 _REFETCH_HINT = (
-    "`sovnet verify {cid}` checks every file; remove the model (`sovnet rm {cid}`) and "
-    "publish or fetch it again"
+    "`sovnet verify {cid}` checks every file; `sovnet fetch {cid}` downloads the damaged "
+    "ones again from peers (a publisher whose own file changed publishes it again)"
 )
 
 
