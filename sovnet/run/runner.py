@@ -337,7 +337,7 @@ def serve(
         app = create_app(server_settings=server, model_settings=[model])  # loads the model
     serve_app.add_routes(app, alias)
     _answer_template_errors()
-    serve_app.answer_validation_errors()
+    _answer_validation_errors()
     where = f"[{host}]" if ":" in host else host
     print(f"Serving {label} on http://{where}:{port}/v1", file=sys.stderr)
     print(f'  clients name the model "{alias}"; Ctrl-C stops the server', file=sys.stderr)
@@ -372,6 +372,31 @@ def _answer_template_errors() -> None:
     # Dicts keep their order, and the first pattern that matches wins.
     patterns[re.compile(r"^the chat template of .* refused the conversation: ")] = refused
     patterns[re.compile(r"^the chat template of ")] = failed
+
+
+def _answer_validation_errors() -> None:
+    """A request whose fields are wrong (``max_tokens: -5``, ``model: ["x"]``) is
+    OpenAI's 400 naming the field, in one log line. llama-cpp-python's route handler
+    catches FastAPI's RequestValidationError with every other exception and answers
+    500 with its text, which names the server's source file and line, and a traceback
+    in the log."""
+    from fastapi.exceptions import RequestValidationError
+    from llama_cpp.server.errors import ErrorResponse, RouteErrorHandler
+
+    from sovnet.run.serve_app import validation_error
+
+    wrapped = RouteErrorHandler.error_message_wrapper
+
+    def wrapper(
+        self: RouteErrorHandler, error: Exception, body: Any = None
+    ) -> tuple[int, ErrorResponse]:
+        if not isinstance(error, RequestValidationError):
+            return wrapped(self, error, body)
+        answer = validation_error(error.errors())
+        print(f"sovnet: invalid request: {answer.error['message']}", file=sys.stderr)
+        return answer.status, ErrorResponse(**answer.error)  # type: ignore[typeddict-item]
+
+    RouteErrorHandler.error_message_wrapper = wrapper  # type: ignore[method-assign]
 
 
 _S = TypeVar("_S", bound="BaseSettings")

@@ -199,29 +199,6 @@ def template_error(message: str, *, refused: bool) -> ErrorAnswer:
     return ErrorAnswer(500, _error(message, "server_error", "chat_template_failed"))
 
 
-def answer_validation_errors() -> None:
-    """A request whose fields are wrong (``max_tokens: -5``, ``model: ["x"]``) is
-    OpenAI's 400 naming the field, in one log line. llama-cpp-python's route handler
-    catches FastAPI's RequestValidationError with every other exception and answers
-    500 with its text, which names the server's source file and line, and a traceback
-    in the log."""
-    from fastapi.exceptions import RequestValidationError
-    from llama_cpp.server.errors import ErrorResponse, RouteErrorHandler
-
-    wrapped = RouteErrorHandler.error_message_wrapper
-
-    def wrapper(
-        self: RouteErrorHandler, error: Exception, body: Any = None
-    ) -> tuple[int, ErrorResponse]:
-        if not isinstance(error, RequestValidationError):
-            return wrapped(self, error, body)
-        answer = validation_error(error.errors())
-        print(f"sovnet: invalid request: {answer.error['message']}", file=sys.stderr)
-        return answer.status, ErrorResponse(**answer.error)  # type: ignore[typeddict-item]
-
-    RouteErrorHandler.error_message_wrapper = wrapper  # type: ignore[method-assign]
-
-
 def validation_error(errors: Any) -> ErrorAnswer:
     """pydantic's errors of a request as OpenAI's 400: each field and what is wrong
     with it, never the value given (it may be long) nor where the check is made."""
