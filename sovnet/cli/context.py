@@ -100,7 +100,36 @@ class Context:
     def client(self) -> Client:
         from sovnet.api.client import Client
 
-        return Client(self.socket_path)
+        client = Client(self.socket_path)
+        if self._named_apart():
+            self._check_same_node(client)
+        return client
+
+    def _named_apart(self) -> bool:
+        """Whether the socket and the state dir were both named, so they may disagree
+        (a SOVNET_SOCKET left in the environment, a --state-dir typed for another node)."""
+        socket = self.socket_override or os.environ.get("SOVNET_SOCKET")
+        state = self.state_override or os.environ.get("SOVNET_STATE_DIR")
+        return bool(socket and state)
+
+    def _check_same_node(self, client: Client) -> None:
+        """The daemon on the socket must serve this node: a command must never act, or
+        publish and sign, as another node than the one it was told of."""
+        from sovnet.errors import DaemonError, InvalidInputError
+
+        if not client.running():
+            return  # the command itself says there is no daemon
+        try:
+            serves = Path(client.status().state_dir).resolve()
+        except DaemonError:
+            return
+        if serves != self.state_location.resolve():
+            raise InvalidInputError(
+                f"the sovnetd on {client.socket_path} serves the node in {serves}, not "
+                f"{self.state_location}",
+                hint="name the state dir that sovnetd serves, or drop --socket "
+                "(and SOVNET_SOCKET) to reach this node's own",
+            )
 
     def daemon(self) -> Client | None:
         """The daemon's client if one runs for this node, else None."""
