@@ -301,8 +301,8 @@ class Node:
         partial = PartialDownload(self.store, cid)
         if not self.store.has(cid):
             if partial.path.is_dir():
-                await asyncio.to_thread(partial.remove)
-                return RemoveResult(str(cid), 0, 0)
+                freed = await asyncio.to_thread(partial.remove)
+                return RemoveResult(str(cid), freed, 0)
             self.store.require(cid)
 
         def remove_locked() -> RemoveResult:

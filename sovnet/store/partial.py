@@ -171,12 +171,17 @@ class PartialDownload:
     def clear_failed(self) -> None:
         (self.path / "failed").unlink(missing_ok=True)
 
-    def remove(self) -> None:
+    def remove(self) -> int:
+        """Delete the download; the bytes of disk it held."""
+        held = sum(
+            p.lstat().st_blocks * 512 for p in self.path.rglob("*") if not p.is_symlink()
+        )
         # The manifest first: a download without one is not resumed, and the store's
         # repair deletes what a crash left of it.
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             (self.path / "manifest").unlink()
         shutil.rmtree(self.path, ignore_errors=True)
+        return held
 
     # -- verify and commit -------------------------------------------------------------------
 

@@ -60,8 +60,9 @@ def test_rm_during_a_fetch_tells_its_follower_who_cancelled_it(
     fetch = _slow_fetch(cluster, tmp_path, 24)
     b, cid, follower = fetch.b, fetch.cid, fetch.follower
     fetch.wait_until("done", 1)
-    removed = b.sovnet("rm", cid)
+    removed = b.sovnet("rm", cid, "--json")
     assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout)["freed_bytes"] > 0  # what had arrived
     out, err = follower.communicate(timeout=30)
     assert follower.returncode == 8, err
     error = json.loads(out.splitlines()[-1])["error"]
