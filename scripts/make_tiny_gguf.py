@@ -403,10 +403,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="F32",
         help="tensor type of the weight matrices (default: F32)",
     )
+    parser.add_argument(
+        "--chat-template",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="use the Jinja template in FILE as tokenizer.chat_template "
+        "(default: a plain one that works)",
+    )
     args = parser.parse_args(argv)
     try:
-        paths = write_tiny_gguf(args.out_dir, split=args.split, seed=args.seed, quant=args.quant)
-    except ValueError as exc:
+        template = args.chat_template.read_text() if args.chat_template else CHAT_TEMPLATE
+        paths = write_tiny_gguf(
+            args.out_dir,
+            split=args.split,
+            seed=args.seed,
+            quant=args.quant,
+            chat_template=template,
+        )
+    except (ValueError, OSError) as exc:
         parser.error(str(exc))
     for written in paths:
         print(written)

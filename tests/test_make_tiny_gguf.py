@@ -83,3 +83,12 @@ def _within_q4_k_error(back: np.ndarray, original: np.ndarray) -> bool:
 def test_q4_k_refuses_rows_that_are_not_whole_blocks() -> None:
     with pytest.raises(ValueError, match="multiple of 256"):
         make_tiny_gguf.quantize_q4_k(np.zeros((2, 64), dtype=np.float32))
+
+
+def test_the_command_line_takes_a_chat_template_from_a_file(tmp_path: Path) -> None:
+    template = tmp_path / "loops.jinja"
+    template.write_text("{% for i in range(3) %}{{ i }}{% endfor %}")
+    assert make_tiny_gguf.main([str(tmp_path / "m"), "--chat-template", str(template)]) == 0
+    reader = gguf.GGUFReader(tmp_path / "m" / "sovnet-tiny.gguf")
+    field = reader.fields["tokenizer.chat_template"]
+    assert bytes(field.parts[field.data[0]]).decode() == template.read_text()
