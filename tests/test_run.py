@@ -221,7 +221,9 @@ def test_ambiguous_and_unknown_names(sovnet_with_key: Runner, tmp_path: Path) ->
     ambiguous = sovnet_with_key("run", "acme/tiny", "-p", PROMPT)
     assert ambiguous.returncode == 4
     assert "names 2 trusted models" in ambiguous.stderr
-    assert sovnet_with_key("run", "acme/nothing", "-p", PROMPT).returncode == 3
+    unknown = sovnet_with_key("run", "acme/nothing", "-p", PROMPT)
+    assert unknown.returncode == 3
+    assert "`sovnet fetch CID`" in unknown.stderr  # how to get it, not only where to look
     done = sovnet_with_key("run", "acme/tiny@2.0", "-p", PROMPT, "-n", "4")
     assert done.returncode == 0, done.stderr
 

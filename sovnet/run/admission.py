@@ -248,7 +248,11 @@ def open_model(store: Store, trust: TrustStore, ref: str) -> OpenedManifest:
             f"{ref} is here only as {', '.join(map(str, untrusted))}, which no trusted key signed",
             hint=UNTRUSTED_HINT,
         )
-    raise NotFoundError(f"no model named {ref} is in this store", hint="`sovnet ls` lists them")
+    raise NotFoundError(
+        f"no model named {ref} is in this store",
+        hint="`sovnet ls` lists what is here; `sovnet fetch CID` fetches a model from "
+        "peers by the CID its publisher gives",
+    )
 
 
 # -- 2. are the files the verified ones ---------------------------------------------
