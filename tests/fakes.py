@@ -262,6 +262,9 @@ class LoopbackControlPlane:
     async def peers(self, peer: PeerAddress) -> list[PeerAddress]:
         return self._service(peer).known_peers()
 
+    async def publisher_file(self, peer: PeerAddress, publisher: str, name: str) -> bytes | None:
+        return self._service(peer).publisher_file(publisher, name)
+
     async def node(self, peer: PeerAddress) -> RemoteNode:
         info = self._service(peer).node_info()
         return RemoteNode(str(info["name"]), int(str(info["swarm_port"])), peer.port)

@@ -34,6 +34,7 @@ class Holder:
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self.cid = CID.of(raw)
+        self.metadata: dict[str, bytes] = {}  # a publisher's files, by "ORG/NAME"
 
     def node_info(self) -> dict[str, object]:
         return {"name": "holder", "swarm_port": 1, "control_port": 2, "version": "0"}
@@ -52,6 +53,9 @@ class Holder:
 
     def learn_peer(self, address: PeerAddress, name: str) -> None:
         pass
+
+    def publisher_file(self, publisher: str, name: str) -> bytes | None:
+        return self.metadata.get(f"{publisher}/{name}")
 
 
 @pytest.fixture
@@ -171,3 +175,22 @@ async def test_a_member_announcing_nested_json_gets_400_and_no_traceback(
     finally:
         await server.close()
     assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text
+
+
+async def test_a_publisher_s_metadata_files_are_served_by_their_tuf_names(
+    network: NetworkFiles, client: PeerClient
+) -> None:
+    holder = Holder(b"{}")
+    holder.metadata = {"acme/1.root.json": b'{"root": 1}', "acme/timestamp.json": b"{}"}
+    server, address = await _serving(network, holder)
+    try:
+        assert await client.publisher_file(address, "acme", "1.root.json") == b'{"root": 1}'
+        assert await client.publisher_file(address, "acme", "timestamp.json") == b"{}"
+        assert await client.publisher_file(address, "acme", "2.root.json") is None
+        assert await client.publisher_file(address, "other", "1.root.json") is None
+        for name in ("0.root.json", "root.json", "1.keys.json", "-1.root.json"):
+            with pytest.raises(PeerRequestError):  # 400: not a name a TUF client asks for
+                await client.publisher_file(address, "acme", name)
+        assert await client.publisher_file(address, "..", "1.root.json") is None
+    finally:
+        await server.close()

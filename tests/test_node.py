@@ -98,13 +98,16 @@ def control(node: Node) -> PeerAddress:
     return PeerAddress("127.0.0.1", node.control_port)
 
 
-def publish_model(state: Path, tmp_path: Path, size: int = 3 * 1024 * 1024) -> CID:
+def publish_model(
+    state: Path, tmp_path: Path, size: int = 3 * 1024 * 1024, version: str | None = None
+) -> CID:
     model = tmp_path / "model"
-    model.mkdir(exist_ok=True)
+    model.mkdir(parents=True, exist_ok=True)
     (model / "weights.safetensors").write_bytes(_safetensors(size))
     (model / "config.json").write_text('{"model_type": "llama"}\n')
     key = NodeFiles(state).load_key()
-    return publish(Store(state).init(), key, model, name="acme/model", copy=True).cid
+    store = Store(state).init()
+    return publish(store, key, model, name="acme/model", version=version, copy=True).cid
 
 
 def _safetensors(size: int) -> bytes:

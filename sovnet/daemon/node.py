@@ -44,6 +44,7 @@ from sovnet.daemon import publisher
 from sovnet.daemon.fetcher import Emit, Fetcher
 from sovnet.daemon.fetchstate import Timings
 from sovnet.daemon.members import SwarmMembers
+from sovnet.daemon.publisher_metadata import PublisherMetadata
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
 from sovnet.errors import SovnetError
@@ -64,6 +65,8 @@ from sovnet.net.swarm import (
 from sovnet.store.keyfiles import NodeFiles
 from sovnet.store.networkfiles import NetworkFiles
 from sovnet.store.partial import PartialDownload
+from sovnet.store.publisherfiles import PublisherFiles
+from sovnet.store.rootfiles import RootFiles
 from sovnet.store.store import Store
 
 if TYPE_CHECKING:
@@ -116,6 +119,10 @@ class Node:
         self._members = SwarmMembers()
         self._health = SwarmHealth()
         self._started = time.time()
+        # The pinned publishers' metadata, refreshed through the peers (TUF).
+        self.publishers = PublisherMetadata(
+            config.state_dir, control.client, book.addresses, config.peer_timeout
+        )
         self.fetcher = Fetcher(
             store=store,
             load_trust=NodeFiles(config.state_dir).load_trust,
@@ -280,6 +287,14 @@ class Node:
 
     def learn_peer(self, address: PeerAddress, name: str) -> None:
         self.book.learn(address, name)
+
+    def publisher_file(self, publisher: str, name: str) -> bytes | None:
+        """The publisher's own repository if this node publishes for it, else what it
+        trusted of a root it pinned."""
+        found = PublisherFiles(self.config.state_dir, publisher).file(name)
+        if found is None:
+            found = RootFiles(self.config.state_dir).file(publisher, name)
+        return found
 
     # -- the local API (NodeService) ------------------------------------------------------
 

@@ -27,6 +27,7 @@ through, the values that cross, and the TLS contexts. control_server.py answers
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ from sovnet.core.network import TlsFiles
 MAX_JSON_BYTES = 1024 * 1024
 MAX_REQUEST_BYTES = 16 * 1024
 MAX_LISTED_PEERS = 200
+MAX_METADATA_BYTES = 8 * 1024 * 1024  # a publisher's metadata file (targets is the largest)
+# The names a publisher's metadata files have (TUF's, with consistent snapshots).
+METADATA_NAME = re.compile(r"(?:[1-9][0-9]{0,8}\.(?:root|snapshot|targets)|timestamp)\.json")
 PROTOCOL_VERSION = 1
 
 
@@ -99,6 +103,12 @@ class PeerService(Protocol):
 
     def learn_peer(self, address: PeerAddress, name: str) -> None: ...
 
+    def publisher_file(self, publisher: str, name: str) -> bytes | None:
+        """A file of a publisher's TUF metadata (``N.root.json``, ``timestamp.json``,
+        ``N.snapshot.json``, ``N.targets.json``) this node holds, unverified by the
+        asker: the TUF client that fetches it verifies it from the root it pinned."""
+        ...
+
 
 class PeerQueries(Protocol):
     """What a node asks other nodes' control planes (:class:`PeerClient` does it)."""
@@ -113,6 +123,10 @@ class PeerQueries(Protocol):
 
     async def node(self, peer: PeerAddress) -> RemoteNode:
         """Who listens at ``peer`` (answering at all proves it is a member)."""
+        ...
+
+    async def publisher_file(self, peer: PeerAddress, publisher: str, name: str) -> bytes | None:
+        """A publisher's metadata file from ``peer`` (None: it has none by that name)."""
         ...
 
 

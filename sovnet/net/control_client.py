@@ -19,6 +19,7 @@ from sovnet.errors import InvalidInputError
 from sovnet.net.control import (
     MAX_JSON_BYTES,
     MAX_LISTED_PEERS,
+    MAX_METADATA_BYTES,
     AnnounceReply,
     PeerRequestError,
     RemoteNode,
@@ -150,6 +151,11 @@ class PeerClient:
             )
         except (KeyError, ValueError, InvalidInputError) as exc:
             raise PeerRequestError(f"{peer} sent a malformed announce reply") from exc
+
+    async def publisher_file(self, peer: PeerAddress, publisher: str, name: str) -> bytes | None:
+        return await self._request(
+            "GET", peer, f"/v1/publishers/{publisher}/{name}", MAX_METADATA_BYTES
+        )
 
     async def peers(self, peer: PeerAddress) -> list[PeerAddress]:
         value = await self._json("GET", peer, "/v1/peers")

@@ -8,11 +8,13 @@ from aiohttp import web
 
 from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
+from sovnet.core.manifest import ORG_PATTERN
 from sovnet.core.network import TlsFiles
 from sovnet.errors import InvalidCIDError, InvalidInputError
 from sovnet.net.control import (
     MAX_LISTED_PEERS,
     MAX_REQUEST_BYTES,
+    METADATA_NAME,
     PROTOCOL_VERSION,
     ManifestBytes,
     PeerService,
@@ -102,6 +104,16 @@ def build_app(service: PeerService, listener: GatedListener | None = None) -> we
                 "members": [str(m) for m in reply.members[:MAX_LISTED_PEERS]],
             }
         )
+
+    @routes.get("/v1/publishers/{publisher}/{name}")
+    async def publisher_file(request: web.Request) -> web.Response:
+        publisher, name = request.match_info["publisher"], request.match_info["name"]
+        if not (ORG_PATTERN.fullmatch(publisher) and METADATA_NAME.fullmatch(name)):
+            raise web.HTTPBadRequest(text="expected /v1/publishers/ORG/N.ROLE.json")
+        body = service.publisher_file(publisher, name)
+        if body is None:
+            raise web.HTTPNotFound(text="not here")
+        return web.Response(body=body, content_type="application/json")
 
     @routes.get("/v1/peers")
     async def peers(request: web.Request) -> web.Response:

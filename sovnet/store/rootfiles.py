@@ -1,12 +1,13 @@
 """The publisher roots this node pinned, on disk.
 
     <state>/roots/<ORG>/root.json          the newest trusted root of publisher ORG
-    <state>/roots/<ORG>/history/N.root.json every version it trusted, from the pinned one
+    <state>/roots/<ORG>/root_history/N.root.json every version it trusted, from the pinned one
 
 ``roots/<ORG>/`` is the metadata directory of a TUF client (python-tuf's
 ngclient): it keeps ``root.json`` (and, as it refreshes, ``timestamp.json``,
 ``snapshot.json`` and ``targets.json``) there, so that the highest versions seen
-survive a restart and a rollback is refused after one too. The history is what
+survive a restart and a rollback is refused after one too; it keeps every root
+version in ``root_history/`` (and makes ``root.json`` a link to the newest). That is what
 this node can hand on to nodes that pinned an older version (TUF walks the chain
 ``N+1.root.json`` by ``N+1.root.json``).
 
@@ -19,6 +20,7 @@ pinned replaces it only when asked.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -30,7 +32,9 @@ from sovnet.store.lockfile import exclusive_lock
 from sovnet.trust import publisher_root
 from sovnet.trust.publisher_root import RootCheck
 
+_HISTORY = "root_history"  # python-tuf's name: its client keeps every root version there
 _HISTORY_NAME = re.compile(r"(\d{1,9})\.root\.json")
+_SERVED_NAME = re.compile(r"(?:([1-9]\d{0,8})\.(root|snapshot|targets)|timestamp)\.json")
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,8 @@ class RootFiles:
                             "one instead (the TUF client then trusts only its chain)",
                         )
                     shutil.rmtree(directory)
-                (directory / "history").mkdir(mode=0o700, parents=True)
-                write_atomic(directory / "history" / f"{checked.version}.root.json", data)
+                (directory / _HISTORY).mkdir(mode=0o700, parents=True)
+                write_atomic(directory / _HISTORY / f"{checked.version}.root.json", data)
                 write_atomic(current, data)
         except OSError as exc:
             raise LocalStateError(f"cannot pin the root in {directory}: {exc.strerror}") from exc
@@ -107,12 +111,38 @@ class RootFiles:
         with exclusive_lock(self._lock, what="the pinned roots"):
             shutil.rmtree(directory)
 
+    def file(self, publisher: str, name: str) -> bytes | None:
+        """A metadata file of a pinned publisher by its TUF name, to hand on to other
+        nodes: the root versions kept, and the newest timestamp, snapshot and targets
+        this node's TUF client trusted (``N.snapshot.json`` only while N is the newest)."""
+        directory = self.metadata_dir(publisher)
+        match = _SERVED_NAME.fullmatch(name)
+        if match is None:
+            return None
+        version, role = match.group(1), match.group(2) or "timestamp"
+        path = directory / _HISTORY / name if role == "root" else directory / f"{role}.json"
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if role in ("snapshot", "targets") and _version(data) != int(version):
+            return None
+        return data
+
     def history(self, publisher: str) -> dict[int, Path]:
         """The root versions this node keeps of ``publisher``, by version."""
-        directory = self.metadata_dir(publisher) / "history"
+        directory = self.metadata_dir(publisher) / _HISTORY
         versions: dict[int, Path] = {}
         for path in directory.iterdir() if directory.is_dir() else []:
             match = _HISTORY_NAME.fullmatch(path.name)
             if match:
                 versions[int(match.group(1))] = path
         return versions
+
+
+def _version(data: bytes) -> int | None:
+    try:
+        value = json.loads(data)["signed"]["version"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -39,11 +39,12 @@ from tuf.api.metadata import Metadata, Root
 from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
+from sovnet.core.manifest import ORG_PATTERN
 from sovnet.core.signing import PUBLIC_KEY_PREFIX, PublicKey
 from sovnet.errors import InvalidInputError, InvalidKeyError, ManifestFormatError, TrustError
 
 PUBLISHER_FIELD = "x-sovnet-publisher"  # the publisher's name, in the root's signed part
-PUBLISHER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # ORG of ORG/MODEL
+PUBLISHER_PATTERN = ORG_PATTERN
 MAX_ROOT_BYTES = 512 * 1024
 MAX_KEYS = 64
 ROOT_LIFETIME = datetime.timedelta(days=365)

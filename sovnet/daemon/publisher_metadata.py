@@ -1,0 +1,151 @@
+"""A pinned publisher's metadata, refreshed through this node's peers.
+
+python-tuf's client (``tuf.ngclient.Updater``) does the verifying: from the root
+this node pinned (store/rootfiles.py) it walks root versions, then timestamp,
+snapshot and targets, refusing what is below threshold, expired or older than
+what it trusted before (it keeps that in the pinned root's directory, so a
+rollback is refused after a restart too). Peers are untrusted transport, as
+TUF assumes: :class:`PeerMetadata` is its fetcher, asking them one after another
+over the control plane.
+
+The client is synchronous: a refresh runs in a worker thread, and the fetcher
+hands each request to the event loop (where the control plane's client lives)
+and waits for it. One refresh of a publisher runs at a time, and a new client is
+made for each (``refresh()`` runs once per client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tuf.api.exceptions import DownloadError, DownloadHTTPError, RepositoryError
+from tuf.api.metadata import TargetFile
+from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
+
+from sovnet.core.address import PeerAddress
+from sovnet.errors import NotFoundError, TransferError, TrustError
+from sovnet.net.control import MAX_METADATA_BYTES, PeerQueries, PeerRequestError
+from sovnet.store.rootfiles import RootFiles
+from sovnet.trust import publisher_targets
+
+log = logging.getLogger(__name__)
+
+SCHEME = "sovnet://"
+MAX_ROOT_ROTATIONS = 64  # versions walked in one refresh (TUF's default is 256)
+
+
+class PeerMetadata(FetcherInterface):
+    """TUF's transport over the control plane: the first peer that has a file sends it."""
+
+    def __init__(
+        self,
+        peers: PeerQueries,
+        addresses: Callable[[], list[PeerAddress]],
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+    ) -> None:
+        self._peers = peers
+        self._addresses = addresses
+        self._loop = loop
+        self._timeout = timeout
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        publisher, _, name = url.removeprefix(SCHEME).partition("/")
+        errors = []
+        for peer in self._addresses():
+            asked = asyncio.run_coroutine_threadsafe(
+                self._peers.publisher_file(peer, publisher, name), self._loop
+            )
+            try:
+                found = asked.result(self._timeout)
+            except (PeerRequestError, TimeoutError) as exc:
+                asked.cancel()
+                errors.append(str(exc))
+                continue
+            if found is not None:
+                return iter([found])
+        raise DownloadHTTPError(
+            f"no peer has {publisher}'s {name}" + (f" ({'; '.join(errors[:3])})" if errors else ""),
+            404,
+        )
+
+
+class PublisherMetadata:
+    """The pinned publishers' metadata of one node."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        peers: PeerQueries,
+        addresses: Callable[[], list[PeerAddress]],
+        timeout: float,
+    ) -> None:
+        self._roots = RootFiles(state_dir)
+        self._peers = peers
+        self._addresses = addresses
+        self._timeout = timeout
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def resolve(self, ref: str) -> tuple[publisher_targets.Release, TargetFile]:
+        """Refresh the publisher of ``ref`` (``ORG/MODEL``, ``:CHANNEL`` or ``@VERSION``)
+        through the peers, then the release it names and its target (the manifest's
+        length and hashes)."""
+        publisher = ref.split("/", 1)[0]
+        updater = await self.refresh(publisher)
+        release = publisher_targets.resolve(updater.get_targetinfo, ref)
+        info = updater.get_targetinfo(release.path) if release is not None else None
+        if release is None or info is None:
+            raise NotFoundError(
+                f"{publisher}'s releases name no {ref}",
+                hint="`sovnet ls --remote` lists what it released",
+            )
+        return release, info
+
+    async def refresh(self, publisher: str) -> Updater:
+        directory = self._roots.metadata_dir(publisher)
+        if not (directory / "root.json").is_file():
+            raise TrustError(
+                f"no root of publisher {publisher} is pinned here",
+                hint="get its root.json from the publisher, compare its fingerprint, "
+                "then `sovnet trust add root.json`",
+            )
+        lock = self._locks.setdefault(publisher, asyncio.Lock())
+        async with lock:
+            fetcher = PeerMetadata(
+                self._peers, self._addresses, asyncio.get_running_loop(), self._timeout
+            )
+            return await asyncio.to_thread(self._refresh, publisher, directory, fetcher)
+
+    def _refresh(self, publisher: str, directory: Path, fetcher: PeerMetadata) -> Updater:
+        config = UpdaterConfig(
+            max_root_rotations=MAX_ROOT_ROTATIONS,
+            root_max_length=MAX_METADATA_BYTES,
+            timestamp_max_length=MAX_METADATA_BYTES,
+            snapshot_max_length=MAX_METADATA_BYTES,
+            targets_max_length=MAX_METADATA_BYTES,
+        )
+        updater = Updater(
+            str(directory),
+            f"{SCHEME}{publisher}/",
+            fetcher=fetcher,
+            config=config,
+            bootstrap=None,  # the newest root trusted here (root.json), not a given one
+        )
+        try:
+            updater.refresh()
+        except RepositoryError as exc:
+            raise TrustError(
+                f"publisher {publisher}'s metadata from peers was refused: "
+                f"{type(exc).__name__}: {exc}",
+                hint="a peer sent metadata the pinned root does not vouch for (below "
+                "threshold, expired, or older than what this node trusted)",
+            ) from exc
+        except DownloadError as exc:
+            raise TransferError(
+                f"no peer sent publisher {publisher}'s metadata: {exc}",
+                hint="`sovnet peers ls`: a peer that holds its models or pinned its root",
+            ) from exc
+        return updater
