@@ -133,3 +133,23 @@ async def test_without_a_pinned_root_or_any_peer_that_has_it_a_name_resolves_not
     b = await nodes.start(_pinning(nodes, "b", a_state, root))  # no peers
     with pytest.raises(TransferError, match="no peer sent"):
         await b.publishers.resolve("acme/model")
+
+
+async def test_a_release_is_fetched_by_name_and_trusted_for_its_release_alone(
+    nodes: Cluster, tmp_path: Path
+) -> None:
+    a_state, root, cid = _make_publisher(nodes, tmp_path)
+    a = await nodes.start(a_state)
+    # b trusts no key of a's: only the root it pinned vouches for the release.
+    b_state = _pinning(nodes, "b", a_state, root)
+    b = await nodes.start(b_state, control(a))
+    result = await b.fetch_release("acme/model:latest", [], lambda event: None)
+    assert result.cid == str(cid) and b.store.has(cid)
+    opened = b.store.open(cid, NodeFiles(b_state).load_trust())
+    assert opened.trusted and opened.released_as is not None
+    assert "acme/model@1" in opened.released_as
+
+    # A node that pinned nothing fetches it by CID no more than before: untrusted.
+    d = await nodes.start(nodes.prepare("d", owner=a_state), control(a))
+    with pytest.raises(TrustError, match="no valid signature from a trusted key"):
+        await d.fetch(cid, [], lambda event: None)

@@ -4,7 +4,7 @@
     GET    /v1/models                  stored models with what they uploaded
     POST   /v1/models                  publish {path, name, version?, license?, copy?}  (stream)
     DELETE /v1/models/{cid}            stop seeding and remove
-    POST   /v1/fetch                   fetch {cid, peers?: [HOST:PORT]}                 (stream)
+    POST   /v1/fetch                   fetch {cid or ORG/MODEL[:CH|@V], peers?}     (stream)
     GET    /v1/peers                   known peers
     POST   /v1/peers                   {address}
     DELETE /v1/peers/{address}
@@ -114,6 +114,10 @@ class NodeService(Protocol):
         self, cid: CID, peers: Iterable[PeerAddress], emit: Callable[[FetchEvent], None]
     ) -> FetchResult: ...
 
+    async def fetch_release(
+        self, ref: str, peers: Iterable[PeerAddress], emit: Callable[[FetchEvent], None]
+    ) -> FetchResult: ...
+
     def peers(self) -> list[KnownPeer]: ...
 
     def add_peer(self, address: PeerAddress) -> KnownPeer: ...
@@ -201,8 +205,11 @@ def build_app(node: NodeService) -> web.Application:
     @routes.post("/v1/fetch")
     async def fetch(request: web.Request) -> web.StreamResponse:
         body = await _body(request)
-        cid = CID.parse(str(body.get("cid", "")))
+        ref = str(body.get("cid", ""))
         peers = [PeerAddress.parse(str(p)) for p in body.get("peers") or []]
+        if "/" in ref:  # ORG/MODEL[:CHANNEL|@VERSION]: a release of a pinned root
+            return await _stream(request, lambda emit: node.fetch_release(ref, peers, emit))
+        cid = CID.parse(ref)
         return await _stream(request, lambda emit: node.fetch(cid, peers, emit))
 
     @routes.get("/v1/peers")

@@ -71,7 +71,7 @@ def status(ctx: Context, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("cid_text", metavar="CID")
+@click.argument("cid_text", metavar="CID_OR_NAME")
 @click.option(
     "--peer",
     "peers",
@@ -81,18 +81,21 @@ def status(ctx: Context, as_json: bool) -> None:
 @json_option
 @pass_context
 def fetch(ctx: Context, cid_text: str, peers: tuple[str, ...], as_json: bool) -> None:
-    """Fetch a model by CID from trusted peers, verify it, and start seeding it.
+    """Fetch a model from trusted peers, verify it, and start seeding it.
 
-    The manifest must be signed by a publisher this node trusts. With --json,
-    prints one JSON object a line: progress events, then the result.
+    CID_OR_NAME is a CID, whose manifest a publisher this node trusts must have
+    signed, or ORG/MODEL, ORG/MODEL:CHANNEL or ORG/MODEL@VERSION, a release of a
+    publisher whose root this node pinned (`sovnet trust add root.json`), looked up in
+    its metadata through the peers. With --json, prints one JSON object a line:
+    progress events, then the result.
     """
     from sovnet.core.address import PeerAddress
 
     use_json(ctx, as_json)
-    cid = parse_cid(cid_text)
+    cid = cid_text if "/" in cid_text else str(parse_cid(cid_text))
     addresses = [str(PeerAddress.parse(p)) for p in peers]
     try:
-        _follow_fetch(ctx.client().fetch(str(cid), addresses), as_json)
+        _follow_fetch(ctx.client().fetch(cid, addresses), as_json)
     except KeyboardInterrupt:
         # The fetch is sovnetd's: it goes on without this terminal.
         say(

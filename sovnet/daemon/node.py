@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
+from tuf.api.exceptions import LengthOrHashMismatchError
+
 from sovnet.api.messages import (
     Ban,
     FetchResult,
@@ -47,7 +49,7 @@ from sovnet.daemon.members import SwarmMembers
 from sovnet.daemon.publisher_metadata import PublisherMetadata
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
-from sovnet.errors import SovnetError
+from sovnet.errors import SovnetError, TrustError
 from sovnet.net.control import AnnounceReply, ControlPlane, ManifestBytes
 from sovnet.net.control_listener import ServerLimits
 from sovnet.net.control_plane import TlsControlPlane
@@ -300,6 +302,25 @@ class Node:
 
     async def fetch(self, cid: CID, peers: Iterable[PeerAddress], emit: Emit) -> FetchResult:
         return await self.fetcher.fetch(cid, peers, emit)
+
+    async def fetch_release(
+        self, ref: str, peers: Iterable[PeerAddress], emit: Emit
+    ) -> FetchResult:
+        """Fetch what a pinned publisher's verified metadata names ``ref``
+        (``ORG/MODEL``, ``:CHANNEL`` or ``@VERSION``), refreshed through the peers."""
+        peers = list(peers)
+        release, target = await self.publishers.resolve(ref, peers)
+        log.info("%s is %s@%s, %s", ref, release.name, release.version, release.cid)
+        result = await self.fetcher.fetch(release.cid, peers, emit)
+        try:
+            target.verify_length_and_hashes(self.store.manifest_bytes(release.cid))
+        except LengthOrHashMismatchError:
+            raise TrustError(
+                f"the release {release.path} names {release.cid} but the SHA-256 of other "
+                "bytes: its publisher's metadata contradicts itself",
+                hint="tell the publisher; `sovnet rm` the model if you do not want it",
+            ) from None
+        return result
 
     async def publish(
         self, request: PublishRequest, emit: Callable[[PublishEvent], None]

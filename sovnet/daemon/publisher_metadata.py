@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from tuf.api.exceptions import DownloadError, DownloadHTTPError, RepositoryError
@@ -89,12 +89,14 @@ class PublisherMetadata:
         self._timeout = timeout
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def resolve(self, ref: str) -> tuple[publisher_targets.Release, TargetFile]:
+    async def resolve(
+        self, ref: str, extra: Sequence[PeerAddress] = ()
+    ) -> tuple[publisher_targets.Release, TargetFile]:
         """Refresh the publisher of ``ref`` (``ORG/MODEL``, ``:CHANNEL`` or ``@VERSION``)
-        through the peers, then the release it names and its target (the manifest's
-        length and hashes)."""
+        through the peers (``extra`` first), then the release it names and its target
+        (the manifest's length and hashes)."""
         publisher = ref.split("/", 1)[0]
-        updater = await self.refresh(publisher)
+        updater = await self.refresh(publisher, extra)
         release = publisher_targets.resolve(updater.get_targetinfo, ref)
         info = updater.get_targetinfo(release.path) if release is not None else None
         if release is None or info is None:
@@ -104,7 +106,7 @@ class PublisherMetadata:
             )
         return release, info
 
-    async def refresh(self, publisher: str) -> Updater:
+    async def refresh(self, publisher: str, extra: Sequence[PeerAddress] = ()) -> Updater:
         directory = self._roots.metadata_dir(publisher)
         if not (directory / "root.json").is_file():
             raise TrustError(
@@ -115,7 +117,10 @@ class PublisherMetadata:
         lock = self._locks.setdefault(publisher, asyncio.Lock())
         async with lock:
             fetcher = PeerMetadata(
-                self._peers, self._addresses, asyncio.get_running_loop(), self._timeout
+                self._peers,
+                lambda: list(dict.fromkeys([*extra, *self._addresses()])),
+                asyncio.get_running_loop(),
+                self._timeout,
             )
             return await asyncio.to_thread(self._refresh, publisher, directory, fetcher)
 

@@ -78,7 +78,14 @@ class NodeFiles:
             return key
 
     def load_trust(self) -> TrustStore:
-        return self._read_trust()
+        """The trusted keys, and the releases of the publisher roots pinned here."""
+        trust = self._read_trust()
+        roots = self.state_dir / "roots"
+        if not (roots.is_dir() and any(roots.iterdir())):
+            return trust  # no root pinned: tuf (~0.1 s to import) is not needed
+        from sovnet.store.rootfiles import RootFiles
+
+        return trust.with_releases(RootFiles(self.state_dir).released())
 
     def update_trust(self, change: TrustChange) -> TrustStore:
         self._ensure_dirs()

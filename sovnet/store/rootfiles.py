@@ -21,16 +21,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from sovnet.errors import InvalidInputError, LocalStateError, NotFoundError, TrustError
+from sovnet.core.cid import CID
+from sovnet.errors import (
+    InvalidInputError,
+    LocalStateError,
+    NotFoundError,
+    SovnetError,
+    TrustError,
+)
 from sovnet.store.atomicfile import write_atomic
 from sovnet.store.lockfile import exclusive_lock
-from sovnet.trust import publisher_root
+from sovnet.trust import publisher_root, publisher_targets
 from sovnet.trust.publisher_root import RootCheck
+
+log = logging.getLogger(__name__)
 
 _HISTORY = "root_history"  # python-tuf's name: its client keeps every root version there
 _HISTORY_NAME = re.compile(r"(\d{1,9})\.root\.json")
@@ -102,6 +112,28 @@ class RootFiles:
             if path.is_file():
                 data = path.read_bytes()
                 found.append(PinnedRoot(publisher_root.check(data), fingerprint(data)))
+        return found
+
+    def released(self) -> list[tuple[CID, str]]:
+        """Every CID the pinned publishers released, by the targets their TUF client
+        trusted (checked against the root again: a file edited on disk counts for
+        nothing), and what it is: ``ORG/MODEL@VERSION, released by ORG's root``.
+        Expiry is not checked: a release that arrived stays one offline."""
+        found: list[tuple[CID, str]] = []
+        for directory in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
+            try:
+                root = (directory / "root.json").read_bytes()
+                targets = (directory / "targets.json").read_bytes()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            try:
+                released = publisher_targets.releases(targets, root=root)
+            except SovnetError as exc:
+                log.warning("ignoring the releases of %s: %s", directory.name, exc.message)
+                continue
+            found += [
+                (cid, f"{what}, released by {directory.name}'s root") for cid, what in released
+            ]
         return found
 
     def unpin(self, publisher: str) -> None:

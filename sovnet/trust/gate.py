@@ -5,7 +5,8 @@
 
 1. checks that the bytes hash to the CID they were asked for (else IntegrityError);
 2. verifies each signature in the bundle over the CID (raw bytes, nothing parsed);
-3. if trust is required, refuses unless a trusted key signed (TrustError);
+3. if trust is required, refuses unless a trusted key signed, or a pinned publisher
+   root released this CID (TrustError);
 4. only then parses the manifest.
 
 Peer trust (whom we talk to) is a different thing and lives elsewhere: a peer
@@ -48,10 +49,11 @@ class OpenedManifest:
     manifest: Manifest
     raw: bytes
     signers: tuple[SignerReport, ...]
+    released_as: str | None = None  # the release of a pinned publisher root it is
 
     @property
     def trusted(self) -> bool:
-        return any(s.counts for s in self.signers)
+        return self.released_as is not None or any(s.counts for s in self.signers)
 
 
 def check_signatures(bundle: SignatureBundle, trust: TrustStore) -> tuple[SignerReport, ...]:
@@ -86,9 +88,10 @@ def open_manifest(
     if bundle.cid != cid:
         raise TrustError(f"the signatures are for {bundle.cid}, not {cid}")
     signers = check_signatures(bundle, trust)
-    if require_trusted and not any(s.counts for s in signers):
+    released = trust.released_as(cid)
+    if require_trusted and released is None and not any(s.counts for s in signers):
         raise TrustError(untrusted_reason(cid, signers), hint=UNTRUSTED_HINT)
-    return OpenedManifest(cid, Manifest.from_bytes(raw), raw, signers)
+    return OpenedManifest(cid, Manifest.from_bytes(raw), raw, signers, released)
 
 
 UNTRUSTED_HINT = (

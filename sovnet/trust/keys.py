@@ -7,9 +7,11 @@ Which manifests count is decided by trust/gate.py, with a TrustStore as input.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sovnet.core import canonjson
+from sovnet.core.cid import CID
 from sovnet.core.signing import KeyId, PublicKey
 from sovnet.errors import InvalidInputError, ManifestFormatError, NotFoundError
 
@@ -55,9 +57,22 @@ def parse_key_reference(text: str, *, typed: bool = False) -> tuple[KeyId, Publi
 
 @dataclass(frozen=True)
 class TrustStore:
-    """The set of trusted publisher keys (a value; keyfiles.py persists it)."""
+    """The set of trusted publisher keys (a value; keyfiles.py persists it), and the
+    CIDs that pinned publisher roots released (read from their verified metadata each
+    time, never persisted here): a released manifest is trusted for that release
+    whoever signed its bundle."""
 
     keys: tuple[TrustedKey, ...] = ()
+    releases: tuple[tuple[CID, str], ...] = ()  # CID, and the release it is
+
+    def released_as(self, cid: CID) -> str | None:
+        for released, label in self.releases:
+            if released == cid:
+                return label
+        return None
+
+    def with_releases(self, releases: Iterable[tuple[CID, str]]) -> TrustStore:
+        return TrustStore(self.keys, tuple(releases))
 
     def get(self, key_id: KeyId) -> TrustedKey | None:
         for key in self.keys:

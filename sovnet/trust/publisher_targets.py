@@ -244,3 +244,19 @@ def _parse(data: bytes) -> Metadata[Targets]:
 
 def _to_bytes(metadata: Metadata[Targets]) -> bytes:
     return metadata.to_bytes(JSONSerializer(compact=False))
+
+
+def releases(targets: bytes, *, root: bytes) -> list[tuple[CID, str]]:
+    """The releases in ``targets``, if the root's targets keys signed it: each CID and
+    ``ORG/MODEL@VERSION``. Nothing if they did not (a file changed on disk)."""
+    if not check(targets, root=root).complete:
+        return []
+    found = []
+    for path, file in _parse(targets).signed.targets.items():
+        if ":" in path:
+            continue  # a channel: the release it points at is listed under its own path
+        name, _, version = path.rpartition("/")
+        cid = file.custom.get("cid")
+        if isinstance(cid, str):
+            found.append((CID.parse(cid), f"{name}@{version}"))
+    return found

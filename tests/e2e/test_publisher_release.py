@@ -1,0 +1,52 @@
+"""End to end: a publisher root's release fetched by name, through a peer that is not
+the publisher, by a node that trusts no key of the publisher's, only its root."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import Runner
+from tests.e2e.conftest import Cluster, make_model
+
+
+def test_a_node_fetches_org_model_latest_through_a_peer_that_is_not_the_publisher(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a = cluster.node("a")
+    c = cluster.node("c", trust_first=False)
+    b = cluster.node("b", trust_first=False)
+    holder = Runner(tmp_path / "holder")
+    holder("key", "gen", check=True)
+    keys = []
+    for who, sovnet in (("a", a.sovnet), ("holder", holder)):
+        path = tmp_path / f"{who}.pub"
+        path.write_text(sovnet("key", "show", "--public", check=True).stdout)
+        keys += ["--key", str(path)]
+    root = tmp_path / "root.json"
+    a.sovnet("publisher", "init", "acme", *keys, "--threshold", "2",
+             "--online-key", tmp_path / "a.pub", "-o", root, check=True)  # fmt: skip
+    a.sovnet("publisher", "sign", root, check=True)
+    holder("publisher", "sign", root, check=True)
+    a.sovnet("publisher", "install", root, check=True)
+    a.start()
+    cid = a.sovnet.json("publish", make_model(tmp_path / "m", 2), "--name", "acme/tiny",
+                        "--version", "1.0")["cid"]  # fmt: skip
+    release = tmp_path / "release.json"
+    a.sovnet("publisher", "release", "acme/tiny@1.0", "-o", release, check=True)
+    a.sovnet("publisher", "sign", release, check=True)
+    holder("publisher", "sign", release, "--root", root, check=True)
+    a.sovnet("publisher", "install", release, check=True)
+
+    c.sovnet("trust", "add", root, check=True)
+    c.start()
+    c.sovnet("fetch", "acme/tiny:latest", "--peer", a.control, check=True)
+    a.stop()  # from now on only c has the release and its metadata
+
+    b.sovnet("trust", "add", root, check=True)
+    b.start()
+    b.sovnet("peers", "add", c.control, check=True)
+    fetched = b.sovnet("fetch", "acme/tiny:latest", "--json")
+    assert fetched.returncode == 0, fetched.stderr + b.log_text()[-3000:]
+    assert json.loads(fetched.stdout.splitlines()[-1])["cid"] == cid
+    assert b.sovnet("verify", cid).returncode == 0  # trusted: a release of the root
