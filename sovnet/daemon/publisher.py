@@ -25,6 +25,7 @@ from sovnet.api.messages import (
     from_json,
 )
 from sovnet.errors import InternalError, InvalidInputError, SovnetError, error_from_json
+from sovnet.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,10 @@ async def publish(
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
         await process.wait()
+        if result is None:
+            # A worker that published nothing leaves nothing behind, however it
+            # ended (cancelled, killed at the timeout, crashed).
+            await asyncio.to_thread(Store(state_dir).remove_temp_of, process.pid)
     if error is not None:
         raise error
     if result is None:

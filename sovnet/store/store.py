@@ -96,6 +96,15 @@ class Store:
         with exclusive_lock(self.lock_path, what=f"the store at {self.root}", timeout=timeout):
             yield
 
+    def remove_temp_of(self, pid: int) -> None:
+        """Delete the temp files of process ``pid``, which ended (a publish worker that
+        was cancelled or died: whatever cut its own clean-up short)."""
+        for path in list(self.tmp.glob(f"{pid}-*")) if self.tmp.is_dir() else []:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
     def temp_path(self, suffix: str = "") -> Path:
         """A fresh private name under tmp/, tagged with our pid for later clean-up."""
         return self.tmp / f"{os.getpid()}-{secrets.token_hex(8)}{suffix}"
