@@ -173,9 +173,7 @@ class PartialDownload:
 
     def remove(self) -> int:
         """Delete the download; the bytes of disk it held."""
-        held = sum(
-            p.lstat().st_blocks * 512 for p in self.path.rglob("*") if not p.is_symlink()
-        )
+        held = sum(p.lstat().st_blocks * 512 for p in self.path.rglob("*") if not p.is_symlink())
         # The manifest first: a download without one is not resumed, and the store's
         # repair deletes what a crash left of it.
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
