@@ -20,6 +20,7 @@ from sovnet.errors import InvalidInputError, SovnetError
 
 if TYPE_CHECKING:
     from sovnet.api.messages import PublishResult
+    from sovnet.core.cid import CID
     from sovnet.store.scan import ScanOptions
     from sovnet.trust.gate import OpenedManifest, SignerReport
 
@@ -260,17 +261,31 @@ def _facts_summary(facts: object) -> str:
     return ""
 
 
+def _model_cid(ctx: Context, text: str) -> CID:
+    """MODEL: a CID; ORG/MODEL[@VERSION] among the trusted models here; or ORG/MODEL,
+    :CHANNEL or @VERSION as the root pinned for ORG released it."""
+    if "/" not in text:
+        return _parse_cid(text)
+    from sovnet.run.admission import open_model
+
+    return open_model(ctx.store(), ctx.node_files().load_trust(), text).cid
+
+
 @click.command()
-@click.argument("cid_text", metavar="CID")
+@click.argument("cid_text", metavar="MODEL")
 @click.option("--raw", is_flag=True, help="Write the exact canonical manifest bytes to stdout.")
 @json_option
 @pass_context
 def show(ctx: Context, cid_text: str, raw: bool, as_json: bool) -> None:
-    """Show a stored model's manifest and signers."""
+    """Show a stored model's manifest and signers.
+
+    MODEL is a CID, ORG/MODEL[@VERSION] among the trusted models here, or ORG/MODEL,
+    ORG/MODEL:CHANNEL, ORG/MODEL@VERSION as a pinned publisher root released it.
+    """
     _use_json(ctx, as_json)
     if raw and as_json:
         raise InvalidInputError("--raw and --json do not go together")
-    cid = _parse_cid(cid_text)
+    cid = _model_cid(ctx, cid_text)
     store = ctx.store()
     if raw:
         data = store.manifest_bytes(cid)
@@ -319,20 +334,21 @@ def show(ctx: Context, cid_text: str, raw: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("cid_text", metavar="CID")
+@click.argument("cid_text", metavar="MODEL")
 @json_option
 @pass_context
 def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
     """Re-hash every file of a stored model and check its signatures.
 
-    Exits 0 only if every file matches and a trusted key signed.
+    Exits 0 only if every file matches and a trusted key signed (or a pinned
+    publisher root released it). MODEL is a CID or a name, as for `sovnet show`.
     """
     from sovnet.errors import IntegrityError, TrustError
     from sovnet.store.verify import verify as do_verify
     from sovnet.trust.gate import UNTRUSTED_HINT, untrusted_reason
 
     _use_json(ctx, as_json)
-    cid = _parse_cid(cid_text)
+    cid = _model_cid(ctx, cid_text)
     store = ctx.store()
     trust_store = ctx.node_files().load_trust()
     with byte_progress("verifying", enabled=not as_json) as bar:
@@ -381,13 +397,16 @@ def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("cid_text", metavar="CID")
+@click.argument("cid_text", metavar="MODEL")
 @json_option
 @pass_context
 def rm(ctx: Context, cid_text: str, as_json: bool) -> None:
-    """Remove a model from the store (blobs other models use are kept)."""
+    """Remove a model from the store (blobs other models use are kept).
+
+    MODEL is a CID or a name, as for `sovnet show`.
+    """
     _use_json(ctx, as_json)
-    cid = _parse_cid(cid_text)
+    cid = _model_cid(ctx, cid_text)
     from sovnet.api.messages import RemoveResult, to_json
 
     daemon = ctx.daemon()

@@ -215,6 +215,20 @@ def open_model(store: Store, trust: TrustStore, ref: str) -> OpenedManifest:
 
     if "/" not in ref:
         return store.open(CID.parse(ref), trust)
+    released = _pinned_release(store, ref)
+    if released is not None:
+        if not store.has(released):
+            raise NotFoundError(
+                f"{ref} is {released}, released by its publisher's root, and not here",
+                hint=f"`sovnet fetch {ref}` fetches it",
+            )
+        return store.open(released, trust)
+    if ":" in ref:
+        raise NotFoundError(
+            f"no release of a pinned publisher root is named {ref}",
+            hint="`sovnet trust roots` lists the pinned roots; `sovnet fetch "
+            f"{ref}` refreshes what they released",
+        )
     name, at, version = ref.partition("@")
     if not NAME_PATTERN.fullmatch(name) or (at and not version):
         raise InvalidInputError(
@@ -253,6 +267,17 @@ def open_model(store: Store, trust: TrustStore, ref: str) -> OpenedManifest:
         hint="`sovnet ls` lists what is here; `sovnet fetch CID` fetches a model from "
         "peers by the CID its publisher gives",
     )
+
+
+def _pinned_release(store: Store, ref: str) -> CID | None:
+    """The CID a pinned publisher root released as ``ref``, as last refreshed here."""
+    roots = store.root / "roots"
+    if not (roots.is_dir() and any(roots.iterdir())):
+        return None  # no root pinned: tuf (~0.1 s to import) is not needed
+    from sovnet.store.rootfiles import RootFiles
+
+    release = RootFiles(store.root).resolve(ref)
+    return release.cid if release is not None else None
 
 
 # -- 2. are the files the verified ones ---------------------------------------------

@@ -136,6 +136,21 @@ class RootFiles:
             ]
         return found
 
+    def resolve(self, ref: str) -> publisher_targets.Release | None:
+        """The release ``ref`` (``ORG/MODEL``, ``:CHANNEL``, ``@VERSION``) names in what
+        this node last trusted of ORG's metadata, offline; None if ORG has no pinned
+        root, no releases yet, or none by that name."""
+        publisher = ref.split("/", 1)[0]
+        if not publisher_root.PUBLISHER_PATTERN.fullmatch(publisher):
+            return None
+        directory = self.metadata_dir(publisher)
+        try:
+            root = (directory / "root.json").read_bytes()
+            targets = (directory / "targets.json").read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return publisher_targets.resolve_in(targets, ref, root=root)
+
     def unpin(self, publisher: str) -> None:
         directory = self.metadata_dir(publisher)
         if not (directory / "root.json").is_file():

@@ -246,6 +246,14 @@ def _to_bytes(metadata: Metadata[Targets]) -> bytes:
     return metadata.to_bytes(JSONSerializer(compact=False))
 
 
+def resolve_in(targets: bytes, ref: str, *, root: bytes) -> Release | None:
+    """:func:`resolve` in ``targets`` as trusted earlier (offline: no refresh), if the
+    root's targets keys signed it."""
+    if not check(targets, root=root).complete:
+        return None
+    return resolve(_parse(targets).signed.targets.get, ref)
+
+
 def releases(targets: bytes, *, root: bytes) -> list[tuple[CID, str]]:
     """The releases in ``targets``, if the root's targets keys signed it: each CID and
     ``ORG/MODEL@VERSION``. Nothing if they did not (a file changed on disk)."""

@@ -50,3 +50,10 @@ def test_a_node_fetches_org_model_latest_through_a_peer_that_is_not_the_publishe
     assert fetched.returncode == 0, fetched.stderr + b.log_text()[-3000:]
     assert json.loads(fetched.stdout.splitlines()[-1])["cid"] == cid
     assert b.sovnet("verify", cid).returncode == 0  # trusted: a release of the root
+    # Names work offline too, as the metadata was last trusted here.
+    assert b.sovnet.json("show", "acme/tiny:latest")["cid"] == cid
+    assert b.sovnet("verify", "acme/tiny").returncode == 0  # bare: :latest
+    stable = b.sovnet("show", "acme/tiny:stable")
+    assert stable.returncode == 3 and "no release" in stable.stderr, stable.stderr
+    assert b.sovnet("rm", "acme/tiny@1.0").returncode == 0
+    assert not b.has(cid)
