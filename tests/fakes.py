@@ -265,6 +265,9 @@ class LoopbackControlPlane:
     async def publisher_file(self, peer: PeerAddress, publisher: str, name: str) -> bytes | None:
         return self._service(peer).publisher_file(publisher, name)
 
+    async def models(self, peer: PeerAddress) -> list[tuple[CID, bool]]:
+        return self._service(peer).held()
+
     async def node(self, peer: PeerAddress) -> RemoteNode:
         info = self._service(peer).node_info()
         return RemoteNode(str(info["name"]), int(str(info["swarm_port"])), peer.port)

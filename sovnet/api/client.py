@@ -31,6 +31,7 @@ from sovnet.api.messages import (
     PublishEvent,
     PublishRequest,
     PublishResult,
+    Releases,
     RemoveResult,
     SeedingStats,
     from_json,
@@ -168,6 +169,9 @@ class Client:
 
     def remove(self, cid: str) -> RemoveResult:
         return from_json(RemoveResult, self._call("DELETE", f"/v1/models/{quote(cid, safe='')}"))
+
+    def releases(self) -> Releases:
+        return from_json(Releases, self._call("GET", "/v1/releases"))
 
     def peers(self) -> list[KnownPeer]:
         value = self._call("GET", "/v1/peers")

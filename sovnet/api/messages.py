@@ -219,6 +219,24 @@ class SeedingStats:
 
 
 @dataclass(frozen=True)
+class RemoteRelease:
+    """A release of a pinned publisher root, as `sovnet ls --remote` lists it."""
+
+    name: str  # ORG/MODEL
+    version: str
+    cid: str
+    channels: tuple[str, ...]
+    here: bool  # in this node's store
+    holders: tuple[str, ...]  # peers (control addresses) that hold it complete
+
+
+@dataclass(frozen=True)
+class Releases:
+    releases: tuple[RemoteRelease, ...]
+    problems: tuple[str, ...]  # a publisher that could not be refreshed, and why
+
+
+@dataclass(frozen=True)
 class KnownPeer:
     address: str
     source: str  # "added", "config", "learned"

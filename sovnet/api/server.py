@@ -5,6 +5,7 @@
     POST   /v1/models                  publish {path, name, version?, license?, copy?}  (stream)
     DELETE /v1/models/{cid}            stop seeding and remove
     POST   /v1/fetch                   fetch {cid or ORG/MODEL[:CH|@V], peers?}     (stream)
+    GET    /v1/releases                what pinned publisher roots released, and holders
     GET    /v1/peers                   known peers
     POST   /v1/peers                   {address}
     DELETE /v1/peers/{address}
@@ -43,6 +44,7 @@ from sovnet.api.messages import (
     PublishEvent,
     PublishRequest,
     PublishResult,
+    Releases,
     RemoveResult,
     SeedingStats,
     event_json,
@@ -119,6 +121,8 @@ class NodeService(Protocol):
     ) -> FetchResult: ...
 
     def peers(self) -> list[KnownPeer]: ...
+
+    async def releases(self) -> Releases: ...
 
     def add_peer(self, address: PeerAddress) -> KnownPeer: ...
 
@@ -211,6 +215,10 @@ def build_app(node: NodeService) -> web.Application:
             return await _stream(request, lambda emit: node.fetch_release(ref, peers, emit))
         cid = CID.parse(ref)
         return await _stream(request, lambda emit: node.fetch(cid, peers, emit))
+
+    @routes.get("/v1/releases")
+    async def releases(request: web.Request) -> web.Response:
+        return _json(await node.releases())
 
     @routes.get("/v1/peers")
     async def peers(request: web.Request) -> web.Response:

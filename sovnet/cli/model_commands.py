@@ -181,11 +181,20 @@ def _publish_locally(
 
 
 @click.command("ls")
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="List what the pinned publisher roots released (refreshed through the peers, "
+    "with sovnetd running) and which peers hold it.",
+)
 @json_option
 @pass_context
-def ls(ctx: Context, as_json: bool) -> None:
+def ls(ctx: Context, remote: bool, as_json: bool) -> None:
     """List the models in this node's store."""
     _use_json(ctx, as_json)
+    if remote:
+        _ls_remote(ctx, as_json)
+        return
     store = ctx.store()
     trust_store = ctx.node_files().load_trust()
     rows: list[dict[str, object]] = []
@@ -259,6 +268,35 @@ def _facts_summary(facts: object) -> str:
     if isinstance(facts, SafetensorsFacts):
         return f"{facts.tensor_count} tensors, {'/'.join(facts.dtypes) or 'no dtypes'}"
     return ""
+
+
+def _ls_remote(ctx: Context, as_json: bool) -> None:
+    from sovnet.api.messages import to_json
+    from sovnet.errors import DaemonError
+
+    daemon = ctx.daemon()
+    if daemon is None:
+        raise DaemonError(
+            "`sovnet ls --remote` asks the peers through sovnetd, which is not running",
+            hint="start it: `sovnetd &` (or `systemctl --user start sovnetd`)",
+        )
+    listed = daemon.releases()
+    if as_json:
+        emit_json(to_json(listed))
+        return
+    for problem in listed.problems:
+        say(f"warning: {problem}")
+    if not listed.releases:
+        say("No releases. `sovnet trust add root.json` pins a publisher's root.")
+        return
+    table(
+        ["NAME", "VERSION", "CHANNELS", "HERE", "HELD BY", "CID"],
+        [
+            [r.name, r.version, ",".join(r.channels), "yes" if r.here else "",
+             ",".join(r.holders) or "-", r.cid]
+            for r in listed.releases
+        ],
+    )  # fmt: skip
 
 
 def _model_cid(ctx: Context, text: str) -> CID:

@@ -17,6 +17,7 @@ download area in store/partial.py, who is in which swarm in members.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -35,6 +36,8 @@ from sovnet.api.messages import (
     PublishRequest,
     PublishResult,
     Rejected,
+    Releases,
+    RemoteRelease,
     RemoveResult,
     SeedingStats,
 )
@@ -50,7 +53,7 @@ from sovnet.daemon.publisher_metadata import PublisherMetadata
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
 from sovnet.errors import SovnetError, TrustError
-from sovnet.net.control import AnnounceReply, ControlPlane, ManifestBytes
+from sovnet.net.control import AnnounceReply, ControlPlane, ManifestBytes, gather_bounded
 from sovnet.net.control_listener import ServerLimits
 from sovnet.net.control_plane import TlsControlPlane
 from sovnet.net.peerbook import PeerBook
@@ -348,6 +351,35 @@ class Node:
             return RemoveResult(str(cid), result.freed_bytes, result.blobs_removed)
 
         return await asyncio.to_thread(remove_locked)
+
+    async def releases(self) -> Releases:
+        """What the pinned publisher roots released, refreshed through the peers, and
+        which peers hold each (asked at once, each within the peer timeout)."""
+        listed, problems = await self.publishers.listing()
+        addresses = self.book.addresses()
+        answers = await gather_bounded(
+            [functools.partial(self._control.client.models, p) for p in addresses]
+        )
+        holders: dict[CID, list[str]] = {}
+        for peer, answer in zip(addresses, answers, strict=True):
+            if isinstance(answer, list):
+                for cid, complete in answer:
+                    if complete:
+                        holders.setdefault(cid, []).append(str(peer))
+        return Releases(
+            tuple(
+                RemoteRelease(
+                    name=item.release.name,
+                    version=item.release.version,
+                    cid=str(item.release.cid),
+                    channels=item.channels,
+                    here=self.store.has(item.release.cid),
+                    holders=tuple(holders.get(item.release.cid, ())),
+                )
+                for item in listed
+            ),
+            tuple(problems),
+        )
 
     def peers(self) -> list[KnownPeer]:
         return [KnownPeer(str(p.address), p.source, p.name, p.state) for p in self.book.all()]

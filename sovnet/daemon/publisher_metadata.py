@@ -26,7 +26,7 @@ from tuf.api.metadata import TargetFile
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from sovnet.core.address import PeerAddress
-from sovnet.errors import NotFoundError, TransferError, TrustError
+from sovnet.errors import NotFoundError, SovnetError, TransferError, TrustError
 from sovnet.net.control import MAX_METADATA_BYTES, PeerQueries, PeerRequestError
 from sovnet.store.rootfiles import RootFiles
 from sovnet.trust import publisher_targets
@@ -105,6 +105,25 @@ class PublisherMetadata:
                 hint="`sovnet ls --remote` lists what it released",
             )
         return release, info
+
+    async def listing(self) -> tuple[list[publisher_targets.Listed], list[str]]:
+        """Every pinned publisher refreshed, and what each released; a publisher that
+        could not be refreshed is listed as trusted before, with the problem said."""
+        listed: list[publisher_targets.Listed] = []
+        problems: list[str] = []
+        for pinned in self._roots.pinned():
+            try:
+                await self.refresh(pinned.publisher)
+            except SovnetError as exc:
+                problems.append(f"{pinned.publisher}: {exc.message}")
+            directory = self._roots.metadata_dir(pinned.publisher)
+            try:
+                targets = (directory / "targets.json").read_bytes()
+            except FileNotFoundError:
+                continue
+            root = (directory / "root.json").read_bytes()
+            listed += publisher_targets.listing(targets, root=root)
+        return listed, problems
 
     async def refresh(self, publisher: str, extra: Sequence[PeerAddress] = ()) -> Updater:
         directory = self._roots.metadata_dir(publisher)

@@ -129,6 +129,10 @@ class PeerQueries(Protocol):
         """A publisher's metadata file from ``peer`` (None: it has none by that name)."""
         ...
 
+    async def models(self, peer: PeerAddress) -> list[tuple[CID, bool]]:
+        """The models ``peer`` holds, and whether each is complete there."""
+        ...
+
 
 class ControlPlane(Protocol):
     """The control plane as a node uses it: it serves a :class:`PeerService` and asks

@@ -15,7 +15,7 @@ from sovnet.core.cid import CID
 from sovnet.core.manifest import MAX_MANIFEST_BYTES
 from sovnet.core.network import TlsFiles
 from sovnet.core.signing import MAX_BUNDLE_BYTES
-from sovnet.errors import InvalidInputError
+from sovnet.errors import InvalidCIDError, InvalidInputError
 from sovnet.net.control import (
     MAX_JSON_BYTES,
     MAX_LISTED_PEERS,
@@ -156,6 +156,16 @@ class PeerClient:
         return await self._request(
             "GET", peer, f"/v1/publishers/{publisher}/{name}", MAX_METADATA_BYTES
         )
+
+    async def models(self, peer: PeerAddress) -> list[tuple[CID, bool]]:
+        value = await self._json("GET", peer, "/v1/models")
+        held: list[tuple[CID, bool]] = []
+        for item in (value or {}).get("models", []):
+            try:
+                held.append((CID.parse(str(item["cid"])), item.get("complete") is True))
+            except (InvalidCIDError, KeyError, TypeError):
+                continue  # one odd entry from a peer spoils nothing else
+        return held
 
     async def peers(self, peer: PeerAddress) -> list[PeerAddress]:
         value = await self._json("GET", peer, "/v1/peers")

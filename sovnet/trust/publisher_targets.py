@@ -268,3 +268,31 @@ def releases(targets: bytes, *, root: bytes) -> list[tuple[CID, str]]:
         if isinstance(cid, str):
             found.append((CID.parse(cid), f"{name}@{version}"))
     return found
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A release as a listing shows it: with the channels that point at it."""
+
+    release: Release
+    channels: tuple[str, ...]
+
+
+def listing(targets: bytes, *, root: bytes) -> list[Listed]:
+    """Every release in ``targets`` (if the root's targets keys signed it), in path order."""
+    if not check(targets, root=root).complete:
+        return []
+    files = _parse(targets).signed.targets
+    channels: dict[str, list[str]] = {}
+    for path, file in files.items():
+        if ":" in path:
+            channels.setdefault(str(file.custom.get("release")), []).append(path.split(":", 1)[1])
+    found = []
+    for path in sorted(files):
+        if ":" in path:
+            continue
+        name, _, version = path.rpartition("/")
+        release = resolve(files.get, f"{name}@{version}")
+        if release is not None:
+            found.append(Listed(release, tuple(sorted(channels.get(path, ())))))
+    return found

@@ -40,7 +40,12 @@ def test_a_node_fetches_org_model_latest_through_a_peer_that_is_not_the_publishe
 
     c.sovnet("trust", "add", root, check=True)
     c.start()
-    c.sovnet("fetch", "acme/tiny:latest", "--peer", a.control, check=True)
+    c.sovnet("peers", "add", a.control, check=True)
+    [listed] = c.sovnet.json("ls", "--remote")["releases"]
+    assert (listed["name"], listed["version"], listed["cid"]) == ("acme/tiny", "1.0", cid)
+    assert listed["channels"] == ["latest"] and not listed["here"]
+    assert listed["holders"] == [a.control]
+    c.sovnet("fetch", "acme/tiny:latest", check=True)
     a.stop()  # from now on only c has the release and its metadata
 
     b.sovnet("trust", "add", root, check=True)
