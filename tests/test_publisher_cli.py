@@ -174,3 +174,33 @@ def test_a_publisher_node_releases_what_holders_signed_and_a_tuf_client_verifies
     client.refresh()
     info = client.get_targetinfo("acme/tiny:latest")
     assert info is not None and info.custom["cid"] == cid
+
+
+def test_finish_of_a_rotated_root_needs_the_previous_version(tmp_path: Path) -> None:
+    (uni, uni_pub), (lab, lab_pub), _ = _holders(tmp_path)
+    root, v2 = tmp_path / "root.json", tmp_path / "2.root.json"
+    uni("publisher", "init", "acme", "--key", uni_pub, "--key", lab_pub,
+        "--threshold", "2", "-o", root, check=True)  # fmt: skip
+    for holder in (uni, lab):
+        holder("publisher", "sign", root, check=True)
+    uni("publisher", "rotate", root, "--threshold", "1", "-o", v2, check=True)
+    uni("publisher", "sign", v2, "--previous", root, check=True)  # 1 of the old 2
+    alone = uni("publisher", "finish", v2)  # complete by its own keys, 1 of 1 ...
+    assert alone.returncode == 6 and "--previous" in alone.stderr, alone.stderr
+    chained = uni("publisher", "finish", v2, "--previous", root)  # ... not by the old
+    assert chained.returncode == 6, chained.stderr
+
+
+def test_a_fifo_given_as_a_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    import os
+
+    (uni, _), _, _ = _holders(tmp_path)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    for args in (
+        ["status", fifo],
+        ["sign", fifo],
+        ["init", "acme", "--key", fifo, "--threshold", "1", "-o", tmp_path / "x"],
+    ):
+        refused = uni("publisher", *args)
+        assert refused.returncode == 4 and "not a regular file" in refused.stderr, args

@@ -153,3 +153,15 @@ async def test_a_release_is_fetched_by_name_and_trusted_for_its_release_alone(
     d = await nodes.start(nodes.prepare("d", owner=a_state), control(a))
     with pytest.raises(TrustError, match="no valid signature from a trusted key"):
         await d.fetch(cid, [], lambda event: None)
+
+
+async def test_a_pinned_root_damaged_on_disk_is_said_as_such(
+    nodes: Cluster, tmp_path: Path
+) -> None:
+    a_state, root, _ = _make_publisher(nodes, tmp_path)
+    a = await nodes.start(a_state)
+    b_state = _pinning(nodes, "b", a_state, root)
+    b = await nodes.start(b_state, control(a))
+    (RootFiles(b_state).metadata_dir("acme") / "root.json").write_bytes(b"")
+    with pytest.raises(TrustError, match=r"pinned here .* cannot be used"):
+        await b.publishers.resolve("acme/model")

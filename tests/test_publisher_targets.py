@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,3 +220,80 @@ def _sign_anyway(data: bytes, holder: pr.CryptoSigner) -> bytes:
     metadata = Metadata[Targets].from_bytes(data)
     metadata.sign(holder, append=True)
     return metadata.to_bytes()
+
+
+def _crafted(publisher: Publisher, extra: dict[str, dict[str, object]]) -> bytes:
+    """The next targets with ``extra`` target entries as a hostile tool writes them,
+    then signed by two holders (the threshold): well signed, badly made."""
+    from tuf.api.metadata import Metadata, TargetFile, Targets
+
+    metadata = Metadata[Targets].from_bytes(publisher.targets or b"")
+    metadata.signed.version += 1
+    for path, value in extra.items():
+        metadata.signed.targets[path] = TargetFile.from_dict(dict(value), path)
+    metadata.signatures.clear()
+    data = metadata.to_bytes()
+    for holder in HOLDERS[:2]:
+        data = pt.sign(data, holder, root=publisher.root)
+    return data
+
+
+def test_well_signed_but_malformed_targets_name_nothing_and_are_not_installed(
+    tmp_path: Path,
+) -> None:
+    from sovnet.store.publisherfiles import PublisherFiles
+
+    publisher = Publisher()
+    manifest = _manifest(tmp_path, "1.0")
+    publisher.targets = publisher.release(manifest, "1.0", *HOLDERS[:2])
+    sha = {"sha256": "ab" * 32}
+    other = str(CID.of(b"other"))
+    crafted = _crafted(
+        publisher,
+        {
+            "acme/nocid/1.0": {"length": 10, "hashes": sha},  # no custom at all
+            "evil/tiny/1.0": {"length": 10, "hashes": sha, "custom": {"cid": other}},
+            "acme/tiny/1.0": {"length": 10, "hashes": sha, "custom": {"cid": other}},
+            "acme/tiny:W!RD": {"length": 10, "hashes": sha, "custom": {"cid": other}},
+        },
+    )
+    releases = pt.releases(crafted, root=publisher.root)
+    assert [(r.name, r.version) for r in releases] == [("acme/tiny", "1.0")]  # no crash
+    lookup = {p: f for p, f in _targets(crafted).items()}.get
+    assert pt.resolve(lookup, "acme/nocid@1.0") is None
+    assert pt.resolve(lookup, "acme/tiny:W!RD") is None
+
+    state = tmp_path / "publisher-node"
+    state.mkdir()
+    files = PublisherFiles(state, "acme")
+    files.install_root(publisher.root)
+    files.install_targets(publisher.targets, ONLINE, NOW)
+    with pytest.raises(TrustError) as refused:
+        files.install_targets(crafted, ONLINE, NOW)
+    said = refused.value.message
+    for path in ("acme/nocid/1.0", "evil/tiny/1.0", "acme/tiny:W!RD"):
+        assert path in said
+    assert "acme/tiny/1.0: released before" in said
+    assert files.latest("targets") is not None and files.latest("targets")[0] == 1
+
+
+def test_a_release_of_another_name_is_not_trusted_by_the_gate(tmp_path: Path) -> None:
+    from sovnet.core.signing import SignatureBundle
+    from sovnet.trust.gate import open_manifest
+    from sovnet.trust.keys import Released, TrustStore
+
+    manifest = _manifest(tmp_path, "1.0")  # acme/tiny@1.0
+    cid = CID.of(manifest)
+    bundle = SignatureBundle(cid)
+    as_other = TrustStore(releases=(Released(cid, "acme/other", "2.0", "acme"),))
+    with pytest.raises(TrustError, match=re.escape("is the manifest of acme/tiny@1.0")):
+        open_manifest(cid, manifest, bundle, as_other)
+    as_itself = TrustStore(releases=(Released(cid, "acme/tiny", "1.0", "acme"),))
+    opened = open_manifest(cid, manifest, bundle, as_itself)
+    assert opened.trusted and opened.released_as == "acme/tiny@1.0, released by acme's root"
+
+
+def _targets(data: bytes) -> dict[str, object]:
+    from tuf.api.metadata import Metadata, Targets
+
+    return dict(Metadata[Targets].from_bytes(data).signed.targets)

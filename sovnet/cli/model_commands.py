@@ -427,7 +427,8 @@ def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
         error = TrustError(untrusted_reason(cid, report.opened.signers), hint=UNTRUSTED_HINT)
     else:
         if not as_json:
-            say(f"{m.name} is intact and signed by a trusted key.")
+            vouched = report.opened.released_as or "signed by a trusted key"
+            say(f"{m.name} is intact and {vouched}.")
         return
     if as_json:
         sys.exit(error.exit_code)  # the report above already says why, as JSON

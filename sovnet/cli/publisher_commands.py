@@ -265,6 +265,12 @@ def _check_signatures(
     checked = publisher_root.check(data, previous=previous)
     if require and not checked.complete:
         raise TrustError(f"{path} is signed by {_count(checked)}: not enough", hint=hint)
+    if require and checked.version > 1 and previous is None:
+        raise TrustError(
+            f"{path} is version {checked.version}: it is complete only with the signatures "
+            f"of version {checked.version - 1}'s holders too, which only --previous checks",
+            hint=f"sovnet publisher finish {path} --previous {checked.version - 1}.root.json",
+        )
     _show(checked, path, as_json)
 
 
@@ -311,15 +317,12 @@ def rotate(
 
 
 def _read(path: Path) -> bytes:
-    from sovnet.trust.publisher_root import MAX_ROOT_BYTES
+    """A key, root or release file: a regular file (a FIFO would wait for ever), at
+    most the size of the largest (a release file); each parser bounds its own kind."""
+    from sovnet.store.inputfile import read_input
+    from sovnet.trust.publisher_targets import MAX_TARGETS_BYTES
 
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(MAX_ROOT_BYTES + 1)
-    except FileNotFoundError:
-        raise NotFoundError(f"{path} does not exist") from None
-    except OSError as exc:
-        raise LocalStateError(f"cannot read {path}: {exc.strerror}") from None
+    return read_input(path, MAX_TARGETS_BYTES)
 
 
 def _write(path: Path, data: bytes, *, replace: bool) -> None:

@@ -315,6 +315,15 @@ class Node:
         release, target = await self.publishers.resolve(ref, peers)
         log.info("%s is %s@%s, %s", ref, release.name, release.version, release.cid)
         result = await self.fetcher.fetch(release.cid, peers, emit)
+        if (result.name, result.version) not in (
+            (release.name, release.version),
+            (release.name, None),
+        ):
+            raise TrustError(
+                f"{ref} is released as {release.name}@{release.version}, but {release.cid} "
+                f"is the manifest of {result.name}@{result.version or '(no version)'}",
+                hint="its publisher's release names another model: do not trust it",
+            )
         try:
             target.verify_length_and_hashes(self.store.manifest_bytes(release.cid))
         except LengthOrHashMismatchError:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tuf.api.exceptions import DownloadError, DownloadHTTPError, RepositoryError
 from tuf.api.metadata import TargetFile
+from tuf.api.serialization import DeserializationError
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from sovnet.core.address import PeerAddress
@@ -151,13 +152,20 @@ class PublisherMetadata:
             snapshot_max_length=MAX_METADATA_BYTES,
             targets_max_length=MAX_METADATA_BYTES,
         )
-        updater = Updater(
-            str(directory),
-            f"{SCHEME}{publisher}/",
-            fetcher=fetcher,
-            config=config,
-            bootstrap=None,  # the newest root trusted here (root.json), not a given one
-        )
+        try:
+            updater = Updater(
+                str(directory),
+                f"{SCHEME}{publisher}/",
+                fetcher=fetcher,
+                config=config,
+                bootstrap=None,  # the newest root trusted here (root.json), not a given one
+            )
+        except (RepositoryError, DeserializationError, ValueError) as exc:
+            raise TrustError(
+                f"the root of {publisher} pinned here ({directory / 'root.json'}) cannot be "
+                f"used: {exc}",
+                hint="pin it again: `sovnet trust add root.json --replace`",
+            ) from exc
         try:
             updater.refresh()
         except RepositoryError as exc:

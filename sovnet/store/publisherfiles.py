@@ -108,6 +108,17 @@ class PublisherFiles:
                     hint="the missing holders run `sovnet publisher sign FILE --root ROOT`",
                 )
             current = self.latest("targets")
+            wrong = publisher_targets.problems(
+                data, root=root[1], previous=current[1] if current else None
+            )
+            if wrong:
+                raise TrustError(
+                    f"refusing releases version {checked.version}: "
+                    + "; ".join(wrong[:5])
+                    + (f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else ""),
+                    hint="`sovnet publisher release` makes the next version from the one "
+                    "installed here",
+                )
             if current is not None and checked.version <= current[0]:
                 raise TrustError(
                     f"targets version {checked.version} is not newer than version "

@@ -27,7 +27,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from sovnet.core.cid import CID
 from sovnet.errors import (
     InvalidInputError,
     LocalStateError,
@@ -38,6 +37,7 @@ from sovnet.errors import (
 from sovnet.store.atomicfile import write_atomic
 from sovnet.store.lockfile import exclusive_lock
 from sovnet.trust import publisher_root, publisher_targets
+from sovnet.trust.keys import Released
 from sovnet.trust.publisher_root import RootCheck
 
 log = logging.getLogger(__name__)
@@ -114,12 +114,11 @@ class RootFiles:
                 found.append(PinnedRoot(publisher_root.check(data), fingerprint(data)))
         return found
 
-    def released(self) -> list[tuple[CID, str]]:
+    def released(self) -> list[Released]:
         """Every CID the pinned publishers released, by the targets their TUF client
         trusted (checked against the root again: a file edited on disk counts for
-        nothing), and what it is: ``ORG/MODEL@VERSION, released by ORG's root``.
-        Expiry is not checked: a release that arrived stays one offline."""
-        found: list[tuple[CID, str]] = []
+        nothing). Expiry is not checked: a release that arrived stays one offline."""
+        found: list[Released] = []
         for directory in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
             try:
                 root = (directory / "root.json").read_bytes()
@@ -127,13 +126,11 @@ class RootFiles:
             except (FileNotFoundError, NotADirectoryError):
                 continue
             try:
-                released = publisher_targets.releases(targets, root=root)
+                releases = publisher_targets.releases(targets, root=root)
             except SovnetError as exc:
                 log.warning("ignoring the releases of %s: %s", directory.name, exc.message)
                 continue
-            found += [
-                (cid, f"{what}, released by {directory.name}'s root") for cid, what in released
-            ]
+            found += [Released(r.cid, r.name, r.version, directory.name) for r in releases]
         return found
 
     def resolve(self, ref: str) -> publisher_targets.Release | None:

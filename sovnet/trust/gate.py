@@ -88,10 +88,22 @@ def open_manifest(
     if bundle.cid != cid:
         raise TrustError(f"the signatures are for {bundle.cid}, not {cid}")
     signers = check_signatures(bundle, trust)
-    released = trust.released_as(cid)
-    if require_trusted and released is None and not any(s.counts for s in signers):
+    releases = trust.released(cid)
+    if require_trusted and not releases and not any(s.counts for s in signers):
         raise TrustError(untrusted_reason(cid, signers), hint=UNTRUSTED_HINT)
-    return OpenedManifest(cid, Manifest.from_bytes(raw), raw, signers, released)
+    # A release vouches for these bytes (its signed hashes are theirs): they may be
+    # parsed to see whether they are what it says, the manifest of that name@version.
+    manifest = Manifest.from_bytes(raw)
+    matching = [
+        r for r in releases if r.name == manifest.name and manifest.version in (None, r.version)
+    ]
+    if require_trusted and not matching and not any(s.counts for s in signers):
+        raise TrustError(
+            f"{cid} is released as {releases[0].name}@{releases[0].version} but is the "
+            f"manifest of {manifest.name}@{manifest.version or '(no version)'}",
+            hint="its publisher's release names a model of another name: do not trust it",
+        )
+    return OpenedManifest(cid, manifest, raw, signers, str(matching[0]) if matching else None)
 
 
 UNTRUSTED_HINT = (

@@ -56,6 +56,19 @@ def parse_key_reference(text: str, *, typed: bool = False) -> tuple[KeyId, Publi
 
 
 @dataclass(frozen=True)
+class Released:
+    """A CID a pinned publisher root released as ``name@version``."""
+
+    cid: CID
+    name: str  # ORG/MODEL
+    version: str
+    publisher: str  # whose root: the ORG of ``name``
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}, released by {self.publisher}'s root"
+
+
+@dataclass(frozen=True)
 class TrustStore:
     """The set of trusted publisher keys (a value; keyfiles.py persists it), and the
     CIDs that pinned publisher roots released (read from their verified metadata each
@@ -63,15 +76,12 @@ class TrustStore:
     whoever signed its bundle."""
 
     keys: tuple[TrustedKey, ...] = ()
-    releases: tuple[tuple[CID, str], ...] = ()  # CID, and the release it is
+    releases: tuple[Released, ...] = ()
 
-    def released_as(self, cid: CID) -> str | None:
-        for released, label in self.releases:
-            if released == cid:
-                return label
-        return None
+    def released(self, cid: CID) -> list[Released]:
+        return [r for r in self.releases if r.cid == cid]
 
-    def with_releases(self, releases: Iterable[tuple[CID, str]]) -> TrustStore:
+    def with_releases(self, releases: Iterable[Released]) -> TrustStore:
         return TrustStore(self.keys, tuple(releases))
 
     def get(self, key_id: KeyId) -> TrustedKey | None:

@@ -42,7 +42,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from sovnet.core.cid import CID
 from sovnet.core.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest
-from sovnet.errors import InvalidInputError, ManifestFormatError, TrustError
+from sovnet.errors import InvalidCIDError, InvalidInputError, ManifestFormatError, TrustError
 from sovnet.trust import publisher_root
 
 CHANNEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
@@ -108,7 +108,7 @@ def release(
     earlier = targets.targets.get(made.path)
     if earlier is not None and earlier.hashes != file.hashes:
         raise TrustError(
-            f"{name}@{version} is already released as {earlier.custom.get('cid')}: a "
+            f"{name}@{version} is already released as {_cid_of(earlier)}: a "
             "release's version names one manifest for ever",
             hint="release it under a new version",
         )
@@ -123,22 +123,56 @@ def release(
 def resolve(lookup: Callable[[str], TargetFile | None], ref: str) -> Release | None:
     """The release ``ref`` (``ORG/MODEL@VERSION``, ``ORG/MODEL:CHANNEL`` or a bare
     ``ORG/MODEL``, meaning ``:latest``) names, by ``lookup`` of a target path in
-    verified targets (a TUF client's ``get_targetinfo``)."""
+    verified targets (a TUF client's ``get_targetinfo``). A target that is not one
+    sovnet makes names nothing: another ORG's path, no CID, a channel whose release
+    is missing or holds other bytes (signed metadata can still be malformed)."""
+    org = ref.split("/", 1)[0]
     if "@" in ref:
         name, version = ref.split("@", 1)
-        path = f"{name}/{version}"
-    else:
-        name, _, channel = ref.partition(":")
-        path = f"{name}:{channel or 'latest'}"
+        return _release_at(lookup, f"{name}/{version}", org)
+    name, _, channel = ref.partition(":")
+    if channel and not CHANNEL_PATTERN.fullmatch(channel):
+        return None
+    path = f"{name}:{channel or 'latest'}"
     file = lookup(path)
     if file is None:
         return None
-    release_path = file.custom.get("release", path) if ":" in path else path
-    cid_text = file.custom.get("cid")
-    release_name, _, release_version = str(release_path).rpartition("/")
-    if not isinstance(cid_text, str) or not release_name:
-        raise ManifestFormatError(f"target {path} does not carry a CID")
-    return Release(release_name, release_version, CID.parse(cid_text))
+    release_path = _custom(file).get("release")
+    if not isinstance(release_path, str):
+        return None
+    release = _release_at(lookup, release_path, org)
+    released = lookup(release_path)
+    if release is None or released is None or released.hashes != file.hashes:
+        return None
+    return release if _cid_of(file) == release.cid else None
+
+
+def _release_at(lookup: Callable[[str], TargetFile | None], path: str, org: str) -> Release | None:
+    name, _, version = path.rpartition("/")
+    if not (
+        NAME_PATTERN.fullmatch(name)
+        and name.split("/")[0] == org
+        and VERSION_PATTERN.fullmatch(version)
+    ):
+        return None
+    file = lookup(path)
+    cid = _cid_of(file) if file is not None else None
+    return Release(name, version, cid) if cid is not None else None
+
+
+def _custom(file: TargetFile) -> dict[str, object]:
+    custom = file.unrecognized_fields.get("custom")
+    return custom if isinstance(custom, dict) else {}
+
+
+def _cid_of(file: TargetFile) -> CID | None:
+    text = _custom(file).get("cid")
+    if not isinstance(text, str):
+        return None
+    try:
+        return CID.parse(text)
+    except InvalidCIDError:
+        return None
 
 
 def sign(data: bytes, holder: CryptoSigner, *, root: bytes) -> bytes:
@@ -254,20 +288,11 @@ def resolve_in(targets: bytes, ref: str, *, root: bytes) -> Release | None:
     return resolve(_parse(targets).signed.targets.get, ref)
 
 
-def releases(targets: bytes, *, root: bytes) -> list[tuple[CID, str]]:
-    """The releases in ``targets``, if the root's targets keys signed it: each CID and
-    ``ORG/MODEL@VERSION``. Nothing if they did not (a file changed on disk)."""
-    if not check(targets, root=root).complete:
-        return []
-    found = []
-    for path, file in _parse(targets).signed.targets.items():
-        if ":" in path:
-            continue  # a channel: the release it points at is listed under its own path
-        name, _, version = path.rpartition("/")
-        cid = file.custom.get("cid")
-        if isinstance(cid, str):
-            found.append((CID.parse(cid), f"{name}@{version}"))
-    return found
+def releases(targets: bytes, *, root: bytes) -> list[Release]:
+    """The releases in ``targets`` (each a well-formed target of the root's own
+    publisher), if the root's targets keys signed it; nothing if they did not (a file
+    changed on disk)."""
+    return [item.release for item in listing(targets, root=root)]
 
 
 @dataclass(frozen=True)
@@ -279,20 +304,48 @@ class Listed:
 
 
 def listing(targets: bytes, *, root: bytes) -> list[Listed]:
-    """Every release in ``targets`` (if the root's targets keys signed it), in path order."""
+    """Every release in ``targets`` (if the root's targets keys signed it), in path
+    order, each with the channels that point at it; malformed targets are left out."""
     if not check(targets, root=root).complete:
         return []
+    org = publisher_root.check(root).publisher
     files = _parse(targets).signed.targets
-    channels: dict[str, list[str]] = {}
-    for path, file in files.items():
-        if ":" in path:
-            channels.setdefault(str(file.custom.get("release")), []).append(path.split(":", 1)[1])
     found = []
     for path in sorted(files):
         if ":" in path:
             continue
         name, _, version = path.rpartition("/")
         release = resolve(files.get, f"{name}@{version}")
-        if release is not None:
-            found.append(Listed(release, tuple(sorted(channels.get(path, ())))))
+        if release is None or name.split("/")[0] != org:
+            continue
+        channels = sorted(
+            other.split(":", 1)[1]
+            for other in files
+            if other.startswith(f"{name}:") and resolve(files.get, other) == release
+        )
+        found.append(Listed(release, tuple(channels)))
+    return found
+
+
+def problems(targets: bytes, *, root: bytes, previous: bytes | None) -> list[str]:
+    """What keeps ``targets`` from being installed after ``previous``: a target sovnet
+    would not make (another publisher's path, no CID, a channel whose release is
+    missing or holds other bytes), and a release of ``previous`` changed or removed
+    (a name@version names one manifest for ever)."""
+    org = publisher_root.check(root).publisher
+    files = _parse(targets).signed.targets
+    found = []
+    for path in sorted(files):
+        ref = path if ":" in path else "@".join(path.rsplit("/", 1))
+        if not path.startswith(f"{org}/") or resolve(files.get, ref) is None:
+            found.append(f"{path}: not a release or channel of {org} with a CID")
+    if previous is not None:
+        for path, earlier in _parse(previous).signed.targets.items():
+            if ":" in path:
+                continue  # channels move
+            now = files.get(path)
+            if now is None:
+                found.append(f"{path}: released before, missing now (a release stays)")
+            elif now.hashes != earlier.hashes or _cid_of(now) != _cid_of(earlier):
+                found.append(f"{path}: released before as {_cid_of(earlier)}, now other bytes")
     return found
