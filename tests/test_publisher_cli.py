@@ -123,7 +123,7 @@ def test_a_node_pins_a_complete_root_and_says_its_fingerprint(tmp_path: Path) ->
         check=True)  # fmt: skip
     uni("publisher", "sign", other, check=True)
     refused = node("trust", "add", other)
-    assert refused.returncode == 4 and "pinned already" in refused.stderr
+    assert refused.returncode == 4 and "version 1 of acme's root is pinned" in refused.stderr
     assert node.json("trust", "roots")[0]["fingerprint"] == listed["fingerprint"]
     node("trust", "add", other, "--replace", check=True)
     assert node.json("trust", "roots")[0]["threshold"] == 1
@@ -204,3 +204,30 @@ def test_a_fifo_given_as_a_file_is_refused_not_waited_on(tmp_path: Path) -> None
     ):
         refused = uni("publisher", *args)
         assert refused.returncode == 4 and "not a regular file" in refused.stderr, args
+
+
+def test_trust_add_takes_the_next_root_version_only_if_the_pinned_one_s_keys_signed_it(
+    tmp_path: Path,
+) -> None:
+    (uni, uni_pub), (lab, lab_pub), _ = _holders(tmp_path)
+    root, forged, v2 = tmp_path / "root.json", tmp_path / "forged.json", tmp_path / "2.json"
+    uni("publisher", "init", "acme", "--key", uni_pub, "--key", lab_pub,
+        "--threshold", "2", "-o", root, check=True)  # fmt: skip
+    for holder in (uni, lab):
+        holder("publisher", "sign", root, check=True)
+    node = Runner(tmp_path / "node")
+    node("key", "gen", check=True)
+    node("trust", "add", root, check=True)
+    # One holder alone makes version 2, 1 of 1 of its own keys: complete by itself.
+    uni("publisher", "rotate", root, "--threshold", "1", "-o", forged, check=True)
+    uni("publisher", "sign", forged, "--previous", root, check=True)
+    refused = node("trust", "add", forged)
+    assert refused.returncode == 6 and "may be forged" in refused.stderr, refused.stderr
+    assert "--replace" not in refused.stderr.split("hint:")[-1].replace("do not --replace", "")
+    assert node.json("trust", "roots")[0]["version"] == 1
+    # Signed by both old holders too: a rotation, taken without --replace.
+    uni("publisher", "rotate", root, "--threshold", "1", "-o", v2, check=True)
+    for holder in (uni, lab):
+        holder("publisher", "sign", v2, "--previous", root, check=True)
+    node("trust", "add", v2, check=True)
+    assert node.json("trust", "roots")[0]["version"] == 2

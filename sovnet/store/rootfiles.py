@@ -88,14 +88,15 @@ class RootFiles:
             with exclusive_lock(self._lock, what="the pinned roots"):
                 current = directory / "root.json"
                 if current.is_file():
-                    if current.read_bytes() == data:
+                    trusted = current.read_bytes()
+                    if trusted == data:
                         return pinned
                     if not replace:
-                        raise InvalidInputError(
-                            f"a root of {checked.publisher} is pinned already",
-                            hint="compare the two with the publisher; `--replace` pins this "
-                            "one instead (the TUF client then trusts only its chain)",
-                        )
+                        self._check_rotation(trusted, data)  # the next version: taken
+                        write_atomic(directory / _HISTORY / f"{checked.version}.root.json", data)
+                        current.unlink()  # tuf's client may have made it a link
+                        write_atomic(current, data)
+                        return pinned
                     shutil.rmtree(directory)
                 (directory / _HISTORY).mkdir(mode=0o700, parents=True)
                 write_atomic(directory / _HISTORY / f"{checked.version}.root.json", data)
@@ -103,6 +104,30 @@ class RootFiles:
         except OSError as exc:
             raise LocalStateError(f"cannot pin the root in {directory}: {exc.strerror}") from exc
         return pinned
+
+    @staticmethod
+    def _check_rotation(trusted: bytes, data: bytes) -> None:
+        """``data`` must be the next version of the pinned root, signed by enough of the
+        pinned version's keys as well as its own (TUF's rule): a rotation, not a root
+        someone made with keys of their own."""
+        before = publisher_root.check(trusted)
+        after = publisher_root.check(data)
+        if after.version != before.version + 1:
+            raise InvalidInputError(
+                f"version {before.version} of {before.publisher}'s root is pinned; this is "
+                f"version {after.version}",
+                hint="a rotation is pinned version by version (or the node follows it by "
+                "itself from its peers); `--replace` pins a root of another chain, after "
+                "comparing fingerprints with the publisher",
+            )
+        chained = publisher_root.check(data, previous=trusted)
+        if not chained.complete:
+            raise TrustError(
+                f"this version {after.version} of {after.publisher}'s root is signed by "
+                f"{len(chained.previous_signed_by)} of the pinned version's keys; a rotation "
+                f"needs {chained.previous_threshold}: it may be forged",
+                hint="ask the publisher; do not --replace unless the fingerprints match",
+            )
 
     def pinned(self) -> list[PinnedRoot]:
         """Every pinned root, as trusted now (after any rotation the client followed)."""
