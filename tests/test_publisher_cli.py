@@ -231,3 +231,64 @@ def test_trust_add_takes_the_next_root_version_only_if_the_pinned_one_s_keys_sig
         holder("publisher", "sign", v2, "--previous", root, check=True)
     node("trust", "add", v2, check=True)
     assert node.json("trust", "roots")[0]["version"] == 2
+
+
+def test_holders_signing_one_file_at_once_lose_no_signature(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import SOVNET, cli_env
+
+    holders = _holders(tmp_path)
+    root = tmp_path / "root.json"
+    keys = [arg for _, pub in holders for arg in ("--key", str(pub))]
+    holders[0][0]("publisher", "init", "acme", *keys, "--threshold", "3", "-o", root, check=True)
+    signing = [
+        subprocess.Popen(
+            [str(SOVNET), "publisher", "sign", str(root)],
+            env=cli_env(sovnet.state_dir),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for sovnet, _ in holders
+    ]
+    assert [p.wait(timeout=60) for p in signing] == [0, 0, 0]
+    assert len(holders[0][0].json("publisher", "status", root)["signed_by"]) == 3
+
+
+def test_rotate_names_a_new_online_key_and_says_when_it_changes(tmp_path: Path) -> None:
+    (uni, uni_pub), (_, lab_pub), (_, cert_pub) = _holders(tmp_path)
+    root, v2 = tmp_path / "root.json", tmp_path / "2.root.json"
+    uni("publisher", "init", "acme", "--key", uni_pub, "--key", lab_pub, "--key", cert_pub,
+        "--threshold", "2", "--online-key", uni_pub, "-o", root, check=True)  # fmt: skip
+    uni_id = json.loads(root.read_text())["signed"]["roles"]["timestamp"]["keyids"][0]
+    rotated = uni("publisher", "rotate", root, "--remove", uni_id[:12],
+                  "--online-key", cert_pub, "-o", v2)  # fmt: skip
+    assert rotated.returncode == 0, rotated.stderr
+    assert "snapshot and timestamp are signed by other keys now" in rotated.stderr
+    roles = json.loads(v2.read_text())["signed"]["roles"]
+    cert_id = json.loads(root.read_text())["signed"]["roles"]["root"]["keyids"]
+    assert roles["timestamp"]["keyids"] == roles["snapshot"]["keyids"]
+    assert roles["timestamp"]["keyids"][0] in cert_id and roles["timestamp"]["threshold"] == 1
+    assert roles["timestamp"]["keyids"][0] != uni_id
+
+
+def test_sign_never_edits_a_file_of_the_node_s_own(tmp_path: Path) -> None:
+    (uni, uni_pub), _, _ = _holders(tmp_path)
+    inside = uni.state_dir / "root.json"
+    uni("publisher", "init", "acme", "--key", uni_pub, "--threshold", "1",
+        "-o", tmp_path / "r.json", check=True)  # fmt: skip
+    inside.write_bytes((tmp_path / "r.json").read_bytes())
+    refused = uni("publisher", "sign", inside)
+    assert refused.returncode == 4 and "state directory" in refused.stderr, refused.stderr
+
+
+def test_a_root_that_breaks_tuf_s_rules_says_which(tmp_path: Path) -> None:
+    (uni, uni_pub), _, _ = _holders(tmp_path)
+    root = tmp_path / "root.json"
+    uni("publisher", "init", "acme", "--key", uni_pub, "--threshold", "1", "-o", root,
+        check=True)  # fmt: skip
+    value = json.loads(root.read_text())
+    value["signed"]["roles"]["root"]["threshold"] = 0
+    root.write_text(json.dumps(value))
+    said = uni("publisher", "status", root)
+    assert said.returncode == 4 and "threshold" in said.stderr, said.stderr

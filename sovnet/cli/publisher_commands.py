@@ -116,21 +116,24 @@ def sign(
     as_json: bool,
 ) -> None:
     """Add your signature to the root or release file at PATH (in place)."""
+    from sovnet.store.lockfile import file_locked
     from sovnet.trust import publisher_root, publisher_targets
 
     use_json(ctx, as_json)
     pem = _read(key_path) if key_path else _read(ctx.node_files().key_path)
     holder = publisher_root.signer(pem)
-    data = _read(path)
-    if _kind(data) == "targets":
-        root = _root_for(ctx, data, root_path)
-        signed = publisher_targets.sign(data, holder, root=root)
+    ctx.check_output(path, force=True)  # a node's served repository is installed, not edited
+    with file_locked(path):  # holders signing at once each add theirs
+        data = _read(path)
+        if _kind(data) == "targets":
+            root = _root_for(ctx, data, root_path)
+            signed = publisher_targets.sign(data, holder, root=root)
+            _write(path, signed, replace=True)
+            _show_targets(publisher_targets.check(signed, root=root), path, as_json)
+            return
+        previous = _read(previous_path) if previous_path else None
+        signed = publisher_root.sign(data, holder, previous=previous)
         _write(path, signed, replace=True)
-        _show_targets(publisher_targets.check(signed, root=root), path, as_json)
-        return
-    previous = _read(previous_path) if previous_path else None
-    signed = publisher_root.sign(data, holder, previous=previous)
-    _write(path, signed, replace=True)
     _show(publisher_root.check(signed, previous=previous), path, as_json)
 
 
@@ -281,6 +284,11 @@ def _check_signatures(
     "--remove", "remove_ids", multiple=True, help="A key id (8+ characters) to remove; repeatable."
 )
 @click.option("--threshold", type=click.IntRange(1), help="A new threshold.")
+@click.option(
+    "--online-key",
+    type=_path(),
+    help="A new key for the publisher's node to sign snapshot and timestamp with.",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @json_option
@@ -291,6 +299,7 @@ def rotate(
     add_paths: tuple[Path, ...],
     remove_ids: tuple[str, ...],
     threshold: int | None,
+    online_key: Path | None,
     output: Path,
     force: bool,
     as_json: bool,
@@ -301,19 +310,27 @@ def rotate(
     from sovnet.trust import publisher_root
 
     use_json(ctx, as_json)
-    if not add_paths and not remove_ids and threshold is None:
-        raise InvalidInputError("nothing to change", hint="give --add, --remove or --threshold")
+    if not add_paths and not remove_ids and threshold is None and online_key is None:
+        raise InvalidInputError(
+            "nothing to change", hint="give --add, --remove, --threshold or --online-key"
+        )
     current = _read(path)
     data = publisher_root.rotate(
         current,
         add=[publisher_root.public_key(_read(p)) for p in add_paths],
         remove=remove_ids,
         threshold=threshold,
+        online=publisher_root.public_key(_read(online_key)) if online_key else None,
         now=_now(),
     )
     ctx.check_output(output, force=force)  # never a file of this node's, even forced
     _write(output, data, replace=force)
     _show(publisher_root.check(data, previous=current), output, as_json)
+    if publisher_root.online_keys(data) != publisher_root.online_keys(current):
+        say(
+            "note: snapshot and timestamp are signed by other keys now; if the publisher's "
+            "node no longer holds one, give it one with --online-key"
+        )
 
 
 def _read(path: Path) -> bytes:

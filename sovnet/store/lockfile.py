@@ -51,3 +51,28 @@ def exclusive_lock(path: Path, *, what: str, timeout: float = 30.0) -> Iterator[
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def file_locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` itself, for a read-change-replace of
+    it (``publisher sign``: two holders signing one file at once must not lose a
+    signature). A file replaced while we waited is locked again: its new inode."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            yield  # not there, or unreadable: the read that follows says so
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)

@@ -148,12 +148,14 @@ def rotate(
     add: Sequence[Key] = (),
     remove: Sequence[str] = (),
     threshold: int | None = None,
+    online: Key | None = None,
     now: datetime.datetime,
     lifetime: datetime.timedelta = ROOT_LIFETIME,
 ) -> bytes:
     """The next version of a root, unsigned: keys added or removed (by TUF key id or
-    a unique prefix of it), another threshold. It needs the signatures of the old
-    threshold of old keys and the new threshold of new keys."""
+    a unique prefix of it), another threshold, another ``online`` key for snapshot and
+    timestamp. It needs the signatures of the old threshold of old keys and the new
+    threshold of new keys."""
     metadata = _parse(current)
     root = metadata.signed
     keyids = list(root.roles["root"].keyids)
@@ -166,6 +168,10 @@ def rotate(
     )
     _set_offline_keys(new, [*kept, *add], threshold or root.roles["root"].threshold)
     for role in ONLINE_ROLES:
+        if online is not None:
+            new.add_key(online, role)
+            new.roles[role].threshold = 1
+            continue
         old_role = root.roles[role]
         for keyid in old_role.keyids:
             if keyid not in gone:
@@ -177,6 +183,12 @@ def rotate(
             new.roles[role].threshold = new.roles["root"].threshold
     new.unrecognized_fields.update(root.unrecognized_fields)
     return _to_bytes(Metadata(new))
+
+
+def online_keys(data: bytes) -> tuple[frozenset[str], ...]:
+    """The key ids of the snapshot and timestamp roles of a root."""
+    roles = _parse(data).signed.roles
+    return tuple(frozenset(roles[role].keyids) for role in ONLINE_ROLES)
 
 
 def sign(data: bytes, holder: CryptoSigner, *, previous: bytes | None = None) -> bytes:
@@ -270,7 +282,7 @@ def _parse(data: bytes) -> Metadata[Root]:
     try:
         metadata = Metadata[Root].from_bytes(data)
     except (DeserializationError, RecursionError) as exc:
-        raise ManifestFormatError(f"not a TUF root: {exc}") from None
+        raise ManifestFormatError(f"not a TUF root: {exc.__cause__ or exc}") from None
     if not isinstance(metadata.signed, Root):
         raise ManifestFormatError(f"not a root but {metadata.signed.type} metadata")
     _publisher(metadata.signed)

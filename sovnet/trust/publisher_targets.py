@@ -270,7 +270,7 @@ def _parse(data: bytes) -> Metadata[Targets]:
     try:
         metadata = Metadata[Targets].from_bytes(data)
     except (DeserializationError, RecursionError) as exc:
-        raise ManifestFormatError(f"not TUF targets metadata: {exc}") from None
+        raise ManifestFormatError(f"not TUF targets metadata: {exc.__cause__ or exc}") from None
     if not isinstance(metadata.signed, Targets):
         raise ManifestFormatError(f"not targets but {metadata.signed.type} metadata")
     return metadata
