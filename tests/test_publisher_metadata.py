@@ -165,3 +165,22 @@ async def test_a_pinned_root_damaged_on_disk_is_said_as_such(
     (RootFiles(b_state).metadata_dir("acme") / "root.json").write_bytes(b"")
     with pytest.raises(TrustError, match=r"pinned here .* cannot be used"):
         await b.publishers.resolve("acme/model")
+
+
+async def test_a_peer_with_stale_metadata_does_not_keep_a_node_from_the_newest(
+    nodes: Cluster, tmp_path: Path
+) -> None:
+    a_state, root, _ = _make_publisher(nodes, tmp_path)
+    a = await nodes.start(a_state)
+    c = await nodes.start(_pinning(nodes, "c", a_state, root), control(a))
+    await c.publishers.resolve("acme/model")  # c holds release 1's metadata, and stays so
+    second = publish_model(a_state, tmp_path / "two", version="2")
+    _release(a_state, root, second, "2")
+    b_state = _pinning(nodes, "b", a_state, root)
+    b = await nodes.start(b_state, control(a))
+    assert (await b.publishers.resolve("acme/model"))[0].cid == second
+    await nodes.stop(b)
+    # Asked first, c now serves what b has outgrown (a rollback, to b): b asks a next.
+    b = await nodes.start(b_state, control(c), control(a))
+    release, _ = await b.publishers.resolve("acme/model")
+    assert release.cid == second

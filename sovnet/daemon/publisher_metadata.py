@@ -52,11 +52,15 @@ class PeerMetadata(FetcherInterface):
         self._addresses = addresses
         self._loop = loop
         self._timeout = timeout
+        self.last_peer: PeerAddress | None = None  # who sent the file fetched last
+        self.excluded: set[PeerAddress] = set()  # peers whose metadata was refused
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         publisher, _, name = url.removeprefix(SCHEME).partition("/")
         errors = []
         for peer in self._addresses():
+            if peer in self.excluded:
+                continue
             asked = asyncio.run_coroutine_threadsafe(
                 self._peers.publisher_file(peer, publisher, name), self._loop
             )
@@ -67,6 +71,7 @@ class PeerMetadata(FetcherInterface):
                 errors.append(str(exc))
                 continue
             if found is not None:
+                self.last_peer = peer
                 return iter([found])
         raise DownloadHTTPError(
             f"no peer has {publisher}'s {name}" + (f" ({'; '.join(errors[:3])})" if errors else ""),
@@ -145,6 +150,41 @@ class PublisherMetadata:
             return await asyncio.to_thread(self._refresh, publisher, directory, fetcher)
 
     def _refresh(self, publisher: str, directory: Path, fetcher: PeerMetadata) -> Updater:
+        """A refreshed client. A peer whose file is refused is asked no more in this
+        refresh, and the refresh starts again with the others: one hostile or stale
+        peer must not keep a node from the publisher's newest metadata."""
+        refused: RepositoryError | None = None
+        while True:
+            updater = self._client(publisher, directory, fetcher)
+            try:
+                updater.refresh()
+                return updater
+            except RepositoryError as exc:
+                refused = exc
+                culprit = fetcher.last_peer
+                if culprit is None or culprit in fetcher.excluded:
+                    break
+                log.warning(
+                    "publisher %s: metadata from %s refused (%s: %s); asking the others",
+                    publisher, culprit, type(exc).__name__, exc,
+                )  # fmt: skip
+                fetcher.excluded.add(culprit)
+            except DownloadError as exc:
+                if refused is not None:
+                    break  # the others had nothing: the refusal stands
+                raise TransferError(
+                    f"no peer sent publisher {publisher}'s metadata: {exc}",
+                    hint="`sovnet peers ls`: a peer that holds its models or pinned its root",
+                ) from exc
+        raise TrustError(
+            f"publisher {publisher}'s metadata from peers was refused: "
+            f"{type(refused).__name__}: {refused}",
+            hint="a peer sent metadata the pinned root does not vouch for (below "
+            "threshold, expired, or older than what this node trusted)",
+        ) from refused
+
+    @staticmethod
+    def _client(publisher: str, directory: Path, fetcher: PeerMetadata) -> Updater:
         config = UpdaterConfig(
             max_root_rotations=MAX_ROOT_ROTATIONS,
             root_max_length=MAX_METADATA_BYTES,
@@ -153,7 +193,7 @@ class PublisherMetadata:
             targets_max_length=MAX_METADATA_BYTES,
         )
         try:
-            updater = Updater(
+            return Updater(
                 str(directory),
                 f"{SCHEME}{publisher}/",
                 fetcher=fetcher,
@@ -166,18 +206,3 @@ class PublisherMetadata:
                 f"used: {exc}",
                 hint="pin it again: `sovnet trust add root.json --replace`",
             ) from exc
-        try:
-            updater.refresh()
-        except RepositoryError as exc:
-            raise TrustError(
-                f"publisher {publisher}'s metadata from peers was refused: "
-                f"{type(exc).__name__}: {exc}",
-                hint="a peer sent metadata the pinned root does not vouch for (below "
-                "threshold, expired, or older than what this node trusted)",
-            ) from exc
-        except DownloadError as exc:
-            raise TransferError(
-                f"no peer sent publisher {publisher}'s metadata: {exc}",
-                hint="`sovnet peers ls`: a peer that holds its models or pinned its root",
-            ) from exc
-        return updater
