@@ -30,18 +30,21 @@ import datetime
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from securesystemslib.signer import CryptoSigner, Key, SSlibKey
-from tuf.api.metadata import Metadata, Root
+from tuf.api.metadata import Metadata, Root, Targets
 from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
 from sovnet.core.manifest import ORG_PATTERN
 from sovnet.core.signing import PUBLIC_KEY_PREFIX, PublicKey
 from sovnet.errors import InvalidInputError, InvalidKeyError, ManifestFormatError, TrustError
+
+_T = TypeVar("_T", Root, Targets)
 
 PUBLISHER_FIELD = "x-sovnet-publisher"  # the publisher's name, in the root's signed part
 PUBLISHER_PATTERN = ORG_PATTERN
@@ -139,7 +142,7 @@ def new_root(
             root.add_key(key, role)
         root.roles[role].threshold = 1 if online is not None else threshold
     root.unrecognized_fields[PUBLISHER_FIELD] = publisher
-    return _to_bytes(Metadata(root))
+    return to_bytes(Metadata(root))
 
 
 def rotate(
@@ -156,7 +159,7 @@ def rotate(
     a unique prefix of it), another threshold, another ``online`` key for snapshot and
     timestamp. It needs the signatures of the old threshold of old keys and the new
     threshold of new keys."""
-    metadata = _parse(current)
+    metadata = load_root(current)
     root = metadata.signed
     keyids = list(root.roles["root"].keyids)
     gone = {_resolve(prefix, keyids) for prefix in remove}
@@ -182,12 +185,12 @@ def rotate(
                 new.add_key(key, role)
             new.roles[role].threshold = new.roles["root"].threshold
     new.unrecognized_fields.update(root.unrecognized_fields)
-    return _to_bytes(Metadata(new))
+    return to_bytes(Metadata(new))
 
 
 def online_keys(data: bytes) -> tuple[frozenset[str], ...]:
     """The key ids of the snapshot and timestamp roles of a root."""
-    roles = _parse(data).signed.roles
+    roles = load_root(data).signed.roles
     return tuple(frozenset(roles[role].keyids) for role in ONLINE_ROLES)
 
 
@@ -196,11 +199,11 @@ def sign(data: bytes, holder: CryptoSigner, *, previous: bytes | None = None) ->
 
     The key must be one of the root's (or, for a rotation, of ``previous``'s): a
     signature nobody asked for is refused rather than carried along."""
-    metadata = _parse(data)
+    metadata = load_root(data)
     keyid = holder.public_key.keyid
     allowed = set(metadata.signed.roles["root"].keyids)
     if previous is not None:
-        allowed |= set(_parse(previous).signed.roles["root"].keyids)
+        allowed |= set(load_root(previous).signed.roles["root"].keyids)
     if keyid not in allowed:
         raise TrustError(
             f"key {keyid[:16]} is not one of this root's keys"
@@ -208,18 +211,18 @@ def sign(data: bytes, holder: CryptoSigner, *, previous: bytes | None = None) ->
             hint="sign with a key that `sovnet publisher status` lists",
         )
     metadata.sign(holder, append=True)
-    return _to_bytes(metadata)
+    return to_bytes(metadata)
 
 
 def check(data: bytes, *, previous: bytes | None = None) -> RootCheck:
     """Who signed ``data`` (a root, or the next version of ``previous``)."""
-    metadata = _parse(data)
+    metadata = load_root(data)
     root = metadata.signed
     own = root.get_verification_result("root", metadata.signed_bytes, metadata.signatures)
     previous_threshold: int | None = None
     previous_signed: tuple[str, ...] = ()
     if previous is not None:
-        before = _parse(previous).signed
+        before = load_root(previous).signed
         if root.version != before.version + 1:
             raise TrustError(
                 f"version {root.version} does not follow version {before.version}: a root "
@@ -276,21 +279,31 @@ def _publisher(root: Root) -> str:
     return name
 
 
-def _parse(data: bytes) -> Metadata[Root]:
-    if len(data) > MAX_ROOT_BYTES:
-        raise ManifestFormatError(f"a root file is at most {MAX_ROOT_BYTES // 1024} KiB")
+def load(data: bytes, kind: type[_T], *, max_bytes: int, what: str) -> Metadata[_T]:
+    """TUF metadata of ``kind`` from untrusted bytes: bounded, parsed by python-tuf, of
+    that role, or ManifestFormatError saying which rule it breaks. (Signatures are
+    checked by the caller, against the keys it trusts.)"""
+    if len(data) > max_bytes:
+        raise ManifestFormatError(f"{what} is at most {max_bytes // 1024} KiB")
     try:
-        metadata = Metadata[Root].from_bytes(data)
+        metadata = Metadata[kind].from_bytes(data)  # type: ignore[valid-type]
     except (DeserializationError, RecursionError) as exc:
-        raise ManifestFormatError(f"not a TUF root: {exc.__cause__ or exc}") from None
-    if not isinstance(metadata.signed, Root):
-        raise ManifestFormatError(f"not a root but {metadata.signed.type} metadata")
-    _publisher(metadata.signed)
+        raise ManifestFormatError(f"not {what} in TUF's form: {exc.__cause__ or exc}") from None
+    if not isinstance(metadata.signed, kind):
+        raise ManifestFormatError(f"not {what} but {metadata.signed.type} metadata")
     return metadata
 
 
-def _to_bytes(metadata: Metadata[Root]) -> bytes:
+def to_bytes(metadata: Metadata[Any]) -> bytes:
+    """Metadata as sovnet writes it: python-tuf's JSON, indented for a person to read."""
     return metadata.to_bytes(JSONSerializer(compact=False))
+
+
+def load_root(data: bytes) -> Metadata[Root]:
+    """A publisher root from untrusted bytes (:func:`load`, and it names its publisher)."""
+    metadata = load(data, Root, max_bytes=MAX_ROOT_BYTES, what="a root")
+    _publisher(metadata.signed)
+    return metadata
 
 
 def expiry(now: datetime.datetime, lifetime: datetime.timedelta) -> datetime.datetime:

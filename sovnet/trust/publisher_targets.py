@@ -37,12 +37,10 @@ from tuf.api.metadata import (
     Targets,
     Timestamp,
 )
-from tuf.api.serialization import DeserializationError
-from tuf.api.serialization.json import JSONSerializer
 
 from sovnet.core.cid import CID
 from sovnet.core.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest
-from sovnet.errors import InvalidCIDError, InvalidInputError, ManifestFormatError, TrustError
+from sovnet.errors import InvalidCIDError, InvalidInputError, TrustError
 from sovnet.trust import publisher_root
 
 CHANNEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
@@ -117,7 +115,7 @@ def release(
         targets.targets[f"{name}:{channel}"] = _target(
             f"{name}:{channel}", manifest, made.cid, release=made.path
         )
-    return _to_bytes(Metadata(targets))
+    return publisher_root.to_bytes(Metadata(targets))
 
 
 def resolve(lookup: Callable[[str], TargetFile | None], ref: str) -> Release | None:
@@ -186,7 +184,7 @@ def sign(data: bytes, holder: CryptoSigner, *, root: bytes) -> bytes:
             hint="sign with a key that `sovnet publisher status` lists",
         )
     metadata.sign(holder, append=True)
-    return _to_bytes(metadata)
+    return publisher_root.to_bytes(metadata)
 
 
 def check(data: bytes, *, root: bytes) -> TargetsCheck:
@@ -218,7 +216,7 @@ def online_metadata(
     )
     snapshot_md = Metadata(snapshot)
     snapshot_md.sign(online)
-    snapshot_bytes = snapshot_md.to_bytes(JSONSerializer(compact=False))
+    snapshot_bytes = publisher_root.to_bytes(snapshot_md)
     timestamp = Timestamp(
         version=timestamp_version,
         expires=publisher_root.expiry(now, TIMESTAMP_LIFETIME),
@@ -226,7 +224,7 @@ def online_metadata(
     )
     timestamp_md = Metadata(timestamp)
     timestamp_md.sign(online)
-    return snapshot_bytes, timestamp_md.to_bytes(JSONSerializer(compact=False))
+    return snapshot_bytes, publisher_root.to_bytes(timestamp_md)
 
 
 def _target(path: str, manifest: bytes, cid: CID, *, release: str | None = None) -> TargetFile:
@@ -260,24 +258,11 @@ def _check_channel(channel: str) -> None:
 
 
 def _root(data: bytes) -> Root:
-    publisher_root.check(data)  # bounds, type and publisher, or an error saying which
-    return Metadata[Root].from_bytes(data).signed
+    return publisher_root.load_root(data).signed
 
 
 def _parse(data: bytes) -> Metadata[Targets]:
-    if len(data) > MAX_TARGETS_BYTES:
-        raise ManifestFormatError(f"targets metadata is at most {MAX_TARGETS_BYTES >> 20} MiB")
-    try:
-        metadata = Metadata[Targets].from_bytes(data)
-    except (DeserializationError, RecursionError) as exc:
-        raise ManifestFormatError(f"not TUF targets metadata: {exc.__cause__ or exc}") from None
-    if not isinstance(metadata.signed, Targets):
-        raise ManifestFormatError(f"not targets but {metadata.signed.type} metadata")
-    return metadata
-
-
-def _to_bytes(metadata: Metadata[Targets]) -> bytes:
-    return metadata.to_bytes(JSONSerializer(compact=False))
+    return publisher_root.load(data, Targets, max_bytes=MAX_TARGETS_BYTES, what="targets metadata")
 
 
 def resolve_in(targets: bytes, ref: str, *, root: bytes) -> Release | None:
