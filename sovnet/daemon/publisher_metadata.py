@@ -122,13 +122,9 @@ class PublisherMetadata:
                 await self.refresh(pinned.publisher)
             except SovnetError as exc:
                 problems.append(f"{pinned.publisher}: {exc.message}")
-            directory = self._roots.metadata_dir(pinned.publisher)
-            try:
-                targets = (directory / "targets.json").read_bytes()
-            except FileNotFoundError:
-                continue
-            root = (directory / "root.json").read_bytes()
-            listed += publisher_targets.listing(targets, root=root)
+            files = self._roots.trusted(pinned.publisher)
+            if files is not None:
+                listed += publisher_targets.listing(files[1], root=files[0])
         return listed, problems
 
     async def refresh(self, publisher: str, extra: Sequence[PeerAddress] = ()) -> Updater:

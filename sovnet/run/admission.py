@@ -271,9 +271,10 @@ def open_model(store: Store, trust: TrustStore, ref: str) -> OpenedManifest:
 
 def _pinned_release(store: Store, ref: str) -> CID | None:
     """The CID a pinned publisher root released as ``ref``, as last refreshed here."""
-    roots = store.root / "roots"
-    if not (roots.is_dir() and any(roots.iterdir())):
-        return None  # no root pinned: tuf (~0.1 s to import) is not needed
+    from sovnet.store.keyfiles import any_root_pinned
+
+    if not any_root_pinned(store.root):
+        return None
     from sovnet.store.rootfiles import RootFiles
 
     release = RootFiles(store.root).resolve(ref)

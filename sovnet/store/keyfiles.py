@@ -24,6 +24,13 @@ SELF_TRUST_NAME = "this node"
 TrustChange = Callable[[TrustStore], TrustStore]
 
 
+def any_root_pinned(state_dir: Path) -> bool:
+    """Whether a publisher root is pinned here; asked before store/rootfiles.py is
+    imported, so that a node without one never pays for tuf's import (~0.1 s)."""
+    roots = state_dir / "roots"
+    return roots.is_dir() and any(roots.iterdir())
+
+
 class NodeFiles:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -80,9 +87,8 @@ class NodeFiles:
     def load_trust(self) -> TrustStore:
         """The trusted keys, and the releases of the publisher roots pinned here."""
         trust = self._read_trust()
-        roots = self.state_dir / "roots"
-        if not (roots.is_dir() and any(roots.iterdir())):
-            return trust  # no root pinned: tuf (~0.1 s to import) is not needed
+        if not any_root_pinned(self.state_dir):
+            return trust
         from sovnet.store.rootfiles import RootFiles
 
         return trust.with_releases(RootFiles(self.state_dir).released())

@@ -139,19 +139,28 @@ class RootFiles:
                 found.append(PinnedRoot(publisher_root.check(data), fingerprint(data)))
         return found
 
+    def trusted(self, publisher: str) -> tuple[bytes, bytes] | None:
+        """The root and targets this node's TUF client last trusted for ``publisher``;
+        None before its first refresh (or for a name no root is pinned under)."""
+        if not publisher_root.PUBLISHER_PATTERN.fullmatch(publisher):
+            return None
+        directory = self.metadata_dir(publisher)
+        try:
+            return (directory / "root.json").read_bytes(), (directory / "targets.json").read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
     def released(self) -> list[Released]:
         """Every CID the pinned publishers released, by the targets their TUF client
         trusted (checked against the root again: a file edited on disk counts for
         nothing). Expiry is not checked: a release that arrived stays one offline."""
         found: list[Released] = []
         for directory in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
-            try:
-                root = (directory / "root.json").read_bytes()
-                targets = (directory / "targets.json").read_bytes()
-            except (FileNotFoundError, NotADirectoryError):
+            files = self.trusted(directory.name)
+            if files is None:
                 continue
             try:
-                releases = publisher_targets.releases(targets, root=root)
+                releases = publisher_targets.releases(files[1], root=files[0])
             except SovnetError as exc:
                 log.warning("ignoring the releases of %s: %s", directory.name, exc.message)
                 continue
@@ -162,16 +171,8 @@ class RootFiles:
         """The release ``ref`` (``ORG/MODEL``, ``:CHANNEL``, ``@VERSION``) names in what
         this node last trusted of ORG's metadata, offline; None if ORG has no pinned
         root, no releases yet, or none by that name."""
-        publisher = ref.split("/", 1)[0]
-        if not publisher_root.PUBLISHER_PATTERN.fullmatch(publisher):
-            return None
-        directory = self.metadata_dir(publisher)
-        try:
-            root = (directory / "root.json").read_bytes()
-            targets = (directory / "targets.json").read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return publisher_targets.resolve_in(targets, ref, root=root)
+        files = self.trusted(ref.split("/", 1)[0])
+        return publisher_targets.resolve_in(files[1], ref, root=files[0]) if files else None
 
     def unpin(self, publisher: str) -> None:
         directory = self.metadata_dir(publisher)

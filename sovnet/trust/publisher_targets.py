@@ -295,20 +295,17 @@ def listing(targets: bytes, *, root: bytes) -> list[Listed]:
         return []
     org = publisher_root.check(root).publisher
     files = _parse(targets).signed.targets
+    channels: dict[Release, list[str]] = {}
+    for path in files:
+        pointed = resolve(files.get, path) if ":" in path else None
+        if pointed is not None:
+            channels.setdefault(pointed, []).append(path.split(":", 1)[1])
     found = []
-    for path in sorted(files):
-        if ":" in path:
-            continue
+    for path in sorted(p for p in files if ":" not in p):
         name, _, version = path.rpartition("/")
         release = resolve(files.get, f"{name}@{version}")
-        if release is None or name.split("/")[0] != org:
-            continue
-        channels = sorted(
-            other.split(":", 1)[1]
-            for other in files
-            if other.startswith(f"{name}:") and resolve(files.get, other) == release
-        )
-        found.append(Listed(release, tuple(channels)))
+        if release is not None and name.split("/")[0] == org:
+            found.append(Listed(release, tuple(sorted(channels.get(release, ())))))
     return found
 
 
