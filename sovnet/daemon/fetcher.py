@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from sovnet.api.messages import (
     FetchEvent,
@@ -376,6 +377,22 @@ class Fetcher:
         await self._seeder.seed(fetch.cid)
         return self._result(fetch.cid, manifest, already=False, downloaded=downloaded)
 
+    async def _stop_for_room(
+        self,
+        fetch: Fetch,
+        spec: torrent.TorrentSpec,
+        partial: PartialDownload,
+        skip: set[int],
+        wanted: int,
+        otherwise: SovnetError,
+    ) -> NoReturn:
+        """End a download the disk has no more room for, keeping what arrived: a
+        DiskFullError saying how much is needed, or ``otherwise`` if room came back
+        meanwhile (the resume writer is closed: the download cannot go on)."""
+        await self._disk_filled(fetch, spec, partial)
+        await asyncio.to_thread(self._check_room, fetch, skip, wanted, partial, filled=True)
+        raise otherwise
+
     async def _disk_filled(
         self, fetch: Fetch, spec: torrent.TorrentSpec, partial: PartialDownload
     ) -> None:
@@ -463,10 +480,13 @@ class Fetcher:
                     if diskspace.free_bytes(partial.path) < low_water:
                         # Stopped before a write fails: a write that fails loses the
                         # pieces in flight, a stop here loses nothing.
-                        await self._disk_filled(fetch, spec, partial)
-                        await asyncio.to_thread(
-                            self._check_room, fetch, skip, wanted, partial, filled=True
+                        low = DiskFullError(
+                            f"the disk of {self._store.root} has less than "
+                            f"{human_size(low_water)} free: the fetch of {fetch.cid} stopped",
+                            hint=f"free some space there, then run `sovnet fetch {fetch.cid}` "
+                            "again: it continues from what arrived",
                         )
+                        await self._stop_for_room(fetch, spec, partial, skip, wanted, low)
                 elif isinstance(action, SaveResume):
                     if self._swarm.save_resume(spec.info_hash):
                         state.resume_asked(now)
@@ -475,11 +495,8 @@ class Fetcher:
                     if new:
                         self._swarm.connect(spec.info_hash, new)
                 elif isinstance(action, Fail) and action.disk_full:
-                    await self._disk_filled(fetch, spec, partial)
-                    await asyncio.to_thread(
-                        self._check_room, fetch, skip, wanted, partial, filled=True
-                    )
-                    raise TransferError(action.message, hint=action.hint)  # room again now
+                    failed = TransferError(action.message, hint=action.hint)
+                    await self._stop_for_room(fetch, spec, partial, skip, wanted, failed)
                 elif isinstance(action, Fail):
                     raise TransferError(action.message, hint=action.hint)
             if any(isinstance(action, Finish) for action in actions):

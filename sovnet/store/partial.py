@@ -29,6 +29,7 @@ from sovnet.core.cid import CID
 from sovnet.core.manifest import FileEntry, Manifest
 from sovnet.core.signing import SignatureBundle
 from sovnet.errors import IntegrityError, LocalStateError, SovnetError
+from sovnet.store import diskspace
 from sovnet.store.atomicfile import fsync_file, write_atomic
 from sovnet.store.filehash import FileDigest, check_fd
 from sovnet.store.store import Store
@@ -173,7 +174,7 @@ class PartialDownload:
 
     def remove(self) -> int:
         """Delete the download; the bytes of disk it held."""
-        held = sum(p.lstat().st_blocks * 512 for p in self.path.rglob("*") if not p.is_symlink())
+        held = diskspace.written(self.path.rglob("*"))
         # The manifest first: a download without one is not resumed, and the store's
         # repair deletes what a crash left of it.
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):

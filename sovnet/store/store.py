@@ -100,10 +100,7 @@ class Store:
         """Delete the temp files of process ``pid``, which ended (a publish worker that
         was cancelled or died: whatever cut its own clean-up short)."""
         for path in list(self.tmp.glob(f"{pid}-*")) if self.tmp.is_dir() else []:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _remove_temp(path)
 
     def temp_path(self, suffix: str = "") -> Path:
         """A fresh private name under tmp/, tagged with our pid for later clean-up."""
@@ -328,10 +325,7 @@ class Store:
         for path in list(self.tmp.iterdir()) if self.tmp.is_dir() else []:
             match = _TMP_NAME.fullmatch(path.name)
             if match and not _pid_alive(int(match.group(1))):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+                _remove_temp(path)
         for download in list(self.partial.iterdir()) if self.partial.is_dir() else []:
             # A download whose manifest is gone is the rest of one being removed (a
             # commit's last step, or `rm`), cut short: nothing can resume it.
@@ -363,6 +357,14 @@ def _not_here(cid: CID) -> NotFoundError:
         hint=f"`sovnet fetch {cid}` gets it from your network's peers (with sovnetd "
         "running); `sovnet ls` lists what is here",
     )
+
+
+def _remove_temp(path: Path) -> None:
+    """A temp file, or a temp directory (a view being built), without following links."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sovnet.store.diskspace import free_bytes
 from tests.e2e.conftest import Cluster, make_model, same_files, wait_for
 from tests.e2e.test_swarm import MIB, _fetch_in_background
 
@@ -36,20 +37,15 @@ def small_disk(path: Path, megabytes: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def _free(path: Path) -> int:
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
-
-
 def _fill(path: Path, leave: int) -> Path:
     """A file taking all the free space below ``path`` but ``leave`` bytes."""
     filler = path / "filler"
     with open(filler, "wb") as out:
         chunk = b"\xff" * MIB
-        while _free(path) > leave + len(chunk):
+        while free_bytes(path) > leave + len(chunk):
             out.write(chunk)
             out.flush()
-        out.write(b"\xff" * max(0, _free(path) - leave - 4096))
+        out.write(b"\xff" * max(0, free_bytes(path) - leave - 4096))
     return filler
 
 
