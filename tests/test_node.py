@@ -26,6 +26,7 @@ from sovnet.core.config import DaemonConfig
 from sovnet.daemon.node import Node
 from sovnet.daemon.supervisor import Supervisor
 from sovnet.errors import FetchCancelledError, NotFoundError, TransferError, TrustError
+from sovnet.net.control import ControlPlane
 from sovnet.store.keyfiles import NodeFiles
 from sovnet.store.networkfiles import NetworkFiles
 from sovnet.store.partial import PartialDownload
@@ -44,6 +45,7 @@ class Cluster:
     network: Network = field(default_factory=Network)
     nodes: list[Node] = field(default_factory=list)
     stall_timeout: float = 5.0
+    peer_timeout: float = 10.0
 
     def state(self, name: str) -> Path:
         return self.root / name
@@ -70,14 +72,17 @@ class Cluster:
             control_listen=LOOPBACK,
             peers=peers,
             stall_timeout=self.stall_timeout,
+            peer_timeout=self.peer_timeout,
             refresh_interval=0.2,
             resume_interval=0.2,
         )
-        node = await Node.start(
-            config, FakeSwarm(self.network), Supervisor(), LoopbackControlPlane(self.network)
-        )
+        node = await Node.start(config, FakeSwarm(self.network), Supervisor(), self.control())
         self.nodes.append(node)
         return node
+
+    def control(self) -> ControlPlane | None:
+        """The nodes' control plane: in memory (None: the real HTTPS one)."""
+        return LoopbackControlPlane(self.network)
 
     async def stop(self, node: Node) -> None:
         self.nodes.remove(node)

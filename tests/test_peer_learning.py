@@ -11,44 +11,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from sovnet.core.address import PeerAddress
-from sovnet.core.config import DaemonConfig
 from sovnet.daemon.node import Node
-from sovnet.daemon.supervisor import Supervisor
+from sovnet.net.control import ControlPlane
 from sovnet.net.control_client import PeerClient
 from sovnet.store.networkfiles import NetworkFiles
-from tests.fakes import FakeSwarm
 from tests.test_node import Cluster, publish_model
 
 LOOPBACK = PeerAddress("127.0.0.1", 0)
 
 
-@dataclass
 class TlsCluster(Cluster):
     """In-process nodes whose control planes are the real HTTPS ones."""
 
-    peer_timeout: float = 10.0
-
-    async def start(self, state: Path, *peers: PeerAddress) -> Node:
-        config = DaemonConfig(
-            state_dir=state,
-            socket=state / "api.sock",
-            swarm_listen=LOOPBACK,
-            control_listen=LOOPBACK,
-            peers=peers,
-            stall_timeout=self.stall_timeout,
-            peer_timeout=self.peer_timeout,
-            refresh_interval=0.2,
-            resume_interval=0.2,
-        )
-        node = await Node.start(config, FakeSwarm(self.network), Supervisor())
-        self.nodes.append(node)
-        return node
+    def control(self) -> ControlPlane | None:
+        return None
 
 
 @pytest.fixture
