@@ -22,8 +22,6 @@ from sovnet.net.control_client import PeerClient
 from sovnet.store.networkfiles import NetworkFiles
 from tests.test_node import Cluster, publish_model
 
-LOOPBACK = PeerAddress("127.0.0.1", 0)
-
 
 class TlsCluster(Cluster):
     """In-process nodes whose control planes are the real HTTPS ones."""
