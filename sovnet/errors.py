@@ -18,6 +18,7 @@ script can tell "the content is tampered" from "you typed it wrong".
     │       └── MalformedFileError   a GGUF/safetensors/JSON file that does not parse
     ├── IntegrityError               exit 5   bytes differ from what the manifest says
     ├── TrustError                   exit 6   a signature is invalid or nobody trusted signed
+    │   └── RevokedError             a release its publisher revoked (an advisory)
     ├── LocalStateError              exit 7   the store or key files cannot be used
     │   └── StoreLockedError
     ├── TransferError                exit 8   peers had the model but the transfer failed
@@ -185,6 +186,13 @@ class TrustError(SovnetError):
 
     code = "not-trusted"
     exit_code = 6
+
+
+class RevokedError(TrustError):
+    """A release its publisher's advisories revoked, which this node's policy refuses
+    to run (``--allow-revoked`` overrides it)."""
+
+    code = "revoked"
 
 
 class LocalStateError(SovnetError):

@@ -228,6 +228,9 @@ class RemoteRelease:
     channels: tuple[str, ...]
     here: bool  # in this node's store
     holders: tuple[str, ...]  # peers (control addresses) that hold it complete
+    # What its publisher's advisories say of it: revoked, deprecated, superseded.
+    advisory: str | None = _optional()
+    advisory_text: str | None = _optional()  # the whole advisory, for a person
 
 
 @dataclass(frozen=True)

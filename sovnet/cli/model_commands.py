@@ -290,13 +290,16 @@ def _ls_remote(ctx: Context, as_json: bool) -> None:
         say("No releases. `sovnet trust add root.json` pins a publisher's root.")
         return
     table(
-        ["NAME", "VERSION", "CHANNELS", "HERE", "HELD BY", "CID"],
+        ["NAME", "VERSION", "CHANNELS", "HERE", "HELD BY", "ADVISORY", "CID"],
         [
             [r.name, r.version, ",".join(r.channels), "yes" if r.here else "",
-             ",".join(r.holders) or "-", r.cid]
+             ",".join(r.holders) or "-", r.advisory or "", r.cid]
             for r in listed.releases
         ],
     )  # fmt: skip
+    for r in listed.releases:
+        if r.advisory_text:
+            say(f"advisory: {r.advisory_text}")
 
 
 def _model_cid(ctx: Context, text: str) -> CID:

@@ -7,6 +7,7 @@ node's own key, a state directory. See sovnet/trust/publisher_root.py.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,13 @@ _ROOT_OPTION = click.option(
     "root_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="For a release file: the publisher's root [default: the one installed on this node].",
+)
+_TARGETS_OPTION = click.option(
+    "--targets",
+    "targets_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="For an advisories file: the publisher's releases file that delegates them "
+    "[default: the newest installed on this node].",
 )
 _PREVIOUS_OPTION = click.option(
     "--previous",
@@ -105,6 +113,7 @@ def init(
 )
 @_PREVIOUS_OPTION
 @_ROOT_OPTION
+@_TARGETS_OPTION
 @json_option
 @pass_context
 def sign(
@@ -113,11 +122,12 @@ def sign(
     key_path: Path | None,
     previous_path: Path | None,
     root_path: Path | None,
+    targets_path: Path | None,
     as_json: bool,
 ) -> None:
-    """Add your signature to the root or release file at PATH (in place)."""
+    """Add your signature to the root, release or advisories file at PATH (in place)."""
     from sovnet.store.lockfile import file_locked
-    from sovnet.trust import publisher_root, publisher_targets
+    from sovnet.trust import publisher_advisories, publisher_root, publisher_targets
 
     use_json(ctx, as_json)
     pem = _read(key_path) if key_path else _read(ctx.node_files().key_path)
@@ -125,6 +135,12 @@ def sign(
     ctx.check_output(path, force=True)  # a node's served repository is installed, not edited
     with file_locked(path):  # holders signing at once each add theirs
         data = _read(path)
+        if _kind(data) == "advisories":
+            targets = _targets_for(ctx, _publisher_of_advisories(data), targets_path)
+            signed = publisher_advisories.sign(data, holder, targets=targets)
+            _write(path, signed, replace=True)
+            _show_targets(publisher_advisories.check(signed, targets=targets), path, as_json)
+            return
         if _kind(data) == "targets":
             root = _root_for(ctx, data, root_path)
             signed = publisher_targets.sign(data, holder, root=root)
@@ -187,19 +203,124 @@ def release(
     _show_targets(publisher_targets.check(data, root=root), output, as_json)
 
 
+@publisher.command("advise")
+@click.argument("ref", metavar="ORG/MODEL@VERSION")
+@click.argument("kind", type=click.Choice(["revoked", "deprecated", "superseded", "withdrawn"]))
+@click.option("--reason", default="", help="One line: what is wrong, and what to do.")
+@click.option("--superseded-by", metavar="ORG/MODEL@VERSION", help="For superseded: the successor.")
+@_TARGETS_OPTION
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@json_option
+@pass_context
+def advise(
+    ctx: Context,
+    ref: str,
+    kind: str,
+    reason: str,
+    superseded_by: str | None,
+    targets_path: Path | None,
+    output: Path,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write the next version of the publisher's advisories (unsigned): the release
+    ORG/MODEL@VERSION revoked, deprecated or superseded (with a reason), or its
+    advisory withdrawn. The advisories role's holders then sign it (`sign OUTPUT`)
+    and the publisher's node installs it; nodes that pinned the root hear it through
+    any peer, and their operators decide what it does (`sovnet run --allow-revoked`)."""
+    from sovnet.store.publisherfiles import PublisherFiles
+    from sovnet.trust import publisher_advisories
+
+    use_json(ctx, as_json)
+    files = PublisherFiles(ctx.state_dir, ref.split("/")[0])
+    root = _installed_root(files)
+    targets_data = _targets_for(ctx, files.publisher, targets_path)
+    current = files.latest("advisories")
+    data = publisher_advisories.advise(
+        current[1] if current else None,
+        targets=targets_data,
+        root=root,
+        ref=ref,
+        kind=None if kind == "withdrawn" else kind,
+        reason=reason,
+        superseded_by=superseded_by,
+        now=_now(),
+    )
+    ctx.check_output(output, force=force)  # never a file of this node's, even forced
+    _write(output, data, replace=force)
+    checked = publisher_advisories.check(data, targets=targets_data)
+    _show_targets(checked, output, as_json, what="advisories")
+
+
+@publisher.command("delegate-advisories")
+@click.argument("org")
+@click.option("--key", "key_paths", multiple=True, required=True, type=_path(), help=_KEY_HELP)
+@click.option("--threshold", type=click.IntRange(1), required=True, help="How many must sign.")
+@_ROOT_OPTION
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@json_option
+@pass_context
+def delegate_advisories(
+    ctx: Context,
+    org: str,
+    key_paths: tuple[Path, ...],
+    threshold: int,
+    root_path: Path | None,
+    output: Path,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write the next version of ORG's releases (unsigned) with the advisories role
+    delegated to THRESHOLD of the keys given (another institution's, such as a
+    national CERT's); the root's holders sign it, as for a release. By default the
+    root's own keys sign advisories."""
+    from sovnet.store.publisherfiles import PublisherFiles
+    from sovnet.trust import publisher_root, publisher_targets
+
+    use_json(ctx, as_json)
+    files = PublisherFiles(ctx.state_dir, org)
+    root = _read(root_path) if root_path else _installed_root(files)
+    current = files.latest("targets")
+    if current is None:
+        raise NotFoundError(
+            f"no releases of {org} are installed on this node",
+            hint="release a model first: `sovnet publisher release`",
+        )
+    data = publisher_targets.delegate_advisories(
+        current[1],
+        root=root,
+        keys=[publisher_root.public_key(_read(p)) for p in key_paths],
+        threshold=threshold,
+        now=_now(),
+    )
+    ctx.check_output(output, force=force)  # never a file of this node's, even forced
+    _write(output, data, replace=force)
+    _show_targets(publisher_targets.check(data, root=root), output, as_json, what="targets")
+
+
 @publisher.command("install")
 @click.argument("path", type=_path())
 @json_option
 @pass_context
 def install(ctx: Context, path: Path, as_json: bool) -> None:
     """Make this node the publisher's: install a complete root (its first version or
-    the next) or release file, which it then serves; for releases, this node signs
+    the next), release or advisories file, which it then serves; for releases, this node signs
     the snapshot and timestamp with its key (the root's online key)."""
     from sovnet.store.publisherfiles import PublisherFiles
     from sovnet.trust import publisher_root
 
     use_json(ctx, as_json)
     data = _read(path)
+    if _kind(data) == "advisories":
+        org = _publisher_of_advisories(data)
+        files = PublisherFiles(ctx.state_dir, org)
+        online = publisher_root.signer(_read(ctx.node_files().key_path))
+        checked = files.install_advisories(data, online, _now())
+        _show_targets(checked, path, as_json, what="advisories")
+        say(f"Installed advisories version {checked.version} of {org}; this node serves them.")
+        return
     if _kind(data) == "targets":
         org = _publisher_of_targets(data)
         files = PublisherFiles(ctx.state_dir, org)
@@ -214,55 +335,80 @@ def install(ctx: Context, path: Path, as_json: bool) -> None:
     say(f"Installed root version {root_checked.version} of {publisher}.")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Against:
+    """What a file's signatures are checked against: the files given, else the
+    newest installed on this node."""
+
+    previous: Path | None
+    root: Path | None
+    targets: Path | None
+
+
 @publisher.command("status")
 @click.argument("path", type=_path())
 @_PREVIOUS_OPTION
 @_ROOT_OPTION
+@_TARGETS_OPTION
 @json_option
 @pass_context
 def status(
-    ctx: Context, path: Path, previous_path: Path | None, root_path: Path | None, as_json: bool
+    ctx: Context,
+    path: Path,
+    previous_path: Path | None,
+    root_path: Path | None,
+    targets_path: Path | None,
+    as_json: bool,
 ) -> None:
-    """Who signed the root or release file at PATH, and who still must."""
-    _check_signatures(ctx, path, previous_path, root_path, as_json, require=False)
+    """Who signed the root, release or advisories file at PATH, and who still must."""
+    against = _Against(previous_path, root_path, targets_path)
+    _check_signatures(ctx, path, against, as_json, require=False)
 
 
 @publisher.command("finish")
 @click.argument("path", type=_path())
 @_PREVIOUS_OPTION
 @_ROOT_OPTION
+@_TARGETS_OPTION
 @json_option
 @pass_context
 def finish(
-    ctx: Context, path: Path, previous_path: Path | None, root_path: Path | None, as_json: bool
-) -> None:
-    """Check that enough holders signed the root or release file at PATH (exit 6 if not)."""
-    _check_signatures(ctx, path, previous_path, root_path, as_json, require=True)
-
-
-def _check_signatures(
     ctx: Context,
     path: Path,
     previous_path: Path | None,
     root_path: Path | None,
+    targets_path: Path | None,
     as_json: bool,
-    *,
-    require: bool,
 ) -> None:
-    from sovnet.trust import publisher_root, publisher_targets
+    """Check that enough holders signed the root, release or advisories file at PATH
+    (exit 6 if not)."""
+    against = _Against(previous_path, root_path, targets_path)
+    _check_signatures(ctx, path, against, as_json, require=True)
+
+
+def _check_signatures(
+    ctx: Context, path: Path, against: _Against, as_json: bool, *, require: bool
+) -> None:
+    from sovnet.trust import publisher_advisories, publisher_root, publisher_targets
 
     use_json(ctx, as_json)
     data = _read(path)
     hint = f"the missing holders run `sovnet publisher sign {path} --key THEIR.pem`"
-    if _kind(data) == "targets":
-        targets = publisher_targets.check(data, root=_root_for(ctx, data, root_path))
+    root_path, previous_path = against.root, against.previous
+    kind = _kind(data)
+    if kind in ("targets", "advisories"):
+        if kind == "advisories":
+            targets_data = _targets_for(ctx, _publisher_of_advisories(data), against.targets)
+            targets = publisher_advisories.check(data, targets=targets_data)
+        else:
+            targets = publisher_targets.check(data, root=_root_for(ctx, data, root_path))
         if require and not targets.complete:
             raise TrustError(
                 f"{path} is signed by {len(targets.signed_by)} of the keys (needs "
                 f"{targets.threshold}): not enough",
                 hint=hint,
             )
-        _show_targets(targets, path, as_json)
+        _show_targets(targets, path, as_json, what=kind)
         return
     previous = _read(previous_path) if previous_path else None
     checked = publisher_root.check(data, previous=previous)
@@ -354,8 +500,11 @@ def _write(path: Path, data: bytes, *, replace: bool) -> None:
 
 
 def _kind(data: bytes) -> str:
-    """root or targets: the type a metadata file says it is (checked again when parsed)."""
+    """root, targets or advisories: what a metadata file says it is (checked again when
+    parsed)."""
     import json
+
+    from sovnet.trust.publisher_advisories import ROLE_FIELD
 
     try:
         value = json.loads(data)
@@ -363,7 +512,11 @@ def _kind(data: bytes) -> str:
     except (ValueError, KeyError, TypeError, RecursionError):
         kind = None
     if kind not in ("root", "targets"):
-        raise InvalidInputError("not a publisher root or release file (TUF root or targets)")
+        raise InvalidInputError(
+            "not a publisher root, release or advisories file (TUF root or targets)"
+        )
+    if kind == "targets" and value["signed"].get(ROLE_FIELD) == "advisories":
+        return "advisories"
     return str(kind)
 
 
@@ -373,6 +526,29 @@ def _publisher_of_targets(data: bytes) -> str:
     for path in json.loads(data)["signed"].get("targets", {}):
         return str(path).split("/")[0]
     raise InvalidInputError("this release file releases nothing")
+
+
+def _publisher_of_advisories(data: bytes) -> str:
+    import json
+
+    from sovnet.trust.publisher_root import PUBLISHER_FIELD
+
+    return str(json.loads(data)["signed"].get(PUBLISHER_FIELD, ""))
+
+
+def _targets_for(ctx: Context, publisher: str, targets_path: Path | None) -> bytes:
+    """The releases file given, else the newest installed on this node."""
+    from sovnet.store.publisherfiles import PublisherFiles
+
+    if targets_path is not None:
+        return _read(targets_path)
+    targets = PublisherFiles(ctx.state_dir, publisher).latest("targets")
+    if targets is None:
+        raise NotFoundError(
+            f"no releases of {publisher} are installed on this node",
+            hint="give --targets N.targets.json (the publisher's newest releases file)",
+        )
+    return targets[1]
 
 
 def _installed_root(files: PublisherFiles) -> bytes:
@@ -409,11 +585,12 @@ def _held_manifest(ctx: Context, name: str, version: str) -> bytes:
     )
 
 
-def _show_targets(checked: TargetsCheck, path: Path, as_json: bool) -> None:
+def _show_targets(checked: TargetsCheck, path: Path, as_json: bool, what: str = "releases") -> None:
     if as_json:
         emit_json(
             {
                 "path": str(path),
+                "kind": "releases" if what == "targets" else what,
                 "version": checked.version,
                 "threshold": checked.threshold,
                 "signed_by": list(checked.signed_by),
@@ -423,8 +600,8 @@ def _show_targets(checked: TargetsCheck, path: Path, as_json: bool) -> None:
         return
     state = "complete" if checked.complete else "not yet"
     say(
-        f"{path}: releases version {checked.version}, signed by {len(checked.signed_by)} "
-        f"(needs {checked.threshold}): {state}"
+        f"{path}: {'releases' if what == 'targets' else what} version {checked.version}, "
+        f"signed by {len(checked.signed_by)} (needs {checked.threshold}): {state}"
     )
 
 

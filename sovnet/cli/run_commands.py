@@ -35,6 +35,12 @@ _file_option = click.option(
     metavar="PATH",
     help="The GGUF file to load, when the model holds several (the first split of a split one).",
 )
+_allow_revoked_option = click.option(
+    "--allow-revoked",
+    is_flag=True,
+    help="Use a release its publisher revoked (an advisory) all the same "
+    '[default: refuse, unless sovnetd.toml says revoked = "allow"].',
+)
 _ctx_option = click.option(
     "--ctx-size",
     type=click.IntRange(16, 1 << 24),
@@ -46,6 +52,20 @@ def register(cli: click.Group) -> None:
     cli.add_command(run)
     cli.add_command(serve)
     cli.add_command(export)
+
+
+def _allowed_revoked(flag: bool) -> bool:
+    """``--allow-revoked``, else the node's policy (``revoked`` in sovnetd.toml)."""
+    if flag:
+        return True
+    from sovnet.store.configfile import read_config
+
+    return read_config(os.environ, Path.home()).revoked == "allow"
+
+
+def _say_advisories(advisories: tuple[str, ...]) -> None:
+    for text in advisories:
+        say(f"warning: {text}")
 
 
 def _say_rehashed(rehashed: tuple[str, ...]) -> None:
@@ -71,6 +91,7 @@ def _say_rehashed(rehashed: tuple[str, ...]) -> None:
 @_ctx_option
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Sampling seed [default: random].")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's log on stderr.")
+@_allow_revoked_option
 @pass_context
 def run(
     ctx: Context,
@@ -83,6 +104,7 @@ def run(
     ctx_size: int | None,
     seed: int | None,
     verbose: bool,
+    allow_revoked: bool,
 ) -> None:
     """Run a model with llama.cpp, once it passes the gate.
 
@@ -100,7 +122,8 @@ def run(
         except UnicodeEncodeError:  # bytes from the shell that are not UTF-8
             raise InvalidInputError("the prompt is not valid UTF-8") from None
     task = Generate(prompt=prompt, max_tokens=max_tokens, chat=chat, seed=seed)
-    _admit_and_hand_over(ctx, model_ref, verify_full, gguf_file, ctx_size, verbose, task)
+    gate = _Gate(model_ref, verify_full, gguf_file, _allowed_revoked(allow_revoked))
+    _admit_and_hand_over(ctx, gate, ctx_size, verbose, task)
 
 
 @click.command()
@@ -116,6 +139,7 @@ def run(
 @_verify_full_option
 @_file_option
 @_ctx_option
+@_allow_revoked_option
 @pass_context
 def serve(
     ctx: Context,
@@ -125,6 +149,7 @@ def serve(
     verify_full: bool,
     gguf_file: str | None,
     ctx_size: int | None,
+    allow_revoked: bool,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API, once it passes the gate.
 
@@ -144,14 +169,23 @@ def serve(
     if not _is_loopback(host):
         say(f"warning: listening on {host}: anyone who can reach port {port} can use the model")
     task = Serve(host=host, port=port, alias="")  # the alias is the model's name, once admitted
-    _admit_and_hand_over(ctx, model_ref, verify_full, gguf_file, ctx_size, False, task)
+    gate = _Gate(model_ref, verify_full, gguf_file, _allowed_revoked(allow_revoked))
+    _admit_and_hand_over(ctx, gate, ctx_size, False, task)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Gate:
+    """What run and serve ask of the gate."""
+
+    model_ref: str
+    verify_full: bool
+    gguf_file: str | None
+    allow_revoked: bool
 
 
 def _admit_and_hand_over(
     ctx: Context,
-    model_ref: str,
-    verify_full: bool,
-    gguf_file: str | None,
+    gate: _Gate,
     ctx_size: int | None,
     verbose: bool,
     task: Generate | Serve,
@@ -167,12 +201,17 @@ def _admit_and_hand_over(
 
     with LlamaProcess() as child:
         pending = admit_in_child(
-            ctx.state_dir, model_ref, verify_full=verify_full, gguf_file=gguf_file
+            ctx.state_dir,
+            gate.model_ref,
+            verify_full=gate.verify_full,
+            gguf_file=gate.gguf_file,
+            allow_revoked=gate.allow_revoked,
         )
         try:
             admission = pending.result()
         finally:
             pending.close()
+        _say_advisories(admission.advisories)
         _say_rehashed(admission.rehashed)
         label = f"{admission.label} ({admission.cid})"
         if isinstance(task, Serve):  # the child says "Serving" once it has the port
@@ -209,10 +248,16 @@ def _is_loopback(host: str) -> bool:
     help="Export into a Hugging Face hub cache (default: huggingface_hub's).",
 )
 @_verify_full_option
+@_allow_revoked_option
 @json_option
 @pass_context
 def export(
-    ctx: Context, model_ref: str, hf_cache: str | None, verify_full: bool, as_json: bool
+    ctx: Context,
+    model_ref: str,
+    hf_cache: str | None,
+    verify_full: bool,
+    allow_revoked: bool,
+    as_json: bool,
 ) -> None:
     """Export a model for other tools, once it passes the gate.
 
@@ -240,7 +285,15 @@ def export(
         cache_dir = hfexport.default_cache_dir(os.environ, Path.home())
     store = ctx.store()
     trust = ctx.node_files().load_trust()
-    admission = admit(store, trust, model_ref, verify_full=verify_full, runnable=False)
+    admission = admit(
+        store,
+        trust,
+        model_ref,
+        verify_full=verify_full,
+        runnable=False,
+        allow_revoked=_allowed_revoked(allow_revoked),
+    )
+    _say_advisories(admission.advisories)
     cid = CID.parse(admission.cid)
     manifest = store.open(cid, trust).manifest
     result = hfexport.export_hf_cache(admission.model_dir, cid, manifest, cache_dir)

@@ -27,9 +27,13 @@ The file (all keys optional)::
     control_max_connections_per_peer = 64  # of them from one address
     rejection_log_interval = 60          # s: refused connections, one log line a source
     log_level = "info"                   # SOVNET_LOG_LEVEL: debug, info, warning, error
+    revoked = "refuse"                   # SOVNET_REVOKED: run/serve/export of a release its
+                                         # publisher's advisories revoked: refuse, or allow
 
 Pure: the caller passes the file's bytes, the environment and the home
-directory; nothing here reads files or ``os.environ``.
+directory; nothing here reads files or ``os.environ`` (store/configfile.py reads
+the file, for sovnetd and for the settings the CLI applies itself, such as
+``revoked``).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from sovnet.errors import ConfigError, InvalidInputError
 CONFIG_NAME = "sovnetd.toml"
 SOCKET_NAME = "sovnetd.sock"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+REVOKED_POLICIES = ("refuse", "allow")
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class DaemonConfig:
     control_max_connections_per_peer: int = 64
     rejection_log_interval: float = 60.0
     log_level: str = "info"
+    revoked: str = "refuse"
 
 
 def config_file(
@@ -160,6 +166,13 @@ def _level(value: object) -> str:
     return text
 
 
+def _revoked(value: object) -> str:
+    text = _text(value).lower()
+    if text not in REVOKED_POLICIES:
+        raise ValueError("expected one of " + ", ".join(REVOKED_POLICIES))
+    return text
+
+
 _PARSERS: dict[str, Callable[[object], object]] = {
     "state_dir": _path,
     "socket": _path,
@@ -180,6 +193,7 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "control_max_connections_per_peer": _count,
     "rejection_log_interval": _seconds,
     "log_level": _level,
+    "revoked": _revoked,
 }
 assert set(_PARSERS) == {f.name for f in fields(DaemonConfig)}
 

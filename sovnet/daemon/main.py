@@ -49,25 +49,15 @@ def notify(message: str) -> None:
 
 async def serve(config_overrides: dict[str, object], config_path: str | None) -> None:
     from sovnet.api.server import ApiServer, claim_socket
-    from sovnet.core import config as config_module
     from sovnet.daemon.node import Node, swarm_settings
     from sovnet.daemon.supervisor import Supervisor
-    from sovnet.errors import ConfigError, InternalError
+    from sovnet.errors import InternalError
     from sovnet.net.libtorrent.swarm import LibtorrentSwarm
     from sovnet.net.rejections import Rejections
+    from sovnet.store.configfile import read_config
     from sovnet.store.nodedir import require_node
 
-    env = dict(os.environ)
-    path, required = config_module.config_file(env, Path.home(), config_path)
-    try:
-        data: bytes | None = path.read_bytes()
-    except FileNotFoundError:
-        if required:
-            raise ConfigError(f"the config file {path} does not exist") from None
-        data = None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
-    config = config_module.load(data, env, Path.home(), config_overrides, source=str(path))
+    config = read_config(dict(os.environ), Path.home(), config_path, config_overrides)
     logging.getLogger().setLevel(config.log_level.upper())
     # A mistyped --state-dir is refused before anything is made there. sovnetd never
     # makes a node: it needs the network files that only `sovnet network create` or

@@ -365,6 +365,7 @@ class Node:
         """What the pinned publisher roots released, refreshed through the peers, and
         which peers hold each (asked at once, each within the peer timeout)."""
         listed, problems = await self.publishers.listing()
+        advised = {a.release: a for a in RootFiles(self.config.state_dir).advisories()}
         addresses = self.book.addresses()
         answers = await gather_bounded(
             [functools.partial(self._control.client.models, p) for p in addresses]
@@ -384,6 +385,10 @@ class Node:
                     channels=item.channels,
                     here=self.store.has(item.release.cid),
                     holders=tuple(holders.get(item.release.cid, ())),
+                    advisory=advised[item.release].kind if item.release in advised else None,
+                    advisory_text=(
+                        advised[item.release].describe() if item.release in advised else None
+                    ),
                 )
                 for item in listed
             ),

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from tuf.api.exceptions import DownloadError, DownloadHTTPError, RepositoryError
-from tuf.api.metadata import TargetFile
+from tuf.api.metadata import Metadata, Snapshot, TargetFile
 from tuf.api.serialization import DeserializationError
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
@@ -31,6 +31,7 @@ from sovnet.errors import NotFoundError, SovnetError, TransferError, TrustError
 from sovnet.net.control import MAX_METADATA_BYTES, PeerQueries, PeerRequestError
 from sovnet.store.rootfiles import RootFiles
 from sovnet.trust import publisher_targets
+from sovnet.trust.publisher_targets import ADVISORIES_PREFIX, ADVISORIES_ROLE
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +103,12 @@ class PublisherMetadata:
         through the peers (``extra`` first), then the release it names and its target
         (the manifest's length and hashes)."""
         publisher = ref.split("/", 1)[0]
-        updater = await self.refresh(publisher, extra)
-        release = publisher_targets.resolve(updater.get_targetinfo, ref)
-        info = updater.get_targetinfo(release.path) if release is not None else None
+        await self.refresh(publisher, extra)
+        # Releases are looked up in the publisher's own targets only, never in a role it
+        # delegates to (the advisories role may say things about releases, not make them).
+        files = self._roots.trusted(publisher)
+        release = publisher_targets.resolve_in(files[1], ref, root=files[0]) if files else None
+        info = publisher_targets.target(files[1], release.path) if files and release else None
         if release is None or info is None:
             raise NotFoundError(
                 f"{publisher}'s releases name no {ref}",
@@ -154,6 +158,7 @@ class PublisherMetadata:
             updater = self._client(publisher, directory, fetcher)
             try:
                 updater.refresh()
+                self._load_advisories(updater, publisher, directory)
                 return updater
             except RepositoryError as exc:
                 refused = exc
@@ -178,6 +183,16 @@ class PublisherMetadata:
             hint="a peer sent metadata the pinned root does not vouch for (below "
             "threshold, expired, or older than what this node trusted)",
         ) from refused
+
+    @staticmethod
+    def _load_advisories(updater: Updater, publisher: str, directory: Path) -> None:
+        """Have the client fetch and verify the advisories the snapshot lists (it keeps
+        them in ``directory``, beside the targets, for run's admission to read offline).
+        python-tuf loads a delegated role only on the way to a target path the role is
+        trusted for, so the client is asked for one such path."""
+        snapshot = Metadata[Snapshot].from_file(str(directory / "snapshot.json")).signed
+        if f"{ADVISORIES_ROLE}.json" in snapshot.meta:
+            updater.get_targetinfo(f"{ADVISORIES_PREFIX}/{publisher}/-/-")
 
     @staticmethod
     def _client(publisher: str, directory: Path, fetcher: PeerMetadata) -> Updater:

@@ -48,6 +48,7 @@ from sovnet.errors import (
     IntegrityError,
     InvalidInputError,
     NotFoundError,
+    RevokedError,
     SovnetError,
     TrustError,
 )
@@ -78,6 +79,7 @@ class Admission:
     entry: str | None
     rehashed: tuple[str, ...]  # files whose stamps had changed, re-hashed and found intact
     context_length: int | None = None  # the entry's trained context length, if it says
+    advisories: tuple[str, ...] = ()  # what the publisher advised of it, to warn about
 
     @property
     def label(self) -> str:
@@ -98,15 +100,16 @@ class Admission:
             "entry": self.entry,
             "rehashed": list(self.rehashed),
             "context_length": self.context_length,
+            "advisories": list(self.advisories),
         }
 
     @classmethod
     def from_json(cls, value: dict[str, object]) -> Admission:
         """The inverse of :meth:`to_json` (for our own gate child's verdict)."""
         version, entry, rehashed = value["version"], value["entry"], value["rehashed"]
-        context_length = value["context_length"]
-        if not isinstance(rehashed, list):
-            raise ValueError("rehashed is not a list")
+        context_length, advisories = value["context_length"], value["advisories"]
+        if not isinstance(rehashed, list) or not isinstance(advisories, list):
+            raise ValueError("rehashed or advisories is not a list")
         if context_length is not None and not isinstance(context_length, int):
             raise ValueError("context_length is not an integer")
         return cls(
@@ -117,6 +120,7 @@ class Admission:
             entry=None if entry is None else str(entry),
             rehashed=tuple(str(path) for path in rehashed),
             context_length=context_length,
+            advisories=tuple(str(text) for text in advisories),
         )
 
 
@@ -129,8 +133,13 @@ def admit(
     runnable: bool = True,
     gguf_file: str | None = None,
     limits: Limits | None = None,
+    allow_revoked: bool = False,
 ) -> Admission:
     """Pass the gate or raise; ``runnable`` asks for a GGUF file llama.cpp can load.
+
+    A release its publisher's advisories revoked is refused unless ``allow_revoked``
+    (the operator's decision: nothing remote stops or deletes a model); other
+    advisories come back in :attr:`Admission.advisories`, to be said.
 
     With ``runnable=False`` (an export) every GGUF file of the model is
     header-checked, since the tools that read the export may open any of them.
@@ -143,6 +152,7 @@ def admit(
     cid, manifest = opened.cid, opened.manifest
     label = f"{manifest.name} {manifest.version}" if manifest.version else manifest.name
     action = "run" if runnable else "export"
+    advised = _advisories(store, cid, action, allow_revoked)
     rehashed = check_files(store, cid, manifest, full=verify_full, action=action)
     if runnable:
         entry, parts = choose_entry(manifest, label, gguf_file)
@@ -163,6 +173,7 @@ def admit(
         rehashed=rehashed,
         # The entry is checked first: choose_entry puts it at the head of the parts.
         context_length=reports[0].context_length if entry is not None else None,
+        advisories=advised,
     )
 
 
@@ -279,6 +290,29 @@ def _pinned_release(store: Store, ref: str) -> CID | None:
 
     release = RootFiles(store.root).resolve(ref)
     return release.cid if release is not None else None
+
+
+def _advisories(store: Store, cid: CID, action: str, allow_revoked: bool) -> tuple[str, ...]:
+    """What pinned publishers advised of ``cid``, as this node last heard (offline):
+    a revocation refuses it unless allowed; the rest is said."""
+    from sovnet.store.keyfiles import any_root_pinned
+
+    if not any_root_pinned(store.root):
+        return ()
+    from sovnet.store.rootfiles import RootFiles
+
+    said = []
+    for advisory in RootFiles(store.root).advisories():
+        if advisory.release.cid != cid:
+            continue
+        if advisory.kind == "revoked" and not allow_revoked:
+            raise RevokedError(
+                f"refusing to {action} {advisory.describe()}",
+                hint="the bytes stay in the store; `--allow-revoked` (or revoked = "
+                '"allow" in sovnetd.toml) runs it anyway, at your own risk',
+            )
+        said.append(advisory.describe())
+    return tuple(said)
 
 
 # -- 2. are the files the verified ones ---------------------------------------------

@@ -58,7 +58,12 @@ class PendingAdmission:
 
 
 def admit_in_child(
-    state_dir: Path, ref: str, *, verify_full: bool = False, gguf_file: str | None = None
+    state_dir: Path,
+    ref: str,
+    *,
+    verify_full: bool = False,
+    gguf_file: str | None = None,
+    allow_revoked: bool = False,
 ) -> PendingAdmission:
     """Start :func:`admit` for a runnable model in a forked child.
 
@@ -70,13 +75,18 @@ def admit_in_child(
     if pid == 0:
         os.close(read_fd)
         die_with(parent)
-        _child(write_fd, state_dir, ref, verify_full, gguf_file)
+        _child(write_fd, state_dir, ref, verify_full, gguf_file, allow_revoked)
     os.close(write_fd)
     return PendingAdmission(pid, read_fd)
 
 
 def _child(
-    write_fd: int, state_dir: Path, ref: str, verify_full: bool, gguf_file: str | None
+    write_fd: int,
+    state_dir: Path,
+    ref: str,
+    verify_full: bool,
+    gguf_file: str | None,
+    allow_revoked: bool,
 ) -> None:
     code = 70
     try:
@@ -90,6 +100,7 @@ def _child(
                 ref,
                 verify_full=verify_full,
                 gguf_file=gguf_file,
+                allow_revoked=allow_revoked,
             )
             verdict: dict[str, object] = {"admitted": admission.to_json()}
         except SovnetError as exc:

@@ -2,6 +2,7 @@
 
     <state>/publishers/<ORG>/N.root.json      every version of the root, complete
     <state>/publishers/<ORG>/N.targets.json   every version of its releases, complete
+    <state>/publishers/<ORG>/N.advisories.json every version of its advisories, complete
     <state>/publishers/<ORG>/N.snapshot.json  signed by this node's key (the online key)
     <state>/publishers/<ORG>/timestamp.json   signed by this node's key, short-lived
 
@@ -21,14 +22,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from securesystemslib.signer import CryptoSigner
-from tuf.api.metadata import Metadata, Root, Snapshot
+from tuf.api.metadata import Metadata, Root, Snapshot, Timestamp
 
 from sovnet.errors import InvalidInputError, LocalStateError, TrustError
 from sovnet.store.atomicfile import write_atomic
 from sovnet.store.lockfile import exclusive_lock
-from sovnet.trust import publisher_root, publisher_targets
+from sovnet.trust import publisher_advisories, publisher_root, publisher_targets
 
-_FILE_NAME = re.compile(r"(?:(\d{1,9})\.(root|targets|snapshot)|timestamp)\.json")
+_FILE_NAME = re.compile(r"(?:(\d{1,9})\.(root|targets|advisories|snapshot)|timestamp)\.json")
 
 
 class PublisherFiles:
@@ -125,39 +126,111 @@ class PublisherFiles:
                     f"{current[0]}, installed already"
                 )
             self._check_online_key(root[1], online)
-            snapshot = self.latest("snapshot")
-            version = snapshot[0] + 1 if snapshot else 1
-            made_snapshot, timestamp = publisher_targets.online_metadata(
-                data,
-                snapshot_version=version,
-                timestamp_version=version,
-                online=online,
-                now=now,
-            )
+            advisories = self.latest("advisories")
+            if advisories is not None:
+                still = publisher_advisories.check(advisories[1], targets=data)
+                if not still.complete:
+                    raise TrustError(
+                        f"releases version {checked.version} delegate advisories to keys "
+                        f"that did not sign the advisories installed (version {advisories[0]})",
+                        hint="have the new keys sign the advisories again "
+                        "(`sovnet publisher advise`), then install both",
+                    )
             self._write(f"{checked.version}.targets.json", data)
-            self._write(f"{version}.snapshot.json", made_snapshot)
-            self._write("timestamp.json", timestamp)
+            self._publish(data, advisories[0] if advisories else None, online, now)
             return checked
 
-    def renew_timestamp(self, online: CryptoSigner, now: datetime.datetime) -> None:
-        """Sign the timestamp again, so that nodes do not see a frozen publisher."""
+    def install_advisories(
+        self, data: bytes, online: CryptoSigner, now: datetime.datetime
+    ) -> publisher_targets.TargetsCheck:
+        """Add complete advisories (a newer version than here), signed by the role the
+        installed releases delegate them to; then a new snapshot and timestamp."""
+        with self._locked():
+            root, targets = self.latest("root"), self.latest("targets")
+            if root is None or targets is None:
+                raise TrustError(
+                    f"no releases of {self.publisher} are installed on this node",
+                    hint="advisories are on releases: install those first",
+                )
+            checked = publisher_advisories.check(data, targets=targets[1])
+            if not checked.complete:
+                raise TrustError(
+                    f"advisories version {checked.version} are signed by "
+                    f"{len(checked.signed_by)} of the advisories role's keys; they need "
+                    f"{checked.threshold}",
+                    hint="the missing holders run `sovnet publisher sign FILE`",
+                )
+            wrong = publisher_advisories.problems(data, targets=targets[1], root=root[1])
+            if wrong:
+                raise TrustError(f"refusing advisories version {checked.version}: {wrong[0]}")
+            current = self.latest("advisories")
+            if current is not None and checked.version <= current[0]:
+                raise TrustError(
+                    f"advisories version {checked.version} is not newer than version "
+                    f"{current[0]}, installed already"
+                )
+            self._check_online_key(root[1], online)
+            self._write(f"{checked.version}.advisories.json", data)
+            self._publish(targets[1], checked.version, online, now)
+            return checked
+
+    def _publish(
+        self, targets: bytes, advisories: int | None, online: CryptoSigner, now: datetime.datetime
+    ) -> None:
+        """A new snapshot (of ``targets`` and that version of the advisories) and
+        timestamp, signed by ``online``."""
+        snapshot = self.latest("snapshot")
+        version = snapshot[0] + 1 if snapshot else 1
+        made_snapshot, timestamp = publisher_targets.online_metadata(
+            targets,
+            snapshot_version=version,
+            timestamp_version=self._next_timestamp(version),
+            online=online,
+            now=now,
+            advisories_version=advisories,
+        )
+        self._write(f"{version}.snapshot.json", made_snapshot)
+        self._write("timestamp.json", timestamp)
+
+    def _next_timestamp(self, at_least: int) -> int:
+        timestamp = self.file("timestamp.json")
+        if timestamp is None:
+            return at_least
+        return max(at_least, Metadata[Timestamp].from_bytes(timestamp).signed.version + 1)
+
+    def renew(self, online: CryptoSigner, now: datetime.datetime) -> bool:
+        """Sign snapshot and timestamp again before they expire (within half their
+        lifetime), so that nodes do not see a frozen publisher; whether it did."""
         with self._locked():
             snapshot, targets = self.latest("snapshot"), self.latest("targets")
             if snapshot is None or targets is None:
-                return
-            version = Metadata[Snapshot].from_bytes(snapshot[1]).signed.version
+                return False
+            root = self.latest("root")
+            assert root is not None  # targets are installed after a root only
+            self._check_online_key(root[1], online)
             timestamp = self.file("timestamp.json")
-            next_version = (
-                Metadata.from_bytes(timestamp).signed.version + 1 if timestamp else version
+            snapshot_left = Metadata[Snapshot].from_bytes(snapshot[1]).signed.expires - now
+            timestamp_left = (
+                Metadata[Timestamp].from_bytes(timestamp).signed.expires - now
+                if timestamp is not None
+                else datetime.timedelta(0)
             )
+            if snapshot_left < publisher_targets.SNAPSHOT_LIFETIME / 2:
+                advisories = self.latest("advisories")
+                self._publish(targets[1], advisories[0] if advisories else None, online, now)
+                return True
+            if timestamp_left >= publisher_targets.TIMESTAMP_LIFETIME / 2:
+                return False
+            snapshot_version = snapshot[0]
             _, made = publisher_targets.online_metadata(
                 targets[1],
-                snapshot_version=version,
-                timestamp_version=next_version,
+                snapshot_version=snapshot_version,
+                timestamp_version=self._next_timestamp(snapshot_version),
                 online=online,
                 now=now,
             )
             self._write("timestamp.json", made)
+            return True
 
     def _check_online_key(self, root: bytes, online: CryptoSigner) -> None:
         roles = Metadata[Root].from_bytes(root).signed.roles

@@ -36,15 +36,17 @@ from sovnet.errors import (
 )
 from sovnet.store.atomicfile import write_atomic
 from sovnet.store.lockfile import exclusive_lock
-from sovnet.trust import publisher_root, publisher_targets
+from sovnet.trust import publisher_advisories, publisher_root, publisher_targets
 from sovnet.trust.keys import Released
+from sovnet.trust.publisher_advisories import Advisory
 from sovnet.trust.publisher_root import RootCheck
+from sovnet.trust.publisher_targets import ADVISORIES_ROLE
 
 log = logging.getLogger(__name__)
 
 _HISTORY = "root_history"  # python-tuf's name: its client keeps every root version there
 _HISTORY_NAME = re.compile(r"(\d{1,9})\.root\.json")
-_SERVED_NAME = re.compile(r"(?:([1-9]\d{0,8})\.(root|snapshot|targets)|timestamp)\.json")
+_SERVED_NAME = re.compile(r"(?:([1-9]\d{0,8})\.(root|snapshot|targets|advisories)|timestamp)\.json")
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,26 @@ class RootFiles:
         files = self.trusted(ref.split("/", 1)[0])
         return publisher_targets.resolve_in(files[1], ref, root=files[0]) if files else None
 
+    def advisories(self) -> list[Advisory]:
+        """Every advisory the pinned publishers' advisories roles signed, as this node's
+        TUF client last trusted them (checked against root and releases again: a file
+        edited on disk counts for nothing). Expiry is not checked: an advisory heard
+        stays heard offline."""
+        found: list[Advisory] = []
+        for directory in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
+            files = self.trusted(directory.name)
+            try:
+                data = (directory / f"{ADVISORIES_ROLE}.json").read_bytes()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if files is None:
+                continue
+            try:
+                found += publisher_advisories.advisories_in(data, targets=files[1], root=files[0])
+            except SovnetError as exc:
+                log.warning("ignoring the advisories of %s: %s", directory.name, exc.message)
+        return found
+
     def unpin(self, publisher: str) -> None:
         directory = self.metadata_dir(publisher)
         if not (directory / "root.json").is_file():
@@ -195,7 +217,7 @@ class RootFiles:
             data = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if role in ("snapshot", "targets") and _version(data) != int(version):
+        if version is not None and role != "root" and _version(data) != int(version):
             return None
         return data
 

@@ -10,6 +10,10 @@ protection covers channels as it covers releases. A ``name@version`` can never
 name two CIDs: a new version of targets that would is refused here, and a node
 that sees two (equivocation) says so (issue #13).
 
+Targets delegate one role, ``advisories`` (publisher_advisories.py), for the paths
+``advisories/ORG/*/*``: by default to the targets keys themselves, and to other
+keys (a national CERT's, with its own threshold) by :func:`delegate_advisories`.
+
 The targets role is signed offline, by the root's threshold of keys, by passing
 the file around as for the root (publisher_root.py); snapshot and timestamp,
 which only say "this is the newest targets", are signed by the publisher node's
@@ -27,8 +31,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from securesystemslib.signer import CryptoSigner
+from securesystemslib.signer import CryptoSigner, Key
 from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
     Metadata,
     MetaFile,
     Root,
@@ -48,6 +54,8 @@ TARGETS_LIFETIME = datetime.timedelta(days=90)
 SNAPSHOT_LIFETIME = datetime.timedelta(days=7)
 TIMESTAMP_LIFETIME = datetime.timedelta(days=1)
 MAX_TARGETS_BYTES = 8 * 1024 * 1024
+ADVISORIES_ROLE = "advisories"
+ADVISORIES_PREFIX = "advisories"  # advisories/ORG/MODEL/VERSION
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ def release(
             f"the manifest is of {described.name}@{described.version or '(no version)'}, "
             f"not {name}@{version}"
         )
-    targets = _next(current, now, lifetime)
+    targets = _next(current, root, now, lifetime)
     made = Release(name, version, CID.of(manifest))
     file = _target(made.path, manifest, made.cid)
     earlier = targets.targets.get(made.path)
@@ -206,13 +214,18 @@ def online_metadata(
     timestamp_version: int,
     online: CryptoSigner,
     now: datetime.datetime,
+    advisories_version: int | None = None,
 ) -> tuple[bytes, bytes]:
-    """Snapshot and timestamp for ``targets``, signed by the publisher node's key."""
+    """Snapshot and timestamp for ``targets`` (and the advisories of that version, if
+    any were signed), signed by the publisher node's key."""
     targets_version = _parse(targets).signed.version
+    meta = {"targets.json": MetaFile(version=targets_version)}
+    if advisories_version is not None:
+        meta[f"{ADVISORIES_ROLE}.json"] = MetaFile(version=advisories_version)
     snapshot = Snapshot(
         version=snapshot_version,
         expires=publisher_root.expiry(now, SNAPSHOT_LIFETIME),
-        meta={"targets.json": MetaFile(version=targets_version)},
+        meta=meta,
     )
     snapshot_md = Metadata(snapshot)
     snapshot_md.sign(online)
@@ -239,15 +252,76 @@ def _target(path: str, manifest: bytes, cid: CID, *, release: str | None = None)
     )
 
 
-def _next(current: bytes | None, now: datetime.datetime, lifetime: datetime.timedelta) -> Targets:
+def _next(
+    current: bytes | None, root: bytes, now: datetime.datetime, lifetime: datetime.timedelta
+) -> Targets:
+    """The next version of targets: the releases and delegation of ``current``; the
+    advisories role delegated to the targets keys if nobody else holds it yet."""
+    expires = publisher_root.expiry(now, lifetime)
     if current is None:
-        return Targets(version=1, expires=publisher_root.expiry(now, lifetime))
-    before = _parse(current).signed
-    return Targets(
-        version=before.version + 1,
-        expires=publisher_root.expiry(now, lifetime),
-        targets=dict(before.targets),
+        targets = Targets(version=1, expires=expires)
+    else:
+        before = _parse(current).signed
+        targets = Targets(
+            version=before.version + 1,
+            expires=expires,
+            targets=dict(before.targets),
+            delegations=before.delegations,
+        )
+    if targets.delegations is None:
+        trusted = _root(root)
+        role = trusted.roles["targets"]
+        _delegate(targets, root, [trusted.keys[k] for k in role.keyids], role.threshold)
+    return targets
+
+
+def _delegate(targets: Targets, root: bytes, keys: list[Key], threshold: int) -> None:
+    org = publisher_root.check(root).publisher
+    unique = {key.keyid: key for key in keys}
+    if not 1 <= len(unique) <= publisher_root.MAX_KEYS or len(unique) != len(keys):
+        raise InvalidInputError(
+            f"the advisories role has 1 to {publisher_root.MAX_KEYS} different keys"
+        )
+    if not 1 <= threshold <= len(unique):
+        raise InvalidInputError(
+            f"a threshold of {threshold} cannot be met by {len(unique)} key(s)",
+            hint="the threshold is how many of the keys must sign: 1 to the number of keys",
+        )
+    targets.delegations = Delegations(
+        keys=dict(unique),
+        roles={
+            ADVISORIES_ROLE: DelegatedRole(
+                name=ADVISORIES_ROLE,
+                keyids=sorted(unique),
+                threshold=threshold,
+                terminating=True,
+                paths=[f"{ADVISORIES_PREFIX}/{org}/*/*"],
+            )
+        },
     )
+
+
+def delegate_advisories(
+    current: bytes,
+    *,
+    root: bytes,
+    keys: list[Key],
+    threshold: int,
+    now: datetime.datetime,
+    lifetime: datetime.timedelta = TARGETS_LIFETIME,
+) -> bytes:
+    """The next version of targets (unsigned), with the advisories role delegated to
+    ``threshold`` of ``keys`` (an institution's, or the publisher's own)."""
+    targets = _next(current, root, now, lifetime)
+    _delegate(targets, root, keys, threshold)
+    return publisher_root.to_bytes(Metadata(targets))
+
+
+def advisory_role(targets: bytes) -> DelegatedRole | None:
+    """The advisories role ``targets`` delegates to, if any."""
+    delegations = _parse(targets).signed.delegations
+    roles = delegations.roles if delegations is not None else None
+    return roles.get(ADVISORIES_ROLE) if roles else None
 
 
 def _check_channel(channel: str) -> None:
@@ -271,6 +345,11 @@ def resolve_in(targets: bytes, ref: str, *, root: bytes) -> Release | None:
     if not check(targets, root=root).complete:
         return None
     return resolve(_parse(targets).signed.targets.get, ref)
+
+
+def target(targets: bytes, path: str) -> TargetFile | None:
+    """The target at ``path`` in ``targets`` itself (not in a role it delegates to)."""
+    return _parse(targets).signed.targets.get(path)
 
 
 def releases(targets: bytes, *, root: bytes) -> list[Release]:
@@ -315,8 +394,21 @@ def problems(targets: bytes, *, root: bytes, previous: bytes | None) -> list[str
     missing or holds other bytes), and a release of ``previous`` changed or removed
     (a name@version names one manifest for ever)."""
     org = publisher_root.check(root).publisher
-    files = _parse(targets).signed.targets
+    parsed = _parse(targets).signed
+    files = parsed.targets
     found = []
+    delegations = parsed.delegations
+    roles = delegations.roles if delegations is not None else None
+    if delegations is not None and (
+        roles is None
+        or set(roles) != {ADVISORIES_ROLE}
+        or roles[ADVISORIES_ROLE].paths != [f"{ADVISORIES_PREFIX}/{org}/*/*"]
+        or not roles[ADVISORIES_ROLE].terminating
+    ):
+        found.append(
+            f"delegations: only the role {ADVISORIES_ROLE!r}, for "
+            f"{ADVISORIES_PREFIX}/{org}/*/*, terminating"
+        )
     for path in sorted(files):
         ref = path if ":" in path else "@".join(path.rsplit("/", 1))
         if not path.startswith(f"{org}/") or resolve(files.get, ref) is None:

@@ -1,0 +1,270 @@
+"""Advisories on a publisher's releases (revoked, deprecated, superseded), signed by
+the advisories role its targets delegate to, heard by a node through its TUF client
+and applied by the node's own policy at the run gate.
+
+Repository-simulator style: the publisher is sovnet's own repository code
+(PublisherFiles) in a state directory; the node is sovnet's TUF client
+(PublisherMetadata) whose "peers" hand out the publisher's files from memory. No
+sockets: the same client over the real control plane is in test_publisher_metadata.py
+and tests/e2e/test_publisher_release.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from sovnet.core.address import PeerAddress
+from sovnet.errors import RevokedError, SovnetError, TrustError
+from sovnet.run.admission import admit
+from sovnet.store.keyfiles import NodeFiles
+from sovnet.store.publisherfiles import PublisherFiles
+from sovnet.store.rootfiles import RootFiles
+from sovnet.store.store import Store
+from sovnet.trust import publisher_advisories as pa
+from sovnet.trust import publisher_root as pr
+from sovnet.trust import publisher_targets as pt
+from tests.test_node import publish_model
+
+NOW = datetime.datetime.now(datetime.UTC)
+HOLDERS = [
+    pr.CryptoSigner(ed25519.Ed25519PrivateKey.from_private_bytes(bytes([k]) * 32))
+    for k in (1, 2, 3)
+]
+ONLINE = pr.CryptoSigner(ed25519.Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32))
+CERT = [
+    pr.CryptoSigner(ed25519.Ed25519PrivateKey.from_private_bytes(bytes([k]) * 32))
+    for k in (21, 22, 23)
+]
+PEER = PeerAddress.parse("127.0.0.1:9")
+
+
+class Peers:
+    """The node's peers, as far as its TUF client sees them: files of the publisher's
+    repository by name, from whichever state directory ``serving`` names."""
+
+    def __init__(self, serving: Path) -> None:
+        self.serving = serving
+
+    async def publisher_file(self, peer: PeerAddress, publisher: str, name: str) -> bytes | None:
+        return PublisherFiles(self.serving, publisher).file(name)
+
+
+class World:
+    """A publisher acme (2-of-3 root, releases acme/model@1 and @2) on its node's
+    state directory, and a node that pinned acme's root and holds both models."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.publisher = tmp_path / "publisher"
+        self.node = tmp_path / "node"
+        self.publisher.mkdir()
+        draft = pr.new_root(
+            "acme", [h.public_key for h in HOLDERS], 2, now=NOW, online=ONLINE.public_key
+        )
+        self.root = pr.sign(pr.sign(draft, HOLDERS[0]), HOLDERS[1])
+        self.files = PublisherFiles(self.publisher, "acme")
+        self.files.install_root(self.root)
+        NodeFiles(self.node).generate_key()
+        self.cids = {v: publish_model(self.node, tmp_path / f"m{v}", 4096, v) for v in "12"}
+        for version, cid in self.cids.items():
+            self.install(self.release(version, Store(self.node).manifest_bytes(cid)))
+        RootFiles(self.node).pin(self.root)
+        self.peers = Peers(self.publisher)
+
+    def release(self, version: str, manifest: bytes) -> bytes:
+        current = self.files.latest("targets")
+        return pt.release(
+            current[1] if current else None, root=self.root, name="acme/model",
+            version=version, manifest=manifest, now=NOW,
+        )  # fmt: skip
+
+    def install(self, targets: bytes, *signers: pr.CryptoSigner) -> None:
+        for holder in signers or HOLDERS[:2]:
+            targets = pt.sign(targets, holder, root=self.root)
+        self.files.install_targets(targets, ONLINE, NOW)
+
+    def advise(self, ref: str, kind: str | None, reason: str = "", **more: str) -> bytes:
+        current = self.files.latest("advisories")
+        return pa.advise(
+            current[1] if current else None,
+            targets=self.targets(),
+            root=self.root,
+            ref=ref,
+            kind=kind,
+            reason=reason,
+            now=NOW,
+            **more,
+        )
+
+    def sign(self, advisories: bytes, *signers: pr.CryptoSigner) -> bytes:
+        for holder in signers:
+            advisories = pa.sign(advisories, holder, targets=self.targets())
+        return advisories
+
+    def targets(self) -> bytes:
+        latest = self.files.latest("targets")
+        assert latest is not None
+        return latest[1]
+
+    def refresh(self) -> None:
+        from sovnet.daemon.publisher_metadata import PublisherMetadata
+
+        metadata = PublisherMetadata(self.node, self.peers, lambda: [PEER], 5.0)  # type: ignore[arg-type]
+        asyncio.run(metadata.refresh("acme"))
+
+    def heard(self) -> dict[str, str]:
+        return {
+            f"{a.release.name}@{a.release.version}": a.kind
+            for a in RootFiles(self.node).advisories()
+        }
+
+    def admit(self, ref: str, **options: bool) -> object:
+        store = Store(self.node)
+        return admit(store, NodeFiles(self.node).load_trust(), ref, runnable=False, **options)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def test_a_revoked_release_is_refused_naming_the_advisory_and_runs_when_allowed(
+    world: World,
+) -> None:
+    revoked = world.advise("acme/model@1", "revoked", "the tokenizer leaks prompts")
+    world.files.install_advisories(world.sign(revoked, *HOLDERS[1:]), ONLINE, NOW)
+    assert world.heard() == {}  # nothing is heard before a refresh
+    world.admit("acme/model@1")
+    world.refresh()
+    assert world.heard() == {"acme/model@1": "revoked"}
+    with pytest.raises(RevokedError) as refused:
+        world.admit("acme/model@1")
+    said = refused.value.message
+    assert "revoked" in said and "the tokenizer leaks prompts" in said
+    assert HOLDERS[1].public_key.keyid[:16] in said and HOLDERS[2].public_key.keyid[:16] in said
+    assert "--allow-revoked" in (refused.value.hint or "")
+    with pytest.raises(RevokedError):  # by CID too: the advisory names the bytes
+        world.admit(str(world.cids["1"]))
+    allowed = world.admit("acme/model@1", allow_revoked=True)
+    assert "revoked" in allowed.advisories[0]  # type: ignore[attr-defined]
+    assert Store(world.node).has(world.cids["1"])  # nothing is deleted
+    assert world.admit("acme/model@2").advisories == ()  # type: ignore[attr-defined]
+
+
+def test_deprecated_and_superseded_warn_and_a_withdrawn_advisory_is_gone(world: World) -> None:
+    advised = world.advise("acme/model@1", "superseded", "fixed in 2", superseded_by="acme/model@2")
+    world.files.install_advisories(world.sign(advised, *HOLDERS[:2]), ONLINE, NOW)
+    world.refresh()
+    [warning] = world.admit("acme/model@1").advisories  # type: ignore[attr-defined]
+    assert "superseded" in warning and "use acme/model@2" in warning
+    withdrawn = world.advise("acme/model@1", None)
+    world.files.install_advisories(world.sign(withdrawn, *HOLDERS[:2]), ONLINE, NOW)
+    world.refresh()
+    assert world.heard() == {}
+    assert world.admit("acme/model@1").advisories == ()  # type: ignore[attr-defined]
+
+
+def test_a_cert_the_publisher_delegated_to_advises_with_its_own_threshold(world: World) -> None:
+    delegated = pt.delegate_advisories(
+        world.targets(), root=world.root, keys=[c.public_key for c in CERT], threshold=2, now=NOW
+    )
+    world.install(delegated)
+    revoked = world.advise("acme/model@2", "revoked", "CERT-2026-0042: poisoned weights")
+    with pytest.raises(TrustError, match="does not sign"):
+        world.sign(revoked, HOLDERS[0])  # the publisher's keys no longer sign advisories
+    with pytest.raises(TrustError, match="signed by 1 of"):
+        world.files.install_advisories(world.sign(revoked, CERT[0]), ONLINE, NOW)
+    world.files.install_advisories(world.sign(revoked, CERT[0], CERT[2]), ONLINE, NOW)
+    world.refresh()
+    assert world.heard() == {"acme/model@2": "revoked"}
+
+
+def test_advisories_signed_outside_the_role_are_refused_by_the_node(world: World) -> None:
+    """A peer (or a thief of one key) serves advisories the role's threshold did not
+    sign: the node refuses them and keeps what it heard before."""
+    first = world.advise("acme/model@1", "deprecated", "old")
+    world.files.install_advisories(world.sign(first, *HOLDERS[:2]), ONLINE, NOW)
+    world.refresh()
+    assert world.heard() == {"acme/model@1": "deprecated"}
+    forged = world.advise("acme/model@2", "revoked", "trust me")
+    forged = pa.sign(forged, HOLDERS[0], targets=world.targets())  # 1 of a threshold of 2
+    # The publisher's node would refuse to install it; a hostile peer serves it anyway,
+    # with a snapshot the online key signed for it (the online key is not enough).
+    version = pt.check(world.targets(), root=world.root).version
+    snapshot_version = (world.files.latest("snapshot") or (0, b""))[0] + 1
+    snapshot, timestamp = pt.online_metadata(
+        world.targets(), snapshot_version=snapshot_version, timestamp_version=snapshot_version + 1,
+        online=ONLINE, now=NOW, advisories_version=2,
+    )  # fmt: skip
+    hostile = world.publisher.parent / "hostile"
+    hostile.mkdir()
+    served = PublisherFiles(hostile, "acme")
+    for name in ("1.root.json", f"{version}.targets.json"):
+        served._write(name, world.files.file(name) or b"")
+    served._write("2.advisories.json", forged)
+    served._write(f"{snapshot_version}.snapshot.json", snapshot)
+    served._write("timestamp.json", timestamp)
+    world.peers.serving = hostile
+    with pytest.raises(TrustError, match="refused"):
+        world.refresh()
+    assert world.heard() == {"acme/model@1": "deprecated"}
+
+
+@pytest.mark.parametrize(
+    ("ref", "kind", "reason", "more", "error"),
+    [
+        ("acme/model@9", "revoked", "x", {}, "not among"),
+        ("acme/model", "revoked", "x", {}, "names no version"),
+        ("acme/model@1", "banned", "x", {}, "not an advisory"),
+        ("acme/model@1", "revoked", "", {}, "one line"),
+        ("acme/model@1", "revoked", "a\x1b[2Jb", {}, "one line"),
+        ("acme/model@1", "revoked", "a\u202eb", {}, "one line"),
+        ("acme/model@1", "superseded", "x", {}, "names its successor"),
+        ("acme/model@1", "superseded", "x", {"superseded_by": "acme/model@7"}, "not among"),
+        ("acme/model@1", "deprecated", "x", {"superseded_by": "acme/model@2"}, "goes with"),
+        ("acme/model@1", None, "", {}, "no advisory to withdraw"),
+    ],
+)
+def test_bad_advisories_are_refused_before_anyone_signs(
+    world: World, ref: str, kind: str | None, reason: str, more: dict[str, str], error: str
+) -> None:
+    with pytest.raises(SovnetError, match=error):
+        world.advise(ref, kind, reason, **more)
+
+
+def test_an_advisory_names_the_release_s_bytes_not_only_its_path(world: World) -> None:
+    """Targets whose acme/model/1 holds other bytes (signed by the threshold all the
+    same: a publisher's node never installs such, a release stays) do not carry the
+    advisory made for the release's bytes."""
+    from tuf.api.metadata import Metadata, Targets
+
+    signed = world.sign(world.advise("acme/model@1", "revoked", "bad"), *HOLDERS[:2])
+    [advisory] = pa.advisories_in(signed, targets=world.targets(), root=world.root)
+    assert advisory.release.cid == world.cids["1"]
+    changed = Metadata[Targets].from_bytes(world.targets())
+    files = changed.signed.targets
+    files["acme/model/1"] = files["acme/model/2"]
+    changed.signatures.clear()
+    for holder in HOLDERS[:2]:
+        changed.sign(holder, append=True)
+    assert pa.advisories_in(signed, targets=pr.to_bytes(changed), root=world.root) == []
+
+
+def test_tuf_verifies_sovnet_advisories_as_a_delegated_role(world: World) -> None:
+    """A third party with a stock TUF library verifies the advisories from the
+    targets that delegate them (`Metadata.verify_delegate`)."""
+    from tuf.api.metadata import Metadata
+
+    advised = world.sign(world.advise("acme/model@1", "revoked", "bad"), *HOLDERS[:2])
+    world.files.install_advisories(advised, ONLINE, NOW)
+    targets = Metadata.from_bytes(world.targets())
+    targets.verify_delegate(pt.ADVISORIES_ROLE, Metadata.from_bytes(advised))
+    [path] = Metadata.from_bytes(advised).signed.targets
+    assert path == "advisories/acme/model/1"
+    assert targets.signed.delegations is not None
+    role = targets.signed.delegations.roles[pt.ADVISORIES_ROLE]  # type: ignore[index]
+    assert role.is_delegated_path(path) and not role.is_delegated_path("acme/model/1")
