@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from tuf.api.metadata import Metadata
 
 from sovnet.core.address import PeerAddress
+from sovnet.daemon.publisher_metadata import PublisherMetadata
 from sovnet.errors import RevokedError, SovnetError, TrustError
 from sovnet.run.admission import admit
 from sovnet.store.keyfiles import NodeFiles
@@ -110,11 +112,40 @@ class World:
         assert latest is not None
         return latest[1]
 
-    def refresh(self) -> None:
-        from sovnet.daemon.publisher_metadata import PublisherMetadata
+    def metadata(self) -> PublisherMetadata:
+        return PublisherMetadata(self.node, self.peers, lambda: [PEER], 5.0)  # type: ignore[arg-type]
 
-        metadata = PublisherMetadata(self.node, self.peers, lambda: [PEER], 5.0)  # type: ignore[arg-type]
-        asyncio.run(metadata.refresh("acme"))
+    def refresh(self) -> None:
+        asyncio.run(self.metadata().refresh("acme"))
+
+    def hostile(self, targets: bytes, advisories: bytes | None = None) -> Path:
+        """A peer's state directory serving ``targets`` (and ``advisories``) as the
+        publisher's newest, with a snapshot and timestamp the online key signed: what a
+        thief of the online key, or of enough holders' keys, can serve."""
+        hostile = self.publisher.parent / f"hostile-{len(list(self.publisher.parent.iterdir()))}"
+        hostile.mkdir()
+        served = PublisherFiles(hostile, "acme")
+        latest = self.files.latest("snapshot")
+        version = (latest[0] if latest else 0) + 1
+        timestamp = self.files.file("timestamp.json")
+        stamp = Metadata.from_bytes(timestamp).signed.version + 1 if timestamp else version
+        advised = pa.check(advisories, targets=targets).version if advisories else None
+        snapshot, timestamp = pt.online_metadata(
+            targets, snapshot_version=version, timestamp_version=stamp, online=ONLINE, now=NOW,
+            advisories_version=advised,
+        )  # fmt: skip
+        files = {
+            "1.root.json": self.root,
+            f"{pt.version_of(targets)}.targets.json": targets,
+            f"{version}.snapshot.json": snapshot,
+            "timestamp.json": timestamp,
+        }
+        if advisories is not None:
+            files[f"{advised}.advisories.json"] = advisories
+        served.directory.mkdir(parents=True)
+        for name, data in files.items():
+            (served.directory / name).write_bytes(data)
+        return hostile
 
     def heard(self) -> dict[str, str]:
         return {
@@ -194,24 +225,37 @@ def test_advisories_signed_outside_the_role_are_refused_by_the_node(world: World
     forged = pa.sign(forged, HOLDERS[0], targets=world.targets())  # 1 of a threshold of 2
     # The publisher's node would refuse to install it; a hostile peer serves it anyway,
     # with a snapshot the online key signed for it (the online key is not enough).
-    version = pt.check(world.targets(), root=world.root).version
-    snapshot_version = (world.files.latest("snapshot") or (0, b""))[0] + 1
-    snapshot, timestamp = pt.online_metadata(
-        world.targets(), snapshot_version=snapshot_version, timestamp_version=snapshot_version + 1,
-        online=ONLINE, now=NOW, advisories_version=2,
-    )  # fmt: skip
-    hostile = world.publisher.parent / "hostile"
-    hostile.mkdir()
-    served = PublisherFiles(hostile, "acme")
-    for name in ("1.root.json", f"{version}.targets.json"):
-        served._write(name, world.files.file(name) or b"")
-    served._write("2.advisories.json", forged)
-    served._write(f"{snapshot_version}.snapshot.json", snapshot)
-    served._write("timestamp.json", timestamp)
+    hostile = world.hostile(world.targets(), forged)
     world.peers.serving = hostile
     with pytest.raises(TrustError, match="refused"):
         world.refresh()
     assert world.heard() == {"acme/model@1": "deprecated"}
+
+
+def test_releases_that_change_a_release_are_refused_with_an_alert(world: World) -> None:
+    """Equivocation: the publisher's keys (or a thief of enough of them) sign releases
+    in which acme/model@1 is another manifest. TUF accepts a newer version; sovnet
+    refuses it, puts back what it trusted, and says so in the log and `status`."""
+    from tuf.api.metadata import Metadata, Targets
+
+    world.refresh()
+    changed = Metadata[Targets].from_bytes(world.targets())
+    changed.signed.version += 1
+    changed.signed.targets["acme/model/1"] = changed.signed.targets["acme/model/2"]
+    changed.signatures.clear()
+    for holder in HOLDERS[:2]:
+        changed.sign(holder, append=True)
+    world.peers.serving = world.hostile(pr.to_bytes(changed))
+    metadata = world.metadata()
+    for _ in range(2):  # refused again on the next refresh: the old state was put back
+        with pytest.raises(TrustError, match="equivocates") as refused:
+            asyncio.run(metadata.refresh("acme"))
+        assert "acme/model/1: released before as " + str(world.cids["1"]) in refused.value.message
+    assert len(metadata.alerts) == 2 and "equivocates" in metadata.alerts[-1]
+    release = RootFiles(world.node).resolve("acme/model@1")
+    assert release is not None and release.cid == world.cids["1"]
+    world.peers.serving = world.publisher  # the honest publisher's metadata still works
+    asyncio.run(metadata.refresh("acme"))
 
 
 @pytest.mark.parametrize(

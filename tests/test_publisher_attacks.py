@@ -377,12 +377,6 @@ async def test_a_release_signed_with_a_key_rotated_out_is_refused(
     assert _resolved(b_state, "acme/model@2") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PublisherMetadata._refresh names only the last refusal: after the thief's "
-    "targets are refused, the publisher's own (older) timestamp is refused as a rollback, "
-    "and the user is told only that",
-)
 async def test_a_release_signed_with_a_key_rotated_out_is_named_when_others_are_asked_too(
     nodes: Watched, tmp_path: Path
 ) -> None:
@@ -544,21 +538,11 @@ async def test_a_peer_that_never_answers_or_sends_too_much_is_passed_over(
     assert took < len(asked) * nodes.peer_timeout + 5.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PeerMetadata asks a peer that timed out again for every other file of the "
-    "same refresh: one silent peer costs a peer timeout per file (4 x 10 s by default)",
-)
 async def test_a_silent_peer_costs_one_timeout_per_refresh(nodes: Watched, tmp_path: Path) -> None:
     _, silent, _ = await _behind_a_silent_peer(nodes, tmp_path, honest=True)
     assert [name for peer, name in nodes.asked if peer == silent] == ["2.root.json"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PeerMetadata reports a timeout as str(TimeoutError()), which is empty: the "
-    "user reads 'no peer has acme's timestamp.json (; ...)', not that a peer was silent",
-)
 async def test_a_refresh_from_silent_peers_alone_says_they_did_not_answer(
     nodes: Watched, tmp_path: Path
 ) -> None:

@@ -199,6 +199,8 @@ class NodeStatus:
     # The host the control plane listens on (0.0.0.0: all; 127.0.0.1: this machine only):
     # `network invite` names an address peers can reach. "" from an older sovnetd.
     control_host: str = ""
+    # Publishers caught saying two things (equivocation), newest last, each once a refresh.
+    publisher_alerts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

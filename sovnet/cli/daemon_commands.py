@@ -61,6 +61,8 @@ def status(ctx: Context, as_json: bool) -> None:
         click.echo(f"banned:      {ban.peer} ({ban.reason})")
     for cid, problem in info.damaged.items():
         click.echo(f"DAMAGED:     {cid}: {problem}")
+    for alert in info.publisher_alerts:
+        click.echo(f"ALERT:       {alert}")
     listeners = {"control": "the control plane", "swarm": "the swarm"}
     for refused in info.rejected:
         listener = listeners.get(refused.plane, refused.plane)

@@ -433,6 +433,7 @@ class Node:
             rejected=tuple(
                 Rejected(r.plane, r.reason, r.count, r.last_from) for r in self.rejections.counts()
             ),
+            publisher_alerts=tuple(self.publishers.alerts),
         )
 
     def seeding(self) -> dict[str, SeedingStats]:

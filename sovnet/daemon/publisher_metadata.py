@@ -17,11 +17,19 @@ made for each (``refresh()`` runs once per client).
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import datetime
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from tuf.api.exceptions import DownloadError, DownloadHTTPError, RepositoryError
+from tuf.api.exceptions import (
+    DownloadError,
+    DownloadHTTPError,
+    ExpiredMetadataError,
+    RepositoryError,
+)
 from tuf.api.metadata import Metadata, Snapshot, TargetFile
 from tuf.api.serialization import DeserializationError
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
@@ -29,6 +37,7 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 from sovnet.core.address import PeerAddress
 from sovnet.errors import NotFoundError, SovnetError, TransferError, TrustError
 from sovnet.net.control import MAX_METADATA_BYTES, PeerQueries, PeerRequestError
+from sovnet.store.atomicfile import write_atomic
 from sovnet.store.rootfiles import RootFiles
 from sovnet.trust import publisher_targets
 from sovnet.trust.publisher_targets import ADVISORIES_PREFIX, ADVISORIES_ROLE
@@ -37,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SCHEME = "sovnet://"
 MAX_ROOT_ROTATIONS = 64  # versions walked in one refresh (TUF's default is 256)
+MAX_ALERTS = 20
 
 
 class PeerMetadata(FetcherInterface):
@@ -55,12 +65,14 @@ class PeerMetadata(FetcherInterface):
         self._timeout = timeout
         self.last_peer: PeerAddress | None = None  # who sent the file fetched last
         self.excluded: set[PeerAddress] = set()  # peers whose metadata was refused
+        # Peers that could not be asked (silent, unreachable, too much sent), and why:
+        # not asked again in this refresh, so a silent peer costs one timeout, not one a file.
+        self.unreachable: dict[PeerAddress, str] = {}
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         publisher, _, name = url.removeprefix(SCHEME).partition("/")
-        errors = []
         for peer in self._addresses():
-            if peer in self.excluded:
+            if peer in self.excluded or peer in self.unreachable:
                 continue
             asked = asyncio.run_coroutine_threadsafe(
                 self._peers.publisher_file(peer, publisher, name), self._loop
@@ -68,16 +80,41 @@ class PeerMetadata(FetcherInterface):
             try:
                 found = asked.result(self._timeout)
             except (PeerRequestError, TimeoutError) as exc:
-                asked.cancel()
-                errors.append(str(exc))
+                asked.cancel()  # str(TimeoutError()) is empty: say what happened
+                self.unreachable[peer] = str(exc) or f"{peer}: no answer within {self._timeout:g} s"
                 continue
             if found is not None:
                 self.last_peer = peer
                 return iter([found])
+        errors = list(self.unreachable.values())
         raise DownloadHTTPError(
             f"no peer has {publisher}'s {name}" + (f" ({'; '.join(errors[:3])})" if errors else ""),
             404,
         )
+
+
+class _Trusted:
+    """The metadata files a node's TUF client trusted, kept to be put back."""
+
+    NAMES = ("timestamp.json", "snapshot.json", "targets.json", f"{ADVISORIES_ROLE}.json")
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    @classmethod
+    def read(cls, directory: Path) -> _Trusted:
+        files = {}
+        for name in cls.NAMES:
+            with contextlib.suppress(FileNotFoundError):
+                files[name] = (directory / name).read_bytes()
+        return cls(files)
+
+    def restore(self, directory: Path) -> None:
+        for name in self.NAMES:
+            if name in self.files:
+                write_atomic(directory / name, self.files[name])
+            else:
+                (directory / name).unlink(missing_ok=True)
 
 
 class PublisherMetadata:
@@ -95,6 +132,8 @@ class PublisherMetadata:
         self._addresses = addresses
         self._timeout = timeout
         self._locks: dict[str, asyncio.Lock] = {}
+        # Equivocations seen (the newest last), for `sovnet status`.
+        self.alerts: collections.deque[str] = collections.deque(maxlen=MAX_ALERTS)
 
     async def resolve(
         self, ref: str, extra: Sequence[PeerAddress] = ()
@@ -147,13 +186,43 @@ class PublisherMetadata:
                 asyncio.get_running_loop(),
                 self._timeout,
             )
-            return await asyncio.to_thread(self._refresh, publisher, directory, fetcher)
+            before = _Trusted.read(directory)
+            updater = await asyncio.to_thread(self._refresh, publisher, directory, fetcher)
+            await asyncio.to_thread(self._check_releases_stay, publisher, directory, before)
+            return updater
+
+    def _check_releases_stay(self, publisher: str, directory: Path, before: _Trusted) -> None:
+        """A release, once trusted, names its CID for ever. Metadata that changes or
+        removes one, however well signed, is refused: the files trusted before are put
+        back, and the equivocation is said in the log and in `sovnet status`."""
+        earlier = before.files.get("targets.json")
+        after = _Trusted.read(directory).files.get("targets.json")
+        if earlier is None or after is None or after == earlier:
+            return
+        changed = publisher_targets.changed_releases(after, previous=earlier)
+        if not changed:
+            return
+        before.restore(directory)
+        alert = (
+            f"publisher {publisher} equivocates: its releases version "
+            f"{publisher_targets.version_of(after)} change what version "
+            f"{publisher_targets.version_of(earlier)} released ({'; '.join(changed[:3])}"
+            f"{f'; and {len(changed) - 3} more' if len(changed) > 3 else ''}); refused"
+        )
+        log.error("%s", alert)
+        self.alerts.append(f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%SZ} {alert}")
+        raise TrustError(
+            alert,
+            hint="its keys signed two histories: ask the publisher (a stolen key is rotated "
+            "out); this node keeps trusting what it trusted before",
+        )
 
     def _refresh(self, publisher: str, directory: Path, fetcher: PeerMetadata) -> Updater:
         """A refreshed client. A peer whose file is refused is asked no more in this
         refresh, and the refresh starts again with the others: one hostile or stale
         peer must not keep a node from the publisher's newest metadata."""
         refused: RepositoryError | None = None
+        refusals: list[str] = []  # each peer's refusal, for the user to read
         while True:
             updater = self._client(publisher, directory, fetcher)
             try:
@@ -163,6 +232,9 @@ class PublisherMetadata:
             except RepositoryError as exc:
                 refused = exc
                 culprit = fetcher.last_peer
+                refusals.append(
+                    f"{type(exc).__name__}: {exc}" + (f" (from {culprit})" if culprit else "")
+                )
                 if culprit is None or culprit in fetcher.excluded:
                     break
                 log.warning(
@@ -177,11 +249,21 @@ class PublisherMetadata:
                     f"no peer sent publisher {publisher}'s metadata: {exc}",
                     hint="`sovnet peers ls`: a peer that holds its models or pinned its root",
                 ) from exc
+        said = "; ".join(refusals[:5])
+        if isinstance(refused, ExpiredMetadataError):
+            raise TrustError(
+                f"publisher {publisher}'s metadata has expired ({said}): its node no longer "
+                "vouches for its newest releases (a freeze), so no new release is fetched",
+                hint="models already here still run; the publisher's sovnetd renews its "
+                "timestamp while it runs: ask the publisher",
+            ) from refused
         raise TrustError(
-            f"publisher {publisher}'s metadata from peers was refused: "
-            f"{type(refused).__name__}: {refused}",
+            f"publisher {publisher}'s metadata from peers was refused: {said}",
             hint="a peer sent metadata the pinned root does not vouch for (below "
-            "threshold, expired, or older than what this node trusted)",
+            "threshold, or older than what this node trusted). If the publisher's own "
+            "metadata is refused as older, its online key may have been stolen and used "
+            "to sign far-ahead versions: the publisher rotates it "
+            "(`sovnet publisher rotate --online-key`)",
         ) from refused
 
     @staticmethod

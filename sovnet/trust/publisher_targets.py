@@ -347,6 +347,10 @@ def resolve_in(targets: bytes, ref: str, *, root: bytes) -> Release | None:
     return resolve(_parse(targets).signed.targets.get, ref)
 
 
+def version_of(targets: bytes) -> int:
+    return _parse(targets).signed.version
+
+
 def target(targets: bytes, path: str) -> TargetFile | None:
     """The target at ``path`` in ``targets`` itself (not in a role it delegates to)."""
     return _parse(targets).signed.targets.get(path)
@@ -414,12 +418,22 @@ def problems(targets: bytes, *, root: bytes, previous: bytes | None) -> list[str
         if not path.startswith(f"{org}/") or resolve(files.get, ref) is None:
             found.append(f"{path}: not a release or channel of {org} with a CID")
     if previous is not None:
-        for path, earlier in _parse(previous).signed.targets.items():
-            if ":" in path:
-                continue  # channels move
-            now = files.get(path)
-            if now is None:
-                found.append(f"{path}: released before, missing now (a release stays)")
-            elif now.hashes != earlier.hashes or _cid_of(now) != _cid_of(earlier):
-                found.append(f"{path}: released before as {_cid_of(earlier)}, now other bytes")
+        found += changed_releases(targets, previous=previous)
+    return found
+
+
+def changed_releases(targets: bytes, *, previous: bytes) -> list[str]:
+    """The releases of ``previous`` that ``targets`` removes or changes: a name@version
+    names one manifest for ever, so a publisher (or a thief of its keys) that says
+    otherwise equivocates."""
+    files = _parse(targets).signed.targets
+    found = []
+    for path, earlier in sorted(_parse(previous).signed.targets.items()):
+        if ":" in path:
+            continue  # channels move
+        now = files.get(path)
+        if now is None:
+            found.append(f"{path}: released before as {_cid_of(earlier)}, missing now")
+        elif now.hashes != earlier.hashes or _cid_of(now) != _cid_of(earlier):
+            found.append(f"{path}: released before as {_cid_of(earlier)}, now {_cid_of(now)}")
     return found
