@@ -19,6 +19,9 @@ The file (all keys optional)::
     refresh_interval = 5                 # SOVNET_REFRESH_INTERVAL: s between peer rounds
     resume_interval = 5                  # SOVNET_RESUME_INTERVAL: s between resume saves
     check_interval = 60                  # SOVNET_CHECK_INTERVAL: s between checks of seeded files
+    metadata_interval = 600              # SOVNET_METADATA_INTERVAL: s between refreshes of the
+                                         # pinned publishers' metadata (and renewals of this
+                                         # node's own publishers' timestamps)
     # The control plane against slow or hostile clients (SOVNET_ + the name in capitals):
     control_handshake_timeout = 10       # s for a peer's TLS handshake
     control_header_timeout = 10          # s for a request's headers (and an idle connection)
@@ -68,6 +71,7 @@ class DaemonConfig:
     refresh_interval: float = 5.0
     resume_interval: float = 5.0
     check_interval: float = 60.0
+    metadata_interval: float = 600.0
     control_handshake_timeout: float = 10.0
     control_header_timeout: float = 10.0
     control_request_timeout: float = 30.0
@@ -186,6 +190,7 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "refresh_interval": _seconds,
     "resume_interval": _seconds,
     "check_interval": _seconds,
+    "metadata_interval": _seconds,
     "control_handshake_timeout": _seconds,
     "control_header_timeout": _seconds,
     "control_request_timeout": _seconds,

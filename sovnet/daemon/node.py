@@ -50,6 +50,7 @@ from sovnet.daemon.fetcher import Emit, Fetcher
 from sovnet.daemon.fetchstate import Timings
 from sovnet.daemon.members import SwarmMembers
 from sovnet.daemon.publisher_metadata import PublisherMetadata
+from sovnet.daemon.publisher_upkeep import PublisherUpkeep
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
 from sovnet.errors import SovnetError, TrustError
@@ -197,6 +198,8 @@ class Node:
             checker = PeerChecker(book, control.client, config.peer_timeout)
             supervisor.spawn(checker.run(), "checks of learned peers")
             supervisor.spawn(seeder.watch(config.check_interval), "checks of seeded files")
+            upkeep = PublisherUpkeep(config.state_dir, node.publishers, config.metadata_interval)
+            supervisor.spawn(upkeep.run(), "publishers' metadata")
             node.fetcher.resume_all()
         except BaseException:
             await node.close()

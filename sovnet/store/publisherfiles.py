@@ -40,6 +40,18 @@ class PublisherFiles:
         self.directory = state_dir / "publishers" / publisher
         self._lock = state_dir / "publishers.lock"
 
+    @staticmethod
+    def served(state_dir: Path) -> list[str]:
+        """The publishers whose repositories are on this node."""
+        directory = state_dir / "publishers"
+        if not directory.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in directory.iterdir()
+            if p.is_dir() and publisher_root.PUBLISHER_PATTERN.fullmatch(p.name)
+        )
+
     # -- reads ---------------------------------------------------------------------------
 
     def file(self, name: str) -> bytes | None:
