@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tuf.api.exceptions import DownloadHTTPError
+from tuf.api.metadata import Metadata
 from tuf.ngclient import FetcherInterface, Updater
 
 from tests.conftest import Runner, write_tiny_gguf
@@ -128,6 +129,21 @@ def test_a_node_pins_a_complete_root_and_says_its_fingerprint(tmp_path: Path) ->
     node("trust", "add", other, "--replace", check=True)
     assert node.json("trust", "roots")[0]["threshold"] == 1
 
+    # A publisher whose name differs from a pinned one's only in case is refused: on a
+    # case-insensitive file system they would be one directory, to a person one name.
+    upper = tmp_path / "upper.json"
+    uni("publisher", "init", "ACME", "--key", uni_pub, "--threshold", "1", "-o", upper,
+        check=True)  # fmt: skip
+    uni("publisher", "sign", upper, check=True)
+    lookalike = node("trust", "add", upper)
+    assert lookalike.returncode == 4 and "only in case" in lookalike.stderr
+    assert [r["publisher"] for r in node.json("trust", "roots")] == ["acme"]
+    # Unpinned by its name, then ACME can be pinned.
+    assert node("trust", "rm", "acme").returncode == 0
+    assert node.json("trust", "roots") == []
+    node("trust", "add", upper, check=True)
+    assert [r["publisher"] for r in node.json("trust", "roots")] == ["ACME"]
+
     no_name = node("trust", "add", uni("key", "show", "--public", check=True).stdout.strip())
     assert no_name.returncode == 4 and "--name is required" in no_name.stderr
 
@@ -174,6 +190,12 @@ def test_a_publisher_node_releases_what_holders_signed_and_a_tuf_client_verifies
     client.refresh()
     info = client.get_targetinfo("acme/tiny:latest")
     assert info is not None and info.custom["cid"] == cid
+    # And with tuf's Metadata API alone: each file parses, and the root vouches for it.
+    trusted = Metadata.from_bytes((repository / "1.root.json").read_bytes())
+    trusted.verify_delegate("root", trusted)
+    for role, name in [("targets", "1.targets.json"), ("snapshot", "1.snapshot.json"),
+                       ("timestamp", "timestamp.json")]:  # fmt: skip
+        trusted.verify_delegate(role, Metadata.from_bytes((repository / name).read_bytes()))
 
 
 def test_finish_of_a_rotated_root_needs_the_previous_version(tmp_path: Path) -> None:

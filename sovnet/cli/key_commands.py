@@ -213,12 +213,16 @@ def trust_ls(ctx: Context, as_json: bool) -> None:
 
 
 @trust.command("rm")
-@click.argument("key_ref", metavar="KEY_ID_OR_PUBLIC_KEY_OR_NAME")
+@click.argument("key_ref", metavar="KEY_ID_OR_PUBLIC_KEY_OR_NAME_OR_PUBLISHER")
 @json_option
 @pass_context
 def trust_rm(ctx: Context, key_ref: str, as_json: bool) -> None:
-    """Stop trusting a publisher key."""
+    """Stop trusting a publisher key, or unpin a publisher's root (by its name).
+
+    The models already here stay; what the root released is no longer trusted for
+    being its release."""
     from sovnet.errors import NotFoundError
+    from sovnet.store.rootfiles import RootFiles
     from sovnet.trust.keys import TrustStore, parse_key_reference
 
     _use_json(ctx, as_json)
@@ -227,6 +231,14 @@ def trust_rm(ctx: Context, key_ref: str, as_json: bool) -> None:
         key_id, _ = parse_key_reference(key_ref)
     except InvalidInputError:
         named = [k for k in files.load_trust().keys if k.name == key_ref]
+        roots = RootFiles(ctx.state_dir)
+        if not named and key_ref in {r.publisher for r in roots.pinned()}:
+            roots.unpin(key_ref)
+            if as_json:
+                emit_json({"unpinned": key_ref})
+                return
+            say(f"No longer trusting the root of {key_ref}.")
+            return
         if len(named) != 1:
             raise NotFoundError(
                 f"no trusted key has the id or the name {key_ref!r}"

@@ -86,6 +86,7 @@ class RootFiles:
             )
         pinned = PinnedRoot(checked, fingerprint(data))
         directory = self.metadata_dir(checked.publisher)
+        self._check_case(checked.publisher)
         try:
             with exclusive_lock(self._lock, what="the pinned roots"):
                 current = directory / "root.json"
@@ -106,6 +107,18 @@ class RootFiles:
         except OSError as exc:
             raise LocalStateError(f"cannot pin the root in {directory}: {exc.strerror}") from exc
         return pinned
+
+    def _check_case(self, publisher: str) -> None:
+        """Publisher names are ASCII; two that differ only in case would be one
+        directory on a case-insensitive file system, and one name to a person."""
+        for other in self.directory.iterdir() if self.directory.is_dir() else []:
+            if other.name != publisher and other.name.lower() == publisher.lower():
+                raise InvalidInputError(
+                    f"a root of {other.name} is pinned already; {publisher} differs from "
+                    "it only in case: two publishers a person could not tell apart",
+                    hint=f"compare fingerprints with the publisher; `sovnet trust rm "
+                    f"{other.name}` first if {publisher} replaces it",
+                )
 
     @staticmethod
     def _check_rotation(trusted: bytes, data: bytes) -> None:
