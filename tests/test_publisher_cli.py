@@ -314,3 +314,27 @@ def test_a_root_that_breaks_tuf_s_rules_says_which(tmp_path: Path) -> None:
     root.write_text(json.dumps(value))
     said = uni("publisher", "status", root)
     assert said.returncode == 4 and "threshold" in said.stderr, said.stderr
+
+
+def test_a_root_that_can_never_work_is_refused_and_an_expired_one_warned_of(
+    tmp_path: Path,
+) -> None:
+    (uni, uni_pub), _, _ = _holders(tmp_path)
+    node = Runner(tmp_path / "node")
+    node("key", "gen", check=True)
+    for edit, code, said in [
+        (("consistent_snapshot", False), 4, "can never work: consistent_snapshot is false"),
+        (("expires", "2020-01-01T00:00:00Z"), 0, "warning: this root of acme expired on 2020"),
+    ]:
+        root = tmp_path / f"{edit[0]}.json"
+        uni("publisher", "init", "acme", "--key", uni_pub, "--threshold", "1", "-o", root,
+            check=True)  # fmt: skip
+        value = json.loads(root.read_text())
+        value["signed"][edit[0]] = edit[1]
+        root.write_text(json.dumps(value))
+        uni("publisher", "sign", root, check=True)
+        pinned = node("trust", "add", root)
+        assert pinned.returncode == code and said in pinned.stderr, pinned.stderr
+    installed = uni("publisher", "install", tmp_path / "expires.json")
+    assert installed.returncode == 4 and "cannot work: it expired" in installed.stderr
+    assert "expired on 2020" in node("trust", "roots").stderr

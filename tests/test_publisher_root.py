@@ -226,3 +226,19 @@ def test_a_root_is_complete_exactly_when_threshold_holders_signed(
     draft = pr.new_root("acme", KEYS[:n], k, now=NOW)
     holders = data.draw(st.lists(st.integers(0, n - 1), unique=True))
     assert pr.check(_signed(draft, *holders)).complete == (len(holders) >= k)
+
+
+def test_a_root_that_can_never_work_on_a_node_says_why() -> None:
+    """Well formed and signed, yet of no use: nodes serve snapshot and targets by
+    version only, a threshold above its keys is never met, an expired root refreshes
+    nothing."""
+    root = pr.load_root(pr.new_root("acme", KEYS, 2, now=NOW))
+    assert pr.problems(pr.to_bytes(root), now=NOW) == []
+    root.signed.consistent_snapshot = False
+    root.signed.roles["timestamp"].threshold = 4
+    found = pr.problems(pr.to_bytes(root), now=NOW + datetime.timedelta(days=400))
+    assert found == [
+        "role timestamp has 3 key(s) for a threshold of 4",
+        "consistent_snapshot is false: nodes serve N.snapshot.json and N.targets.json",
+        f"it expired on {root.signed.expires:%Y-%m-%d}",
+    ]

@@ -148,6 +148,8 @@ def _pin_root(ctx: Context, path: str, replace: bool, as_json: bool) -> None:
         f"{checked.threshold} of {len(checked.keys)} keys)."
     )
     say(f"  fingerprint: {pinned.fingerprint}  (compare it with the publisher, out loud)")
+    for warning in pinned.warnings:
+        say(f"warning: {warning}")
 
 
 def _root_json(pinned: PinnedRoot) -> dict[str, object]:
@@ -159,6 +161,7 @@ def _root_json(pinned: PinnedRoot) -> dict[str, object]:
         "keys": list(checked.keys),
         "fingerprint": pinned.fingerprint,
         "expires": checked.expires.isoformat(),
+        "warnings": list(pinned.warnings),
     }
 
 
@@ -185,6 +188,9 @@ def trust_roots(ctx: Context, as_json: bool) -> None:
             for r in roots
         ],
     )  # fmt: skip
+    for root in roots:
+        for warning in root.warnings:
+            say(f"warning: {warning}")
 
 
 @trust.command("ls")

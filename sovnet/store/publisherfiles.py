@@ -92,6 +92,13 @@ class PublisherFiles:
                 raise TrustError(f"this is a root of {checked.publisher}, not {self.publisher}")
             if current is None and checked.version != 1:
                 raise TrustError(f"the first root installed is version 1, not {checked.version}")
+            wrong = publisher_root.problems(data, now=datetime.datetime.now(datetime.UTC))
+            if wrong:
+                raise InvalidInputError(
+                    f"root version {checked.version} of {checked.publisher} cannot work: "
+                    + "; ".join(wrong),
+                    hint="make it with `sovnet publisher init` (or `rotate`), then sign it",
+                )
             if not checked.complete:
                 raise TrustError(
                     f"root version {checked.version} of {checked.publisher} is not signed "

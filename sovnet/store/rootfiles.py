@@ -19,6 +19,7 @@ pinned replaces it only when asked.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -53,6 +54,7 @@ _SERVED_NAME = re.compile(r"(?:([1-9]\d{0,8})\.(root|snapshot|targets|advisories
 class PinnedRoot:
     check: RootCheck
     fingerprint: str  # SHA-256 of the root file, grouped, to compare out loud
+    warnings: tuple[str, ...] = ()  # what will not work until the publisher rotates it
 
     @property
     def publisher(self) -> str:
@@ -84,7 +86,15 @@ class RootFiles:
                 f"its keys; it needs {checked.threshold}",
                 hint="`sovnet publisher status FILE` says who still must sign",
             )
-        pinned = PinnedRoot(checked, fingerprint(data))
+        wrong = publisher_root.problems(data, now=datetime.datetime.now(datetime.UTC))
+        expired = [w for w in wrong if w.startswith("it expired")]
+        if len(wrong) > len(expired):
+            raise InvalidInputError(
+                f"this root of {checked.publisher} can never work: "
+                + "; ".join(w for w in wrong if w not in expired),
+                hint="ask the publisher for a root made by `sovnet publisher init`",
+            )
+        pinned = _pinned(data, checked)
         directory = self.metadata_dir(checked.publisher)
         self._check_case(checked.publisher)
         try:
@@ -151,7 +161,7 @@ class RootFiles:
             path = directory / "root.json"
             if path.is_file():
                 data = path.read_bytes()
-                found.append(PinnedRoot(publisher_root.check(data), fingerprint(data)))
+                found.append(_pinned(data, publisher_root.check(data)))
         return found
 
     def trusted(self, publisher: str) -> tuple[bytes, bytes] | None:
@@ -243,6 +253,22 @@ class RootFiles:
             if match:
                 versions[int(match.group(1))] = path
         return versions
+
+
+def _pinned(data: bytes, checked: RootCheck) -> PinnedRoot:
+    """A pinned root, with a warning if it has expired: TUF refreshes nothing through an
+    expired root, only follows it to a newer version."""
+    expired = [
+        w
+        for w in publisher_root.problems(data, now=datetime.datetime.now(datetime.UTC))
+        if w.startswith("it expired")
+    ]
+    warnings = tuple(
+        f"this root of {checked.publisher} {w[3:]}: until a newer version of it reaches this "
+        f"node from its peers, nothing of {checked.publisher} can be refreshed"
+        for w in expired
+    )
+    return PinnedRoot(checked, fingerprint(data), warnings)
 
 
 def _version(data: bytes) -> int | None:

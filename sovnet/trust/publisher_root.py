@@ -245,6 +245,24 @@ def check(data: bytes, *, previous: bytes | None = None) -> RootCheck:
     )
 
 
+def problems(data: bytes, *, now: datetime.datetime) -> list[str]:
+    """What keeps a root, well formed and signed, from ever working on sovnet's nodes:
+    a role whose threshold its keys cannot meet, no ``consistent_snapshot`` (nodes
+    serve snapshot and targets by version only), an expiry already past."""
+    root = load_root(data).signed
+    found = []
+    for name, role in sorted(root.roles.items()):
+        if len(role.keyids) < role.threshold:
+            found.append(
+                f"role {name} has {len(role.keyids)} key(s) for a threshold of {role.threshold}"
+            )
+    if not root.consistent_snapshot:
+        found.append("consistent_snapshot is false: nodes serve N.snapshot.json and N.targets.json")
+    if root.is_expired(now):
+        found.append(f"it expired on {root.expires:%Y-%m-%d}")
+    return found
+
+
 def _set_offline_keys(root: Root, keys: Sequence[Key], threshold: int) -> None:
     unique = {key.keyid: key for key in keys}
     if len(unique) != len(keys):
