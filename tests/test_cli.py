@@ -293,6 +293,27 @@ def _assert_refused(sovnet: Runner, state: Path, path: Path, named: str) -> None
     assert _ls(sovnet) == []
 
 
+def test_a_version_published_again_with_other_content_is_refused(
+    sovnet_with_key: Runner, tmp_path: Path
+) -> None:
+    """name@version names one model for ever: the same content again is fine, other
+    content is refused before anything is written or made read-only."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for model, text in ((first, '{"a": 1}'), (second, '{"a": 2}')):
+        model.mkdir()
+        (model / "config.json").write_text(text)
+    cid = sovnet_with_key.json("publish", first, "--name", "acme/x", "--version", "1")["cid"]
+    refused = sovnet_with_key("publish", second, "--name", "acme/x", "--version", "1")
+    assert refused.returncode == 4, refused.stderr
+    assert f"acme/x@1 is published here already as {cid}" in refused.stderr
+    assert (second / "config.json").stat().st_mode & 0o200  # still the user's, writable
+    assert [m["cid"] for m in _ls(sovnet_with_key)] == [cid]
+    again = sovnet_with_key.json("publish", first, "--name", "acme/x", "--version", "1")
+    assert again["cid"] == cid
+    other = sovnet_with_key.json("publish", second, "--name", "acme/x", "--version", "2")
+    assert other["cid"] != cid
+
+
 def test_publish_refuses_pt_file(sovnet_with_key: Runner, tiny_gguf_dir: Path, state_dir: Path):
     (tiny_gguf_dir / "weights.pt").write_bytes(b"\x80\x04not really a pickle")
     _assert_refused(sovnet_with_key, state_dir, tiny_gguf_dir, "weights.pt")

@@ -28,7 +28,13 @@ from sovnet.core.cid import CID
 from sovnet.core.manifest import FileEntry, Manifest, check_identity, piece_size_for
 from sovnet.core.signing import KeyId, PrivateKey, SignatureBundle
 from sovnet.core.sizes import human_size
-from sovnet.errors import IntegrityError, LocalStateError, ModelRejectedError
+from sovnet.errors import (
+    IntegrityError,
+    InvalidInputError,
+    LocalStateError,
+    ModelRejectedError,
+    SovnetError,
+)
 from sovnet.store.diskspace import free_bytes
 from sovnet.store.filehash import FileDigest, hash_fd
 from sovnet.store.scan import ScannedFile, ScanOptions, scan_model
@@ -142,6 +148,7 @@ def publish(
     links may lead (scan.py); ``on_scanned`` gets the total bytes to hash;
     ``on_committing`` is called once all is hashed and signed, as the commit begins."""
     check_identity(name, version, license)  # before the long part, not after it
+    earlier = _published_as(store, name, version)
     scanned = scan_model(model, options)
     total = sum(item.size for item in scanned)
     piece_size = piece_size_for(total)
@@ -175,6 +182,13 @@ def publish(
         )
         raw = manifest.to_bytes()
         cid = CID.of(raw)
+        if earlier and cid not in earlier:
+            raise InvalidInputError(
+                f"{name}@{version} is published here already as {earlier[0]}, with other "
+                "content: a version names one model for ever; nothing was published",
+                hint=f"publish it as a new version; or, if {earlier[0]} never left this "
+                f"node, `sovnet rm {earlier[0]}` first",
+            )
         signature = key.sign(cid)
         stored = 0
         if on_committing is not None:
@@ -200,6 +214,22 @@ def publish(
         copied=sum(1 for d in imported if not d.linked),
         already_stored=stored,
     )
+
+
+def _published_as(store: Store, name: str, version: str | None) -> list[CID]:
+    """The models in the store named ``name@version`` (a version names one model; a
+    model without a version promises nothing)."""
+    if version is None:
+        return []
+    found = []
+    for cid in store.cids():
+        try:
+            manifest = Manifest.from_bytes(store.manifest_bytes(cid))
+        except SovnetError:
+            continue  # a damaged manifest is repair's business, not publish's
+        if (manifest.name, manifest.version) == (name, version):
+            found.append(cid)
+    return found
 
 
 def _bytes_to_copy(store: Store, scanned: list[ScannedFile], copy: bool) -> int:
