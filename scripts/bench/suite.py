@@ -47,6 +47,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "load": ("run_load", "load"),
     "footprint": ("footprint",),
     "peers": ("dead_peers",),
+    "resolve": ("resolve",),
 }
 # Per-benchmark time limits: quick must fit the whole suite in 10 minutes.
 QUICK_LIMIT = 300.0
