@@ -21,9 +21,16 @@ from pathlib import Path
 
 from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
+from sovnet.core.manifest import ORG_PATTERN
 from sovnet.core.network import TlsIdentity
 from sovnet.core.torrent import TorrentSpec
-from sovnet.net.control import AnnounceReply, PeerRequestError, PeerService, RemoteNode
+from sovnet.net.control import (
+    METADATA_NAME,
+    AnnounceReply,
+    PeerRequestError,
+    PeerService,
+    RemoteNode,
+)
 from sovnet.net.swarm import (
     Finished,
     HashFailed,
@@ -263,6 +270,9 @@ class LoopbackControlPlane:
         return self._service(peer).known_peers()
 
     async def publisher_file(self, peer: PeerAddress, publisher: str, name: str) -> bytes | None:
+        # The route's own check (control_server.py): a name it refuses is never served.
+        if not (ORG_PATTERN.fullmatch(publisher) and METADATA_NAME.fullmatch(name)):
+            raise PeerRequestError(f"{peer} answered HTTP 400 for {publisher}/{name}")
         return self._service(peer).publisher_file(publisher, name)
 
     async def models(self, peer: PeerAddress) -> list[tuple[CID, bool]]:

@@ -22,6 +22,7 @@ from tuf.api.metadata import Metadata
 from sovnet.core.address import PeerAddress
 from sovnet.daemon.publisher_metadata import PublisherMetadata
 from sovnet.errors import RevokedError, SovnetError, TrustError
+from sovnet.net.control import METADATA_NAME, PeerRequestError
 from sovnet.run.admission import admit
 from sovnet.store.keyfiles import NodeFiles
 from sovnet.store.publisherfiles import PublisherFiles
@@ -53,6 +54,8 @@ class Peers:
         self.serving = serving
 
     async def publisher_file(self, peer: PeerAddress, publisher: str, name: str) -> bytes | None:
+        if not METADATA_NAME.fullmatch(name):  # what the control plane's route serves
+            raise PeerRequestError(f"{peer} answered HTTP 400 for {name}")
         return PublisherFiles(self.serving, publisher).file(name)
 
 

@@ -42,7 +42,9 @@ MAX_REQUEST_BYTES = 16 * 1024
 MAX_LISTED_PEERS = 200
 MAX_METADATA_BYTES = 8 * 1024 * 1024  # a publisher's metadata file (targets is the largest)
 # The names a publisher's metadata files have (TUF's, with consistent snapshots).
-METADATA_NAME = re.compile(r"(?:[1-9][0-9]{0,8}\.(?:root|snapshot|targets)|timestamp)\.json")
+METADATA_NAME = re.compile(
+    r"(?:[1-9][0-9]{0,8}\.(?:root|snapshot|targets|advisories)|timestamp)\.json"
+)
 PROTOCOL_VERSION = 1
 
 

@@ -307,7 +307,7 @@ def _advisories(store: Store, cid: CID, action: str, allow_revoked: bool) -> tup
             continue
         if advisory.kind == "revoked" and not allow_revoked:
             raise RevokedError(
-                f"refusing to {action} {advisory.describe()}",
+                f"refusing to {action} it: {advisory.describe()}",
                 hint="the bytes stay in the store; `--allow-revoked` (or revoked = "
                 '"allow" in sovnetd.toml) runs it anyway, at your own risk',
             )

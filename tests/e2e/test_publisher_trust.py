@@ -146,13 +146,6 @@ def _said(result: Any, node: Node) -> str:
 # -- 1. revocation -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a publisher node answers HTTP 400 for N.advisories.json: control.METADATA_NAME "
-    "names root, snapshot, targets and timestamp only, so no node hears an advisory (and "
-    "every refresh of the publisher fails from then on)",
-)
 def test_a_revoked_release_is_refused_on_every_use_until_the_operator_allows_it(
     cluster: Cluster, tmp_path: Path
 ) -> None:
