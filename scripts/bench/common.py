@@ -208,14 +208,21 @@ def timed(
     command = pin(argv, cpu)
     with tempfile.TemporaryFile() as errors:
         start = time.perf_counter()
-        code = subprocess.call(
+        process = subprocess.Popen(
             command,
             env=dict(env) if env is not None else None,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=errors,
-            timeout=timeout,
         )
+        # wait() without a timeout blocks in waitpid and returns as the command ends;
+        # with one, Python polls every 50 ms and every short command rounds up to that.
+        watchdog = threading.Timer(timeout, process.kill)
+        watchdog.start()
+        try:
+            code = process.wait()
+        finally:
+            watchdog.cancel()
         elapsed = time.perf_counter() - start
         if code != 0:
             errors.seek(0)
