@@ -543,6 +543,19 @@ async def test_a_silent_peer_costs_one_timeout_per_refresh(nodes: Watched, tmp_p
     assert [name for peer, name in nodes.asked if peer == silent] == ["2.root.json"]
 
 
+async def test_a_silent_peer_is_not_waited_for_again_until_it_answers(
+    nodes: Watched, tmp_path: Path
+) -> None:
+    """The book marks it failing (the background check asks it again later): later
+    refreshes, each a name lookup, no longer pay its timeout."""
+    b_state, silent, _ = await _behind_a_silent_peer(nodes, tmp_path, honest=True)
+    b = next(node for node in nodes.nodes if node.config.state_dir == b_state)
+    assert b.book.state(silent) == "failing"
+    asked = len(nodes.asked)
+    await b.publishers.resolve("acme/model")
+    assert all(peer != silent for peer, _ in nodes.asked[asked:])
+
+
 async def test_a_refresh_from_silent_peers_alone_says_they_did_not_answer(
     nodes: Watched, tmp_path: Path
 ) -> None:

@@ -155,6 +155,26 @@ async def test_a_release_is_fetched_by_name_and_trusted_for_its_release_alone(
         await d.fetch(cid, [], lambda event: None)
 
 
+async def test_with_no_peer_reachable_a_name_of_a_model_here_is_no_fetch(
+    nodes: Cluster, tmp_path: Path
+) -> None:
+    """Offline, `fetch NAME` of a release here succeeds by the metadata trusted before
+    (a fetch of a model here fetches nothing); a release not here fails as before."""
+    a_state, root, cid = _make_publisher(nodes, tmp_path)
+    a = await nodes.start(a_state)
+    b_state = _pinning(nodes, "b", a_state, root)
+    b = await nodes.start(b_state, control(a))
+    await b.fetch_release("acme/model@1", [], lambda event: None)
+    cid_2 = publish_model(a_state, tmp_path / "two", version="2")
+    _release(a_state, root, cid_2, "2")
+    await b.publishers.refresh("acme")  # b has heard of 2, and holds only 1
+    await nodes.stop(a)
+    again = await b.fetch_release("acme/model@1", [], lambda event: None)
+    assert again.cid == str(cid) and again.already_here
+    with pytest.raises(TransferError, match="no peer sent publisher acme's metadata"):
+        await b.fetch_release("acme/model@2", [], lambda event: None)
+
+
 async def test_a_pinned_root_damaged_on_disk_is_said_as_such(
     nodes: Cluster, tmp_path: Path
 ) -> None:

@@ -126,8 +126,9 @@ class Node:
         self._health = SwarmHealth()
         self._started = time.time()
         # The pinned publishers' metadata, refreshed through the peers (TUF).
+        # Failing peers are not asked (the background checks bring them back).
         self.publishers = PublisherMetadata(
-            config.state_dir, control.client, book.addresses, config.peer_timeout
+            config.state_dir, control.client, book.live, config.peer_timeout, book.failed
         )
         self.fetcher = Fetcher(
             store=store,
@@ -315,7 +316,7 @@ class Node:
         """Fetch what a pinned publisher's verified metadata names ``ref``
         (``ORG/MODEL``, ``:CHANNEL`` or ``@VERSION``), refreshed through the peers."""
         peers = list(peers)
-        release, target = await self.publishers.resolve(ref, peers)
+        release, target = await self.publishers.resolve(ref, peers, self.store.has)
         log.info("%s is %s@%s, %s", ref, release.name, release.version, release.cid)
         result = await self.fetcher.fetch(release.cid, peers, emit)
         if (result.name, result.version) not in (

@@ -35,6 +35,7 @@ from tuf.api.serialization import DeserializationError
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from sovnet.core.address import PeerAddress
+from sovnet.core.cid import CID
 from sovnet.errors import NotFoundError, SovnetError, TransferError, TrustError
 from sovnet.net.control import MAX_METADATA_BYTES, PeerQueries, PeerRequestError
 from sovnet.store.atomicfile import write_atomic
@@ -126,8 +127,10 @@ class PublisherMetadata:
         peers: PeerQueries,
         addresses: Callable[[], list[PeerAddress]],
         timeout: float,
+        failed: Callable[[PeerAddress], None] = lambda peer: None,
     ) -> None:
         self._roots = RootFiles(state_dir)
+        self._failed = failed  # told of each peer that could not be asked
         self._peers = peers
         self._addresses = addresses
         self._timeout = timeout
@@ -136,24 +139,45 @@ class PublisherMetadata:
         self.alerts: collections.deque[str] = collections.deque(maxlen=MAX_ALERTS)
 
     async def resolve(
-        self, ref: str, extra: Sequence[PeerAddress] = ()
+        self,
+        ref: str,
+        extra: Sequence[PeerAddress] = (),
+        here: Callable[[CID], bool] = lambda cid: False,
     ) -> tuple[publisher_targets.Release, TargetFile]:
         """Refresh the publisher of ``ref`` (``ORG/MODEL``, ``:CHANNEL`` or ``@VERSION``)
         through the peers (``extra`` first), then the release it names and its target
-        (the manifest's length and hashes)."""
+        (the manifest's length and hashes). When no peer can be reached, a release the
+        metadata trusted before names is taken if it is ``here`` (offline, a fetch of a
+        model already here is no fetch); a refusal is never passed over."""
         publisher = ref.split("/", 1)[0]
-        await self.refresh(publisher, extra)
+        try:
+            await self.refresh(publisher, extra)
+        except TransferError as exc:
+            offline = self._trusted_release(publisher, ref)
+            if offline is None or not here(offline[0].cid):
+                raise
+            log.warning(
+                "%s: %s; %s is here, as the metadata trusted before names it",
+                ref, exc.message, offline[0].cid,
+            )  # fmt: skip
+            return offline
+        found = self._trusted_release(publisher, ref)
+        if found is None:
+            raise NotFoundError(
+                f"{publisher}'s releases name no {ref}",
+                hint="`sovnet ls --remote` lists what it released",
+            )
+        return found
+
+    def _trusted_release(
+        self, publisher: str, ref: str
+    ) -> tuple[publisher_targets.Release, TargetFile] | None:
         # Releases are looked up in the publisher's own targets only, never in a role it
         # delegates to (the advisories role may say things about releases, not make them).
         files = self._roots.trusted(publisher)
         release = publisher_targets.resolve_in(files[1], ref, root=files[0]) if files else None
         info = publisher_targets.target(files[1], release.path) if files and release else None
-        if release is None or info is None:
-            raise NotFoundError(
-                f"{publisher}'s releases name no {ref}",
-                hint="`sovnet ls --remote` lists what it released",
-            )
-        return release, info
+        return (release, info) if release is not None and info is not None else None
 
     async def listing(self) -> tuple[list[publisher_targets.Listed], list[str]]:
         """Every pinned publisher refreshed, and what each released; a publisher that
@@ -187,7 +211,11 @@ class PublisherMetadata:
                 self._timeout,
             )
             before = _Trusted.read(directory)
-            updater = await asyncio.to_thread(self._refresh, publisher, directory, fetcher)
+            try:
+                updater = await asyncio.to_thread(self._refresh, publisher, directory, fetcher)
+            finally:
+                for peer in fetcher.unreachable:  # not waited for again until it answers
+                    self._failed(peer)
             await asyncio.to_thread(self._check_releases_stay, publisher, directory, before)
             return updater
 
