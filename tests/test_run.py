@@ -350,6 +350,9 @@ def test_a_stopped_run_stops_llama_cpp_quietly(
     run = Interactive(sovnet_with_key, "acme/tiny", tmp_path)
     child = run.llama_child()
     run.process.terminate()  # SIGTERM to sovnet alone: it passes it on
+    # With stdin still open: closed at once, the child could read its end and exit 0
+    # before a loaded machine let sovnet pass the signal on.
+    run.process.wait(timeout=60)
     code, stderr = run.finish()
     assert code == 128 + signal.SIGTERM
     assert "error" not in stderr
