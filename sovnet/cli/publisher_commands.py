@@ -45,6 +45,10 @@ _TARGETS_OPTION = click.option(
     help="For an advisories file: the publisher's releases file that delegates them "
     "[default: the newest installed on this node].",
 )
+_OUTPUT_OPTION = click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True
+)
+_FORCE_OPTION = click.option("--force", is_flag=True, help="Replace an existing output file.")
 _PREVIOUS_OPTION = click.option(
     "--previous",
     "previous_path",
@@ -78,7 +82,7 @@ def publisher() -> None:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("root.json")
 )
-@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@_FORCE_OPTION
 @json_option
 @pass_context
 def init(
@@ -98,8 +102,7 @@ def init(
     keys = [publisher_root.public_key(_read(p)) for p in key_paths]
     online = publisher_root.public_key(_read(online_key)) if online_key else None
     data = publisher_root.new_root(org, keys, threshold, now=_now(), online=online)
-    ctx.check_output(output, force=force)  # never a file of this node's, even forced
-    _write(output, data, replace=force)
+    _write_output(ctx, output, data, force=force)
     _show(publisher_root.check(data), output, as_json)
 
 
@@ -162,8 +165,8 @@ def sign(
     help="A channel to point at this release; repeatable [default: latest].",
 )
 @_ROOT_OPTION
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@_OUTPUT_OPTION
+@_FORCE_OPTION
 @json_option
 @pass_context
 def release(
@@ -198,8 +201,7 @@ def release(
         channels=channels or ("latest",),
         now=_now(),
     )
-    ctx.check_output(output, force=force)  # never a file of this node's, even forced
-    _write(output, data, replace=force)
+    _write_output(ctx, output, data, force=force)
     _show_targets(publisher_targets.check(data, root=root), output, as_json)
 
 
@@ -209,8 +211,8 @@ def release(
 @click.option("--reason", default="", help="One line: what is wrong, and what to do.")
 @click.option("--superseded-by", metavar="ORG/MODEL@VERSION", help="For superseded: the successor.")
 @_TARGETS_OPTION
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@_OUTPUT_OPTION
+@_FORCE_OPTION
 @json_option
 @pass_context
 def advise(
@@ -247,8 +249,7 @@ def advise(
         superseded_by=superseded_by,
         now=_now(),
     )
-    ctx.check_output(output, force=force)  # never a file of this node's, even forced
-    _write(output, data, replace=force)
+    _write_output(ctx, output, data, force=force)
     checked = publisher_advisories.check(data, targets=targets_data)
     _show_targets(checked, output, as_json, what="advisories")
 
@@ -258,8 +259,8 @@ def advise(
 @click.option("--key", "key_paths", multiple=True, required=True, type=_path(), help=_KEY_HELP)
 @click.option("--threshold", type=click.IntRange(1), required=True, help="How many must sign.")
 @_ROOT_OPTION
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@_OUTPUT_OPTION
+@_FORCE_OPTION
 @json_option
 @pass_context
 def delegate_advisories(
@@ -295,8 +296,7 @@ def delegate_advisories(
         threshold=threshold,
         now=_now(),
     )
-    ctx.check_output(output, force=force)  # never a file of this node's, even forced
-    _write(output, data, replace=force)
+    _write_output(ctx, output, data, force=force)
     _show_targets(publisher_targets.check(data, root=root), output, as_json, what="targets")
 
 
@@ -435,8 +435,8 @@ def _check_signatures(
     type=_path(),
     help="A new key for the publisher's node to sign snapshot and timestamp with.",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@_OUTPUT_OPTION
+@_FORCE_OPTION
 @json_option
 @pass_context
 def rotate(
@@ -469,8 +469,7 @@ def rotate(
         online=publisher_root.public_key(_read(online_key)) if online_key else None,
         now=_now(),
     )
-    ctx.check_output(output, force=force)  # never a file of this node's, even forced
-    _write(output, data, replace=force)
+    _write_output(ctx, output, data, force=force)
     _show(publisher_root.check(data, previous=current), output, as_json)
     if publisher_root.online_keys(data) != publisher_root.online_keys(current):
         say(
@@ -486,6 +485,12 @@ def _read(path: Path) -> bytes:
     from sovnet.trust.publisher_targets import MAX_TARGETS_BYTES
 
     return read_input(path, MAX_TARGETS_BYTES)
+
+
+def _write_output(ctx: Context, output: Path, data: bytes, *, force: bool) -> None:
+    """A file a command makes (``-o``): never one of this node's, even with --force."""
+    ctx.check_output(output, force=force)
+    _write(output, data, replace=force)
 
 
 def _write(path: Path, data: bytes, *, replace: bool) -> None:
