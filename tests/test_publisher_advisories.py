@@ -48,15 +48,22 @@ PEER = PeerAddress.parse("127.0.0.1:9")
 
 class Peers:
     """The node's peers, as far as its TUF client sees them: files of the publisher's
-    repository by name, from whichever state directory ``serving`` names."""
+    repository by name, from whichever state directory ``serving`` names (and, for
+    more peers than one, ``others``: address -> state directory)."""
 
     def __init__(self, serving: Path) -> None:
         self.serving = serving
+        self.others: dict[PeerAddress, Path] = {}
+        self.asked: list[str] = []
+
+    def addresses(self) -> list[PeerAddress]:
+        return [*self.others, PEER]
 
     async def publisher_file(self, peer: PeerAddress, publisher: str, name: str) -> bytes | None:
+        self.asked.append(name)
         if not METADATA_NAME.fullmatch(name):  # what the control plane's route serves
             raise PeerRequestError(f"{peer} answered HTTP 400 for {name}")
-        return PublisherFiles(self.serving, publisher).file(name)
+        return PublisherFiles(self.others.get(peer, self.serving), publisher).file(name)
 
 
 class World:
@@ -116,12 +123,14 @@ class World:
         return latest[1]
 
     def metadata(self) -> PublisherMetadata:
-        return PublisherMetadata(self.node, self.peers, lambda: [PEER], 5.0)  # type: ignore[arg-type]
+        return PublisherMetadata(self.node, self.peers, self.peers.addresses, 5.0)  # type: ignore[arg-type]
 
     def refresh(self) -> None:
         asyncio.run(self.metadata().refresh("acme"))
 
-    def hostile(self, targets: bytes, advisories: bytes | None = None) -> Path:
+    def hostile(
+        self, targets: bytes, advisories: bytes | None = None, listed: int | None = None
+    ) -> Path:
         """A peer's state directory serving ``targets`` (and ``advisories``) as the
         publisher's newest, with a snapshot and timestamp the online key signed: what a
         thief of the online key, or of enough holders' keys, can serve."""
@@ -132,7 +141,7 @@ class World:
         version = (latest[0] if latest else 0) + 1
         timestamp = self.files.file("timestamp.json")
         stamp = Metadata.from_bytes(timestamp).signed.version + 1 if timestamp else version
-        advised = pa.check(advisories, targets=targets).version if advisories else None
+        advised = pa.check(advisories, targets=targets).version if advisories else listed
         snapshot, timestamp = pt.online_metadata(
             targets, snapshot_version=version, timestamp_version=stamp, online=ONLINE, now=NOW,
             advisories_version=advised,
@@ -144,7 +153,7 @@ class World:
             "timestamp.json": timestamp,
         }
         if advisories is not None:
-            files[f"{advised}.advisories.json"] = advisories
+            files[f"{advised}.advisories.json"] = advisories  # (listed and not served: none)
         served.directory.mkdir(parents=True)
         for name, data in files.items():
             (served.directory / name).write_bytes(data)
@@ -259,6 +268,65 @@ def test_releases_that_change_a_release_are_refused_with_an_alert(world: World) 
     assert release is not None and release.cid == world.cids["1"]
     world.peers.serving = world.publisher  # the honest publisher's metadata still works
     asyncio.run(metadata.refresh("acme"))
+
+
+def test_releases_changed_behind_advisories_no_peer_sends_are_refused_all_the_same(
+    world: World,
+) -> None:
+    """The client keeps new targets before it fails to get the advisories the snapshot
+    lists: the check that a release stays runs after a failed refresh too."""
+    from tuf.api.metadata import Targets
+
+    world.refresh()
+    changed = Metadata[Targets].from_bytes(world.targets())
+    changed.signed.version += 1
+    changed.signed.targets["acme/model/1"] = changed.signed.targets["acme/model/2"]
+    changed.signatures.clear()
+    for holder in HOLDERS[:2]:
+        changed.sign(holder, append=True)
+    world.peers.serving = world.hostile(pr.to_bytes(changed), listed=7)
+    metadata = world.metadata()
+    with pytest.raises(TrustError, match="equivocates"):
+        asyncio.run(metadata.refresh("acme"))
+    release = RootFiles(world.node).resolve("acme/model@1")
+    assert release is not None and release.cid == world.cids["1"]
+    assert len(metadata.alerts) == 1
+
+
+def test_a_stale_peer_asked_first_does_not_hide_a_revocation(world: World, tmp_path: Path) -> None:
+    """Every peer is asked for the timestamp and the newest is taken: an honest but
+    stale peer (or one hiding advisories) answering first is not taken at its word."""
+    import shutil
+
+    world.refresh()
+    stale = tmp_path / "stale"
+    shutil.copytree(world.publisher, stale)  # a peer that refreshed a while ago
+    world.peers.others = {PeerAddress.parse("127.0.0.1:8"): stale}
+    revoked = world.advise("acme/model@1", "revoked", "bad weights")
+    world.files.install_advisories(world.sign(revoked, *HOLDERS[:2]), ONLINE, NOW)
+    world.refresh()
+    assert world.heard() == {"acme/model@1": "revoked"}
+
+
+def test_a_name_no_peer_serves_is_not_asked_and_blames_no_peer(world: World) -> None:
+    """A root may delegate a role, or reach a version, whose file name the control
+    plane does not serve: the client is told "not found", no peer is asked, and none
+    is marked failing for it."""
+    from tuf.api.exceptions import DownloadHTTPError
+
+    from sovnet.daemon.publisher_metadata import PeerMetadata
+
+    async def fetch() -> PeerMetadata:
+        loop = asyncio.get_running_loop()
+        fetcher = PeerMetadata(world.peers, world.peers.addresses, loop, 5.0)  # type: ignore[arg-type]
+        with pytest.raises(DownloadHTTPError):
+            await asyncio.to_thread(fetcher.fetch, "sovnet://acme/1.Zz-role.json")
+        with pytest.raises(DownloadHTTPError):
+            await asyncio.to_thread(fetcher.fetch, f"sovnet://acme/{10**12}.root.json")
+        return fetcher
+
+    fetcher = asyncio.run(fetch())
+    assert fetcher.unreachable == {} and world.peers.asked == []
 
 
 @pytest.mark.parametrize(

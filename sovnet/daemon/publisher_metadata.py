@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import datetime
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -37,7 +38,12 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
 from sovnet.errors import NotFoundError, SovnetError, TransferError, TrustError
-from sovnet.net.control import MAX_METADATA_BYTES, PeerQueries, PeerRequestError
+from sovnet.net.control import (
+    MAX_METADATA_BYTES,
+    METADATA_NAME,
+    PeerQueries,
+    PeerRequestError,
+)
 from sovnet.store.atomicfile import write_atomic
 from sovnet.store.rootfiles import RootFiles
 from sovnet.trust import publisher_targets
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 SCHEME = "sovnet://"
 MAX_ROOT_ROTATIONS = 64  # versions walked in one refresh (TUF's default is 256)
 MAX_ALERTS = 20
+MAX_ASKED = 32  # peers asked at once for a publisher's timestamp
 
 
 class PeerMetadata(FetcherInterface):
@@ -72,26 +79,84 @@ class PeerMetadata(FetcherInterface):
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         publisher, _, name = url.removeprefix(SCHEME).partition("/")
-        for peer in self._addresses():
-            if peer in self.excluded or peer in self.unreachable:
-                continue
-            asked = asyncio.run_coroutine_threadsafe(
-                self._peers.publisher_file(peer, publisher, name), self._loop
-            )
-            try:
-                found = asked.result(self._timeout)
-            except (PeerRequestError, TimeoutError) as exc:
-                asked.cancel()  # str(TimeoutError()) is empty: say what happened
-                self.unreachable[peer] = str(exc) or f"{peer}: no answer within {self._timeout:g} s"
-                continue
-            if found is not None:
-                self.last_peer = peer
-                return iter([found])
+        if not METADATA_NAME.fullmatch(name):
+            # The control plane serves no such name (a role or version a root may name
+            # but no node can): not found, and no peer is blamed for it.
+            raise DownloadHTTPError(f"{publisher}'s {name} is not a name peers serve", 404)
+        peers = [p for p in self._addresses() if p not in self.excluded | set(self.unreachable)]
+        if name == "timestamp.json":
+            found = self._newest(publisher, name, peers)
+        else:
+            found = self._first(publisher, name, peers)
+        if found is not None:
+            self.last_peer, data = found
+            return iter([data])
         errors = list(self.unreachable.values())
         raise DownloadHTTPError(
             f"no peer has {publisher}'s {name}" + (f" ({'; '.join(errors[:3])})" if errors else ""),
             404,
         )
+
+    def _first(
+        self, publisher: str, name: str, peers: list[PeerAddress]
+    ) -> tuple[PeerAddress, bytes] | None:
+        """The file from the first peer that has it: versioned files are the same
+        wherever they come from (the snapshot names their versions)."""
+        for peer in peers:
+            for _, found in self._ask(publisher, name, [peer]):  # none: it was not reached
+                if found is not None:
+                    return peer, found
+        return None
+
+    def _newest(
+        self, publisher: str, name: str, peers: list[PeerAddress]
+    ) -> tuple[PeerAddress, bytes] | None:
+        """The timestamp of the highest version any peer has, all asked at once: a stale
+        peer (or one that hides the newest advisories) is not taken at its word
+        because it answered first. A forged high version is refused by the client,
+        its peer excluded, and the next highest taken."""
+        answers = [(peer, data) for peer, data in self._ask(publisher, name, peers) if data]
+        if not answers:
+            return None
+        return max(answers, key=lambda answer: _version_of(answer[1]))
+
+    def _ask(
+        self, publisher: str, name: str, peers: list[PeerAddress]
+    ) -> list[tuple[PeerAddress, bytes | None]]:
+        """Each peer's answer (None: it has none), asked at once, each within the
+        timeout; a peer that cannot be asked is noted in ``unreachable``."""
+
+        async def one(peer: PeerAddress) -> bytes | BaseException | None:
+            try:
+                return await asyncio.wait_for(
+                    self._peers.publisher_file(peer, publisher, name), self._timeout
+                )
+            except (PeerRequestError, TimeoutError) as exc:
+                return exc
+
+        async def every() -> list[bytes | BaseException | None]:
+            return await asyncio.gather(*(one(peer) for peer in peers[:MAX_ASKED]))
+
+        asked = asyncio.run_coroutine_threadsafe(every(), self._loop)
+        answers = asked.result()  # each within its timeout
+        found = []
+        for peer, answer in zip(peers, answers, strict=False):
+            if isinstance(answer, BaseException):  # str(TimeoutError()) is empty
+                self.unreachable[peer] = str(answer) or (
+                    f"{peer}: no answer within {self._timeout:g} s"
+                )
+            else:
+                found.append((peer, answer))
+        return found
+
+
+def _version_of(data: bytes) -> int:
+    """The version a metadata file says it is, before anyone checked it (-1: none)."""
+    try:
+        value = json.loads(data)["signed"]["version"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return -1
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 class _Trusted:
@@ -216,7 +281,9 @@ class PublisherMetadata:
             finally:
                 for peer in fetcher.unreachable:  # not waited for again until it answers
                     self._failed(peer)
-            await asyncio.to_thread(self._check_releases_stay, publisher, directory, before)
+                # Also when the refresh failed: the client may have kept new targets
+                # before a later step (the advisories) failed.
+                await asyncio.to_thread(self._check_releases_stay, publisher, directory, before)
             return updater
 
     def _check_releases_stay(self, publisher: str, directory: Path, before: _Trusted) -> None:
