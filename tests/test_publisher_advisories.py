@@ -308,6 +308,45 @@ def test_a_stale_peer_asked_first_does_not_hide_a_revocation(world: World, tmp_p
     assert world.heard() == {"acme/model@1": "revoked"}
 
 
+def test_a_publisher_cannot_revoke_another_s_model_by_releasing_its_bytes(
+    world: World,
+) -> None:
+    """evil (pinned here too, for its own models) releases acme/model@1's manifest as
+    evil/x@1 and revokes that: its advisory names a release of evil's, not acme's
+    model, whose run goes on (found by the hostile tester)."""
+    import hashlib
+
+    from tuf.api.metadata import TargetFile, Targets
+
+    evil = pr.CryptoSigner(ed25519.Ed25519PrivateKey.from_private_bytes(bytes([99]) * 32))
+    root = pr.sign(pr.new_root("evil", [evil.public_key], 1, now=NOW, online=evil.public_key), evil)
+    PublisherFiles(world.publisher, "evil").install_root(root)
+    RootFiles(world.node).pin(root)
+    victim = Store(world.node).manifest_bytes(world.cids["1"])
+
+    def target(path: str, **custom: str) -> TargetFile:
+        digest = {"sha256": hashlib.sha256(victim).hexdigest()}
+        fields = {"custom": {"cid": str(world.cids["1"]), **custom}}
+        return TargetFile(len(victim), digest, path, unrecognized_fields=fields)
+
+    targets = Targets(version=1, expires=NOW + datetime.timedelta(days=9))
+    targets.targets["evil/x/1"] = target("evil/x/1")
+    targets.targets["evil/x:latest"] = target("evil/x:latest", release="evil/x/1")
+    signed = pt.delegate_advisories(
+        pr.to_bytes(Metadata(targets)), root=root, keys=[evil.public_key], threshold=1, now=NOW
+    )
+    files = PublisherFiles(world.publisher, "evil")
+    files.install_targets(pt.sign(signed, evil, root=root), evil, NOW)
+    revoked = pa.advise(
+        None, targets=files.latest("targets")[1], root=root, ref="evil/x@1",  # type: ignore[index]
+        kind="revoked", reason="acme's model is malware: use evil/x", now=NOW,
+    )  # fmt: skip
+    files.install_advisories(pa.sign(revoked, evil, targets=files.latest("targets")[1]), evil, NOW)  # type: ignore[index]
+    asyncio.run(world.metadata().refresh("evil"))
+    assert world.heard() == {"evil/x@1": "revoked"}
+    assert world.admit("acme/model@1").advisories == ()  # type: ignore[attr-defined]
+
+
 def test_a_name_no_peer_serves_is_not_asked_and_blames_no_peer(world: World) -> None:
     """A root may delegate a role, or reach a version, whose file name the control
     plane does not serve: the client is told "not found", no peer is asked, and none

@@ -152,7 +152,7 @@ def admit(
     cid, manifest = opened.cid, opened.manifest
     label = f"{manifest.name} {manifest.version}" if manifest.version else manifest.name
     action = "run" if runnable else "export"
-    advised = _advisories(store, cid, action, allow_revoked)
+    advised = _advisories(store, cid, manifest, action, allow_revoked)
     rehashed = check_files(store, cid, manifest, full=verify_full, action=action)
     if runnable:
         entry, parts = choose_entry(manifest, label, gguf_file)
@@ -292,9 +292,13 @@ def _pinned_release(store: Store, ref: str) -> CID | None:
     return release.cid if release is not None else None
 
 
-def _advisories(store: Store, cid: CID, action: str, allow_revoked: bool) -> tuple[str, ...]:
+def _advisories(
+    store: Store, cid: CID, manifest: Manifest, action: str, allow_revoked: bool
+) -> tuple[str, ...]:
     """What pinned publishers advised of ``cid``, as this node last heard (offline):
-    a revocation refuses it unless allowed; the rest is said."""
+    a revocation refuses it unless allowed; the rest is said. An advisory counts only
+    on a release of the manifest's own name and version: a publisher that released
+    another's manifest under its own name says nothing of it."""
     from sovnet.store.keyfiles import any_root_pinned
 
     if not any_root_pinned(store.root):
@@ -303,7 +307,11 @@ def _advisories(store: Store, cid: CID, action: str, allow_revoked: bool) -> tup
 
     said = []
     for advisory in RootFiles(store.root).advisories():
-        if advisory.release.cid != cid:
+        if (
+            advisory.release.cid != cid
+            or advisory.release.name != manifest.name
+            or manifest.version not in (None, advisory.release.version)
+        ):
             continue
         if advisory.kind == "revoked" and not allow_revoked:
             raise RevokedError(
