@@ -293,6 +293,23 @@ def test_releases_changed_behind_advisories_no_peer_sends_are_refused_all_the_sa
     assert len(metadata.alerts) == 1
 
 
+def test_advisories_a_peer_withholds_are_said_at_the_gate(world: World) -> None:
+    """The snapshot lists advisories the node could not get (the only peer withholds
+    them): the refresh fails, and the run gate says that advisories exist unheard."""
+    revoked = world.advise("acme/model@1", "revoked", "bad weights")
+    world.files.install_advisories(world.sign(revoked, *HOLDERS[:2]), ONLINE, NOW)
+    [advisories] = world.files.directory.glob("*.advisories.json")
+    advisories.rename(advisories.with_suffix(".hidden"))
+    with pytest.raises(SovnetError, match=r"1\.advisories\.json"):
+        world.refresh()
+    [warning] = world.admit("acme/model@1").advisories  # type: ignore[attr-defined]
+    assert "acme signed advisories version 1, which this node has not heard" in warning
+    advisories.with_suffix(".hidden").rename(advisories)
+    world.refresh()
+    with pytest.raises(RevokedError):
+        world.admit("acme/model@1")
+
+
 def test_a_stale_peer_asked_first_does_not_hide_a_revocation(world: World, tmp_path: Path) -> None:
     """Every peer is asked for the timestamp and the newest is taken: an honest but
     stale peer (or one hiding advisories) answering first is not taken at its word."""

@@ -369,7 +369,12 @@ class Node:
         """What the pinned publisher roots released, refreshed through the peers, and
         which peers hold each (asked at once, each within the peer timeout)."""
         listed, problems = await self.publishers.listing()
-        advised = {a.release: a for a in RootFiles(self.config.state_dir).advisories()}
+        roots = RootFiles(self.config.state_dir)
+        advised = {a.release: a for a in roots.advisories()}
+        for pinned in roots.pinned():
+            unheard = roots.unheard_advisories(pinned.publisher)
+            if unheard is not None:
+                problems.append(unheard)
         addresses = self.book.addresses()
         answers = await gather_bounded(
             [functools.partial(self._control.client.models, p) for p in addresses]

@@ -305,8 +305,14 @@ def _advisories(
         return ()
     from sovnet.store.rootfiles import RootFiles
 
+    roots = RootFiles(store.root)
     said = []
-    for advisory in RootFiles(store.root).advisories():
+    publisher = manifest.name.split("/")[0]
+    if any(r.cid == cid and r.name == manifest.name for r in roots.released()):
+        unheard = roots.unheard_advisories(publisher)
+        if unheard is not None:
+            said.append(unheard)
+    for advisory in roots.advisories():
         if (
             advisory.release.cid != cid
             or advisory.release.name != manifest.name

@@ -219,6 +219,29 @@ class RootFiles:
                 log.warning("ignoring the advisories of %s: %s", directory.name, exc.message)
         return found
 
+    def unheard_advisories(self, publisher: str) -> str | None:
+        """What this node knows exists of ``publisher``'s advisories and has not heard:
+        the snapshot it trusted lists a version of them newer than the one here (a
+        refresh failed to get them, or a peer withheld them). None when it has heard
+        all there is."""
+        directory = self.metadata_dir(publisher)
+        try:
+            listed = json.loads((directory / "snapshot.json").read_bytes())["signed"]["meta"]
+            version = listed[f"{ADVISORIES_ROLE}.json"]["version"]
+        except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
+            return None
+        try:
+            here = _version((directory / f"{ADVISORIES_ROLE}.json").read_bytes())
+        except (FileNotFoundError, NotADirectoryError):
+            here = None
+        if isinstance(version, int) and (here is None or here < version):
+            return (
+                f"{publisher} signed advisories version {version}, which this node has not "
+                f"heard (it has {f'version {here}' if here else 'none'}): a revocation may "
+                "be among them; `sovnet ls --remote` asks the peers again"
+            )
+        return None
+
     def unpin(self, publisher: str) -> None:
         directory = self.metadata_dir(publisher)
         if not (directory / "root.json").is_file():
