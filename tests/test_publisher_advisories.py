@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given
+from hypothesis import strategies as st
 from tuf.api.metadata import Metadata
 
 from sovnet.core.address import PeerAddress
@@ -394,6 +396,12 @@ def test_a_name_no_peer_serves_is_not_asked_and_blames_no_peer(world: World) -> 
         ("acme/model@1", "revoked", "", {}, "one line"),
         ("acme/model@1", "revoked", "a\x1b[2Jb", {}, "one line"),
         ("acme/model@1", "revoked", "a\u202eb", {}, "one line"),
+        ("acme/model@1", "revoked", "a\u061cb", {}, "one line"),  # Arabic letter mark
+        ("acme/model@1", "revoked", "a\u2060b\ufeff", {}, "one line"),  # invisible
+        ("acme/model@1", "revoked", "a\u00adb", {}, "one line"),  # soft hyphen
+        ("acme/model@1", "revoked", "a\U000e0041b", {}, "one line"),  # a tag character
+        ("acme/model@1", "revoked", "a" + "\u0301" * 200, {}, "one line"),  # stacked marks
+        ("acme/model@1", "revoked", "x" * 1001, {}, "one line"),
         ("acme/model@1", "superseded", "x", {}, "names its successor"),
         ("acme/model@1", "superseded", "x", {"superseded_by": "acme/model@7"}, "not among"),
         ("acme/model@1", "deprecated", "x", {"superseded_by": "acme/model@2"}, "goes with"),
@@ -439,3 +447,34 @@ def test_tuf_verifies_sovnet_advisories_as_a_delegated_role(world: World) -> Non
     assert targets.signed.delegations is not None
     role = targets.signed.delegations.roles[pt.ADVISORIES_ROLE]  # type: ignore[index]
     assert role.is_delegated_path(path) and not role.is_delegated_path("acme/model/1")
+
+
+@given(st.text(max_size=60))
+def test_a_reason_shown_is_one_plain_line(text: str) -> None:
+    """Whatever text a publisher writes, a reason that passes hides nothing: no control,
+    format, private, unassigned or separator character, and few combining marks."""
+    import unicodedata
+
+    if pa.plain_line(text):
+        assert text and all(
+            unicodedata.category(c) not in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"} for c in text
+        )
+    printable = "".join(c for c in text if unicodedata.category(c)[0] in "LNPS" or c == " ")
+    if printable and not any(unicodedata.combining(c) for c in printable):
+        assert pa.plain_line(printable)
+
+
+@pytest.mark.parametrize(
+    ("issued", "valid"),
+    [("2026-12-02", True), ("9999-99-99", False), ("\u0662\u0660\u0662\u0666-01-01", False),
+     ("2026-1-1", False), (20261202, False)],
+)  # fmt: skip
+def test_an_advisory_s_date_is_a_real_ascii_date(world: World, issued: object, valid: bool) -> None:
+    from tuf.api.metadata import Targets
+
+    made = Metadata[Targets].from_bytes(world.advise("acme/model@1", "revoked", "bad"))
+    [target] = made.signed.targets.values()
+    target.unrecognized_fields["custom"]["issued"] = issued
+    signed = world.sign(pr.to_bytes(Metadata(made.signed)), *HOLDERS[:2])
+    found = pa.advisories_in(signed, targets=world.targets(), root=world.root)
+    assert (len(found) == 1) is valid

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from securesystemslib.signer import CryptoSigner
@@ -36,10 +37,12 @@ KINDS = ("revoked", "deprecated", "superseded")
 ROLE_FIELD = "x-sovnet-role"  # in the signed part: what `publisher sign` is signing
 ADVISORIES_LIFETIME = datetime.timedelta(days=365)
 MAX_REASON = 1000
-# One line of text, shown on terminals: no control characters (C0, C1) and none of
-# Unicode's invisible or direction-changing ones, which could make it say another thing.
-_REASON = re.compile(r"[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A reason is one line of text shown on terminals: none of Unicode's control, format
+# (invisible, direction-changing), surrogate, private-use, unassigned or line- and
+# paragraph-separator characters, which could make it say another thing than it shows.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+MAX_COMBINING = 4  # combining marks in a row: more only stack into noise
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,31 @@ class Advisory:
         if self.superseded_by:
             text += f"; use {self.superseded_by}"
         return text + f": {self.reason}"
+
+
+def plain_line(text: str) -> bool:
+    """Whether ``text`` is a reason as a person will read it: 1 to MAX_REASON
+    characters, one line, nothing hidden."""
+    if not 0 < len(text) <= MAX_REASON:
+        return False
+    combining = 0
+    for char in text:
+        if unicodedata.category(char) in _HIDDEN_CATEGORIES:
+            return False
+        combining = combining + 1 if unicodedata.combining(char) else 0
+        if combining > MAX_COMBINING:
+            return False
+    return True
+
+
+def _date(text: object) -> bool:
+    if not isinstance(text, str) or not _DATE.fullmatch(text):
+        return False
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def path(release: Release) -> str:
@@ -93,7 +121,7 @@ def advise(
     release = _release(targets, root, ref)
     if kind is not None and kind not in KINDS:
         raise InvalidInputError(f"{kind!r} is not an advisory: {', '.join(KINDS)}")
-    if kind is not None and not (_REASON.fullmatch(reason) and len(reason) <= MAX_REASON):
+    if kind is not None and not plain_line(reason):
         raise InvalidInputError(
             f"the reason is one line of text, 1 to {MAX_REASON} characters",
             hint='--reason "what is wrong, and what to do"',
@@ -240,10 +268,8 @@ def _advisory(
         or custom.get("cid") != str(release.cid)
         or kind not in KINDS
         or not isinstance(reason, str)
-        or not _REASON.fullmatch(reason)
-        or len(reason) > MAX_REASON
-        or not isinstance(issued, str)
-        or not _DATE.fullmatch(issued)
+        or not plain_line(reason)
+        or not _date(issued)
         or (successor is not None and not isinstance(successor, str))
         or (kind == "superseded") != (successor is not None)
     ):
