@@ -23,7 +23,7 @@ from tuf.api.metadata import Metadata
 
 from sovnet.core.address import PeerAddress
 from sovnet.daemon.publisher_metadata import PublisherMetadata
-from sovnet.errors import RevokedError, SovnetError, TrustError
+from sovnet.errors import InvalidInputError, RevokedError, SovnetError, TrustError
 from sovnet.net.control import METADATA_NAME, PeerRequestError
 from sovnet.run.admission import admit
 from sovnet.store.keyfiles import NodeFiles
@@ -478,3 +478,14 @@ def test_an_advisory_s_date_is_a_real_ascii_date(world: World, issued: object, v
     signed = world.sign(pr.to_bytes(Metadata(made.signed)), *HOLDERS[:2])
     found = pa.advisories_in(signed, targets=world.targets(), root=world.root)
     assert (len(found) == 1) is valid
+
+
+def test_releases_of_a_version_no_node_can_ask_for_are_not_installed(world: World) -> None:
+    from tuf.api.metadata import Targets
+
+    far = Metadata[Targets].from_bytes(world.targets())
+    far.signed.version = 10**9
+    far.signatures.clear()
+    with pytest.raises(InvalidInputError, match="above 999999999"):
+        world.install(pr.to_bytes(far))
+    assert pt.version_of(world.targets()) == 2  # what was installed stays the newest

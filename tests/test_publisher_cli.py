@@ -338,3 +338,41 @@ def test_a_root_that_can_never_work_is_refused_and_an_expired_one_warned_of(
     installed = uni("publisher", "install", tmp_path / "expires.json")
     assert installed.returncode == 4 and "cannot work: it expired" in installed.stderr
     assert "expired on 2020" in node("trust", "roots").stderr
+
+
+def test_a_damaged_pinned_root_is_named_and_can_be_unpinned(tmp_path: Path) -> None:
+    (uni, uni_pub), _, _ = _holders(tmp_path)
+    root = tmp_path / "root.json"
+    uni("publisher", "init", "acme", "--key", uni_pub, "--threshold", "1", "-o", root,
+        check=True)  # fmt: skip
+    uni("publisher", "sign", root, check=True)
+    node = Runner(tmp_path / "node")
+    node("key", "gen", check=True)
+    node("trust", "add", root, check=True)
+    (node.state_dir / "roots" / "dupa").mkdir()
+    (node.state_dir / "roots" / "dupa" / "root.json").write_text("garbage")
+    listed = node("trust", "roots")
+    assert listed.returncode == 0 and "acme" in listed.stdout
+    assert "the pinned root of dupa" in listed.stderr and "damaged" in listed.stderr
+    assert node("trust", "rm", "dupa").returncode == 0
+    assert "dupa" not in node("trust", "roots").stderr
+    # A name that is both a key's and a root's is not guessed at.
+    node("trust", "add", uni_pub.read_text().strip(), "--name", "acme", check=True)
+    both = node("trust", "rm", "acme")
+    assert both.returncode == 4 and "both a trusted key and a pinned" in both.stderr
+    assert node("trust", "rm", "--root", "acme").returncode == 0
+    assert node.json("trust", "roots") == []
+    assert "acme" in [k["name"] for k in node.json("trust", "ls")]
+    missing = node("trust", "rm", "nobody")
+    assert missing.returncode == 3 and "no root of that publisher is pinned" in missing.stderr
+
+
+def test_a_release_file_of_the_wrong_shape_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    (uni, _), _, _ = _holders(tmp_path)
+    for targets in (7, None, ["acme/x/1"]):
+        crafted = tmp_path / "crafted.json"
+        crafted.write_text(json.dumps({"signed": {"_type": "targets", "targets": targets}}))
+        for command in ("status", "sign", "install"):
+            said = uni("publisher", command, crafted)
+            assert said.returncode == 4, said.stderr
+            assert "Traceback" not in said.stderr and "not a mapping" in said.stderr

@@ -242,3 +242,23 @@ def test_a_root_that_can_never_work_on_a_node_says_why() -> None:
         "consistent_snapshot is false: nodes serve N.snapshot.json and N.targets.json",
         f"it expired on {root.signed.expires:%Y-%m-%d}",
     ]
+
+
+def test_a_root_beyond_what_nodes_serve_or_verify_can_never_work() -> None:
+    """Found by the hostile tester: roots of 800 keys, RSA keys, version 10^30."""
+    from securesystemslib.signer import SSlibKey
+
+    root = pr.load_root(pr.new_root("acme", KEYS, 2, now=NOW))
+    rsa_key = SSlibKey.from_crypto(rsa.generate_private_key(65537, 2048).public_key())
+    root.signed.add_key(rsa_key, "root")
+    root.signed.version = 10**30
+    found = pr.problems(pr.to_bytes(root), now=NOW)
+    assert (
+        f"key {rsa_key.keyid[:16]} is rsa/rsassa-pss-sha256: Ed25519 or ECDSA P-256 only" in found
+    )
+    assert f"version {10**30} is above 999999999, the highest nodes serve" in found
+    many = pr.load_root(pr.new_root("acme", KEYS, 2, now=NOW))
+    for k in range(65):
+        extra = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([k + 100]) * 32)
+        many.signed.add_key(SSlibKey.from_crypto(extra.public_key()), "targets")
+    assert "it names 68 keys; a root has at most 64" in pr.problems(pr.to_bytes(many), now=NOW)

@@ -177,7 +177,7 @@ def trust_roots(ctx: Context, as_json: bool) -> None:
     if as_json:
         emit_json([_root_json(r) for r in roots])
         return
-    if not roots:
+    if not roots and not RootFiles(ctx.state_dir).damaged():
         say("No publisher roots. `sovnet trust add root.json` pins one.")
         return
     table(
@@ -188,9 +188,11 @@ def trust_roots(ctx: Context, as_json: bool) -> None:
             for r in roots
         ],
     )  # fmt: skip
-    for root in roots:
-        for warning in root.warnings:
+    for pinned in roots:
+        for warning in pinned.warnings:
             say(f"warning: {warning}")
+    for damaged in RootFiles(ctx.state_dir).damaged():
+        say(f"warning: {damaged}")
 
 
 @trust.command("ls")
@@ -220,9 +222,10 @@ def trust_ls(ctx: Context, as_json: bool) -> None:
 
 @trust.command("rm")
 @click.argument("key_ref", metavar="KEY_ID_OR_PUBLIC_KEY_OR_NAME_OR_PUBLISHER")
+@click.option("--root", is_flag=True, help="Unpin the root of the publisher named.")
 @json_option
 @pass_context
-def trust_rm(ctx: Context, key_ref: str, as_json: bool) -> None:
+def trust_rm(ctx: Context, key_ref: str, root: bool, as_json: bool) -> None:
     """Stop trusting a publisher key, or unpin a publisher's root (by its name).
 
     The models already here stay; what the root released is no longer trusted for
@@ -233,24 +236,33 @@ def trust_rm(ctx: Context, key_ref: str, as_json: bool) -> None:
 
     _use_json(ctx, as_json)
     files = ctx.node_files()
+    roots = RootFiles(ctx.state_dir)
+    if root:
+        roots.unpin(key_ref)
+        _say_unpinned(key_ref, as_json)
+        return
     try:
         key_id, _ = parse_key_reference(key_ref)
     except InvalidInputError:
         named = [k for k in files.load_trust().keys if k.name == key_ref]
-        roots = RootFiles(ctx.state_dir)
-        if not named and key_ref in {r.publisher for r in roots.pinned()}:
+        pinned = roots.is_pinned(key_ref)
+        if named and pinned:
+            raise InvalidInputError(
+                f"{key_ref!r} names both a trusted key and a pinned publisher root",
+                hint=f"`sovnet trust rm --root {key_ref}` unpins the root; the key's id "
+                "(`sovnet trust ls`) removes the key",
+            ) from None
+        if pinned:
             roots.unpin(key_ref)
-            if as_json:
-                emit_json({"unpinned": key_ref})
-                return
-            say(f"No longer trusting the root of {key_ref}.")
+            _say_unpinned(key_ref, as_json)
             return
         if len(named) != 1:
             raise NotFoundError(
-                f"no trusted key has the id or the name {key_ref!r}"
+                f"no trusted key has the id or the name {key_ref!r}, and no root of that "
+                "publisher is pinned"
                 if not named
                 else f"{len(named)} trusted keys are named {key_ref!r}; give the key id",
-                hint="`sovnet trust ls` lists them",
+                hint="`sovnet trust ls` lists the keys, `sovnet trust roots` the roots",
             ) from None
         key_id = named[0].key_id
 
@@ -262,6 +274,13 @@ def trust_rm(ctx: Context, key_ref: str, as_json: bool) -> None:
         emit_json({"removed": str(key_id)})
         return
     say(f"No longer trusting {key_id}.")
+
+
+def _say_unpinned(publisher: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"unpinned": publisher})
+        return
+    say(f"No longer trusting the root of {publisher}.")
 
 
 def register(cli: click.Group) -> None:

@@ -528,7 +528,10 @@ def _kind(data: bytes) -> str:
 def _publisher_of_targets(data: bytes) -> str:
     import json
 
-    for path in json.loads(data)["signed"].get("targets", {}):
+    targets = json.loads(data)["signed"].get("targets")
+    if not isinstance(targets, dict):
+        raise InvalidInputError("not a release file: its targets are not a mapping")
+    for path in targets:
         return str(path).split("/")[0]
     raise InvalidInputError("this release file releases nothing")
 

@@ -371,6 +371,7 @@ class Node:
         listed, problems = await self.publishers.listing()
         roots = RootFiles(self.config.state_dir)
         advised = {a.release: a for a in roots.advisories()}
+        problems += roots.damaged()
         for pinned in roots.pinned():
             unheard = roots.unheard_advisories(pinned.publisher)
             if unheard is not None:

@@ -127,6 +127,7 @@ class PublisherFiles:
                     f"of the keys; it needs {checked.threshold}",
                     hint="the missing holders run `sovnet publisher sign FILE --root ROOT`",
                 )
+            _check_version(checked.version, "targets")
             current = self.latest("targets")
             wrong = publisher_targets.problems(
                 data, root=root[1], previous=current[1] if current else None
@@ -179,6 +180,7 @@ class PublisherFiles:
                     f"{checked.threshold}",
                     hint="the missing holders run `sovnet publisher sign FILE`",
                 )
+            _check_version(checked.version, "advisories")
             wrong = publisher_advisories.problems(data, targets=targets[1], root=root[1])
             if wrong:
                 raise TrustError(f"refusing advisories version {checked.version}: {wrong[0]}")
@@ -271,3 +273,12 @@ class PublisherFiles:
             write_atomic(self.directory / name, data, mode=0o644)
         except OSError as exc:
             raise LocalStateError(f"cannot write {self.directory / name}: {exc.strerror}") from exc
+
+
+def _check_version(version: int, what: str) -> None:
+    if version > publisher_root.MAX_VERSION:
+        raise InvalidInputError(
+            f"{what} version {version} is above {publisher_root.MAX_VERSION}: no node could "
+            "ask for it by name",
+            hint="make the next version from the one installed here",
+        )

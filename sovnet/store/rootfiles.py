@@ -155,13 +155,28 @@ class RootFiles:
             )
 
     def pinned(self) -> list[PinnedRoot]:
-        """Every pinned root, as trusted now (after any rotation the client followed)."""
-        found = []
+        """Every pinned root, as trusted now (after any rotation the client followed);
+        one damaged on disk is left out (:meth:`damaged` names it)."""
+        return [root for root in self._read_all() if isinstance(root, PinnedRoot)]
+
+    def damaged(self) -> list[str]:
+        """The pinned roots that cannot be read, each said with its publisher's name."""
+        return [root for root in self._read_all() if isinstance(root, str)]
+
+    def _read_all(self) -> list[PinnedRoot | str]:
+        found: list[PinnedRoot | str] = []
         for directory in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
             path = directory / "root.json"
-            if path.is_file():
-                data = path.read_bytes()
+            if not path.is_file():
+                continue
+            data = path.read_bytes()
+            try:
                 found.append(_pinned(data, publisher_root.check(data)))
+            except SovnetError as exc:
+                found.append(
+                    f"the pinned root of {directory.name} ({path}) is damaged: {exc.message}; "
+                    f"`sovnet trust rm {directory.name}` unpins it, `trust add` pins it again"
+                )
         return found
 
     def trusted(self, publisher: str) -> tuple[bytes, bytes] | None:
@@ -241,6 +256,13 @@ class RootFiles:
                 "be among them; `sovnet ls --remote` asks the peers again"
             )
         return None
+
+    def is_pinned(self, publisher: str) -> bool:
+        """Whether a root of ``publisher`` is pinned here, readable or damaged."""
+        return (
+            publisher_root.PUBLISHER_PATTERN.fullmatch(publisher) is not None
+            and (self.metadata_dir(publisher) / "root.json").is_file()
+        )
 
     def unpin(self, publisher: str) -> None:
         directory = self.metadata_dir(publisher)

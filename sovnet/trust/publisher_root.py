@@ -50,6 +50,9 @@ PUBLISHER_FIELD = "x-sovnet-publisher"  # the publisher's name, in the root's si
 PUBLISHER_PATTERN = ORG_PATTERN
 MAX_ROOT_BYTES = 512 * 1024
 MAX_KEYS = 64
+# The highest version of a metadata file nodes serve by name (N.root.json: 9 digits).
+MAX_VERSION = 999_999_999
+ACCEPTED_KEYS = {("ed25519", "ed25519"), ("ecdsa", "ecdsa-sha2-nistp256")}
 ROOT_LIFETIME = datetime.timedelta(days=365)
 # Root and targets: the offline keys. Snapshot and timestamp: the online key.
 OFFLINE_ROLES = ("root", "targets")
@@ -251,6 +254,15 @@ def problems(data: bytes, *, now: datetime.datetime) -> list[str]:
     serve snapshot and targets by version only), an expiry already past."""
     root = load_root(data).signed
     found = []
+    if len(root.keys) > MAX_KEYS:
+        found.append(f"it names {len(root.keys)} keys; a root has at most {MAX_KEYS}")
+    for keyid, key in sorted(root.keys.items()):
+        if (key.keytype, key.scheme) not in ACCEPTED_KEYS:
+            found.append(
+                f"key {keyid[:16]} is {key.keytype}/{key.scheme}: Ed25519 or ECDSA P-256 only"
+            )
+    if root.version > MAX_VERSION:
+        found.append(f"version {root.version} is above {MAX_VERSION}, the highest nodes serve")
     for name, role in sorted(root.roles.items()):
         if len(role.keyids) < role.threshold:
             found.append(
