@@ -84,3 +84,17 @@ def test_a_leading_tilde_is_the_home_given_not_the_environment_s(
     assert loaded.socket == tmp_path
     assert config.config_file({}, tmp_path, "~/sovnetd.toml") == (tmp_path / "sovnetd.toml", True)
     assert config.load(b'state_dir = "~user/x"\n', {}, tmp_path).state_dir == Path("~user/x")
+
+
+def test_only_the_settings_asked_for_are_read_and_checked() -> None:
+    """The CLI applies sovnetd's `revoked` setting: another setting that is bad (or
+    unknown) in the same file is sovnetd's to refuse, not a reason to stop `run`."""
+    toml = b'peers = 5\nnot_a_setting = 1\nrevoked = "allow"\n'
+    assert config.load(toml, {}, HOME, only=("revoked",)).revoked == "allow"
+    assert config.load(toml, {"SOVNET_PEERS": "x"}, HOME, only=("revoked",)).revoked == "allow"
+    with pytest.raises(ConfigError, match="'revoked'"):
+        config.load(b'revoked = "yes"\n', {}, HOME, only=("revoked",))
+    with pytest.raises(ConfigError, match="'SOVNET_REVOKED'"):
+        config.load(None, {"SOVNET_REVOKED": "1"}, HOME, only=("revoked",))
+    with pytest.raises(ConfigError):
+        config.load(toml, {}, HOME)

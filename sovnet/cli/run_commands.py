@@ -60,7 +60,7 @@ def _allowed_revoked(flag: bool) -> bool:
         return True
     from sovnet.store.configfile import read_config
 
-    return read_config(os.environ, Path.home()).revoked == "allow"
+    return read_config(os.environ, Path.home(), only=("revoked",)).revoked == "allow"
 
 
 def _say_advisories(advisories: tuple[str, ...]) -> None:

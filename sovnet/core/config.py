@@ -42,7 +42,7 @@ the file, for sovnetd and for the settings the CLI applies itself, such as
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -216,14 +216,19 @@ def load(
     overrides: Mapping[str, object] | None = None,
     *,
     source: str = CONFIG_NAME,
+    only: Collection[str] | None = None,
 ) -> DaemonConfig:
-    """The configuration from a file's bytes (or none), the environment and flags."""
+    """The configuration from a file's bytes (or none), the environment and flags;
+    with ``only``, just those settings are read (and checked), the rest default: the
+    CLI applies one setting of sovnetd's, and a bad other one is sovnetd's to say."""
     layers: list[tuple[str, Mapping[str, object]]] = []
     if toml_data is not None:
         try:
             table = tomllib.loads(toml_data.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
+        if only is not None:
+            table = {k: v for k, v in table.items() if k in only}
         unknown = sorted(set(table) - set(_PARSERS))
         if unknown:
             raise ConfigError(
@@ -231,9 +236,8 @@ def load(
                 hint="settings: " + ", ".join(sorted(_PARSERS)),
             )
         layers.append((source, table))
-    layers.append(
-        ("the environment", {k: env[env_name(k)] for k in _PARSERS if env_name(k) in env})
-    )
+    wanted = [k for k in _PARSERS if only is None or k in only]
+    layers.append(("the environment", {k: env[env_name(k)] for k in wanted if env_name(k) in env}))
     if overrides:
         layers.append(("the command line", {k: v for k, v in overrides.items() if v is not None}))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from sovnet.core.config import DaemonConfig, config_file, load
@@ -14,9 +14,11 @@ def read_config(
     home: Path,
     override: str | None = None,
     overrides: Mapping[str, object] | None = None,
+    *,
+    only: Collection[str] | None = None,
 ) -> DaemonConfig:
     """The configuration from the config file (one named explicitly must exist), the
-    environment and ``overrides`` (flags)."""
+    environment and ``overrides`` (flags); ``only`` those settings, if given."""
     path, required = config_file(env, home, override)
     try:
         data: bytes | None = path.read_bytes()
@@ -26,4 +28,4 @@ def read_config(
         data = None
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
-    return load(data, env, home, overrides, source=str(path))
+    return load(data, env, home, overrides, source=str(path), only=only)
