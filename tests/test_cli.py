@@ -527,6 +527,7 @@ def test_ls_json_lists_models(sovnet: Runner, tiny_gguf_dir: Path) -> None:
                     "trusted_as": "this node",
                 }
             ],
+            "released_as": None,  # no pinned publisher root released it
         }
     ]
     table = sovnet("ls", check=True).stdout

@@ -51,6 +51,8 @@ class ManifestAccepted:
     size: int
     files: int
     signers: tuple[Signer, ...]
+    # A pinned publisher root's release vouches for it (its signers may be nobody here).
+    released_as: str | None = _optional()
 
 
 @dataclass(frozen=True)

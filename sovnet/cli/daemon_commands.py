@@ -128,10 +128,12 @@ def _follow_fetch(events: Iterator[FetchEvent | FetchResult], as_json: bool) -> 
     with transfer_progress(enabled=True) as bar:
         for event in events:
             if isinstance(event, ManifestAccepted):
-                signers = ", ".join(str(s.trusted_as) for s in event.signers)
+                vouched = [f"signed by {s.trusted_as}" for s in event.signers]
+                if event.released_as:
+                    vouched.append(str(event.released_as))
                 say(
                     f"{event.name} {event.version or ''}: {event.files} files, "
-                    f"{human_size(event.size)}, signed by {signers}"
+                    f"{human_size(event.size)}, {'; '.join(vouched)}"
                 )
             elif isinstance(event, FetchProgress):
                 bar.update(event.done, event.total, event.peers)

@@ -214,6 +214,7 @@ def ls(ctx: Context, remote: bool, as_json: bool) -> None:
                 "files": len(m.files),
                 "trusted": opened.trusted,
                 "signers": _signers_json(opened),
+                "released_as": opened.released_as,
             }
         )
     if as_json:
@@ -237,6 +238,8 @@ def ls(ctx: Context, remote: bool, as_json: bool) -> None:
             )
             for s in signers
         ]
+        if row["released_as"]:  # a pinned root vouches for it, whoever signed
+            labels.insert(0, str(row["released_as"]))
         size = row["size"]
         assert isinstance(size, int)
         cells.append(

@@ -142,7 +142,8 @@ def sign(
             targets = _targets_for(ctx, _publisher_of_advisories(data), targets_path)
             signed = publisher_advisories.sign(data, holder, targets=targets)
             _write(path, signed, replace=True)
-            _show_targets(publisher_advisories.check(signed, targets=targets), path, as_json)
+            checked = publisher_advisories.check(signed, targets=targets)
+            _show_targets(checked, path, as_json, what="advisories")
             return
         if _kind(data) == "targets":
             root = _root_for(ctx, data, root_path)

@@ -349,6 +349,7 @@ class Fetcher:
                 signers=tuple(
                     Signer(str(s.key_id), s.trusted_as) for s in opened.signers if s.counts
                 ),
+                released_as=opened.released_as,
             )
         )
         skip = self._already_here(spec.files)

@@ -59,6 +59,10 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
 
     config = read_config(dict(os.environ), Path.home(), config_path, config_overrides)
     logging.getLogger().setLevel(config.log_level.upper())
+    # python-tuf logs each signature it did not need ("No signature for keyid ...") at
+    # INFO: sovnet says what a refresh decided, at its own levels.
+    for noisy in ("tuf", "securesystemslib"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     # A mistyped --state-dir is refused before anything is made there. sovnetd never
     # makes a node: it needs the network files that only `sovnet network create` or
     # `join` write, and those make the node.

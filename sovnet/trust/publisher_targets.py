@@ -136,9 +136,9 @@ def resolve(lookup: Callable[[str], TargetFile | None], ref: str) -> Release | N
     if "@" in ref:
         name, version = ref.split("@", 1)
         return _release_at(lookup, f"{name}/{version}", org)
-    name, _, channel = ref.partition(":")
-    if channel and not CHANNEL_PATTERN.fullmatch(channel):
-        return None
+    name, colon, channel = ref.partition(":")
+    if colon and not CHANNEL_PATTERN.fullmatch(channel):
+        return None  # "ORG/MODEL:" names no channel (not :latest)
     path = f"{name}:{channel or 'latest'}"
     file = lookup(path)
     if file is None:

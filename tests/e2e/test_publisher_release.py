@@ -55,9 +55,14 @@ def test_a_node_fetches_org_model_latest_through_a_peer_that_is_not_the_publishe
     assert fetched.returncode == 0, fetched.stderr + b.log_text()[-3000:]
     assert json.loads(fetched.stdout.splitlines()[-1])["cid"] == cid
     assert b.sovnet("verify", cid).returncode == 0  # trusted: a release of the root
+    [row] = b.sovnet.json("ls")
+    assert row["trusted"] and row["released_as"] == "acme/tiny@1.0, released by acme's root"
+    assert "released by acme's root" in b.sovnet("ls", check=True).stdout
     # Names work offline too, as the metadata was last trusted here.
     assert b.sovnet.json("show", "acme/tiny:latest")["cid"] == cid
     assert b.sovnet("verify", "acme/tiny").returncode == 0  # bare: :latest
+    empty = b.sovnet("show", "acme/tiny:")  # no channel named: not :latest
+    assert empty.returncode == 3, empty.stderr
     stable = b.sovnet("show", "acme/tiny:stable")
     assert stable.returncode == 3 and "no release" in stable.stderr, stable.stderr
     assert b.sovnet("rm", "acme/tiny@1.0").returncode == 0
