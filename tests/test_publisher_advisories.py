@@ -130,6 +130,19 @@ class World:
     def refresh(self) -> None:
         asyncio.run(self.metadata().refresh("acme"))
 
+    def equivocating_targets(self) -> bytes:
+        """The next version of the releases, signed by two holders, in which
+        acme/model@1 is model 2's manifest: what a publisher that equivocates signs."""
+        from tuf.api.metadata import Targets
+
+        changed = Metadata[Targets].from_bytes(self.targets())
+        changed.signed.version += 1
+        changed.signed.targets["acme/model/1"] = changed.signed.targets["acme/model/2"]
+        changed.signatures.clear()
+        for holder in HOLDERS[:2]:
+            changed.sign(holder, append=True)
+        return pr.to_bytes(changed)
+
     def hostile(
         self, targets: bytes, advisories: bytes | None = None, listed: int | None = None
     ) -> Path:
@@ -250,16 +263,9 @@ def test_releases_that_change_a_release_are_refused_with_an_alert(world: World) 
     """Equivocation: the publisher's keys (or a thief of enough of them) sign releases
     in which acme/model@1 is another manifest. TUF accepts a newer version; sovnet
     refuses it, puts back what it trusted, and says so in the log and `status`."""
-    from tuf.api.metadata import Metadata, Targets
 
     world.refresh()
-    changed = Metadata[Targets].from_bytes(world.targets())
-    changed.signed.version += 1
-    changed.signed.targets["acme/model/1"] = changed.signed.targets["acme/model/2"]
-    changed.signatures.clear()
-    for holder in HOLDERS[:2]:
-        changed.sign(holder, append=True)
-    world.peers.serving = world.hostile(pr.to_bytes(changed))
+    world.peers.serving = world.hostile(world.equivocating_targets())
     metadata = world.metadata()
     for _ in range(2):  # refused again on the next refresh: the old state was put back
         with pytest.raises(TrustError, match="equivocates") as refused:
@@ -277,16 +283,9 @@ def test_releases_changed_behind_advisories_no_peer_sends_are_refused_all_the_sa
 ) -> None:
     """The client keeps new targets before it fails to get the advisories the snapshot
     lists: the check that a release stays runs after a failed refresh too."""
-    from tuf.api.metadata import Targets
 
     world.refresh()
-    changed = Metadata[Targets].from_bytes(world.targets())
-    changed.signed.version += 1
-    changed.signed.targets["acme/model/1"] = changed.signed.targets["acme/model/2"]
-    changed.signatures.clear()
-    for holder in HOLDERS[:2]:
-        changed.sign(holder, append=True)
-    world.peers.serving = world.hostile(pr.to_bytes(changed), listed=7)
+    world.peers.serving = world.hostile(world.equivocating_targets(), listed=7)
     metadata = world.metadata()
     with pytest.raises(TrustError, match="equivocates"):
         asyncio.run(metadata.refresh("acme"))

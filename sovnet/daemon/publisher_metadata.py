@@ -20,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import datetime
-import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -46,7 +45,7 @@ from sovnet.net.control import (
 )
 from sovnet.store.atomicfile import write_atomic
 from sovnet.store.rootfiles import RootFiles
-from sovnet.trust import publisher_targets
+from sovnet.trust import publisher_root, publisher_targets
 from sovnet.trust.publisher_targets import ADVISORIES_PREFIX, ADVISORIES_ROLE
 
 log = logging.getLogger(__name__)
@@ -118,7 +117,7 @@ class PeerMetadata(FetcherInterface):
         answers = [(peer, data) for peer, data in self._ask(publisher, name, peers) if data]
         if not answers:
             return None
-        return max(answers, key=lambda answer: _version_of(answer[1]))
+        return max(answers, key=lambda answer: publisher_root.claimed_version(answer[1]) or -1)
 
     def _ask(
         self, publisher: str, name: str, peers: list[PeerAddress]
@@ -148,15 +147,6 @@ class PeerMetadata(FetcherInterface):
             else:
                 found.append((peer, answer))
         return found
-
-
-def _version_of(data: bytes) -> int:
-    """The version a metadata file says it is, before anyone checked it (-1: none)."""
-    try:
-        value = json.loads(data)["signed"]["version"]
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return -1
-    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 class _Trusted:

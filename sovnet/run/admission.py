@@ -152,7 +152,7 @@ def admit(
     cid, manifest = opened.cid, opened.manifest
     label = f"{manifest.name} {manifest.version}" if manifest.version else manifest.name
     action = "run" if runnable else "export"
-    advised = _advisories(store, cid, manifest, action, allow_revoked)
+    advised = _advisories(store, opened, action, allow_revoked)
     rehashed = check_files(store, cid, manifest, full=verify_full, action=action)
     if runnable:
         entry, parts = choose_entry(manifest, label, gguf_file)
@@ -293,7 +293,7 @@ def _pinned_release(store: Store, ref: str) -> CID | None:
 
 
 def _advisories(
-    store: Store, cid: CID, manifest: Manifest, action: str, allow_revoked: bool
+    store: Store, opened: OpenedManifest, action: str, allow_revoked: bool
 ) -> tuple[str, ...]:
     """What pinned publishers advised of ``cid``, as this node last heard (offline):
     a revocation refuses it unless allowed; the rest is said. An advisory counts only
@@ -306,10 +306,10 @@ def _advisories(
     from sovnet.store.rootfiles import RootFiles
 
     roots = RootFiles(store.root)
+    cid, manifest = opened.cid, opened.manifest
     said = []
-    publisher = manifest.name.split("/")[0]
-    if any(r.cid == cid and r.name == manifest.name for r in roots.released()):
-        unheard = roots.unheard_advisories(publisher)
+    if opened.released_as is not None:  # the gate found it a release of its name
+        unheard = roots.unheard_advisories(manifest.name.split("/")[0])
         if unheard is not None:
             said.append(unheard)
     for advisory in roots.advisories():

@@ -40,7 +40,7 @@ from sovnet.store.lockfile import exclusive_lock
 from sovnet.trust import publisher_advisories, publisher_root, publisher_targets
 from sovnet.trust.keys import Released
 from sovnet.trust.publisher_advisories import Advisory
-from sovnet.trust.publisher_root import RootCheck
+from sovnet.trust.publisher_root import RootCheck, claimed_version
 from sovnet.trust.publisher_targets import ADVISORIES_ROLE
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ class RootFiles:
         except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
             return None
         try:
-            here = _version((directory / f"{ADVISORIES_ROLE}.json").read_bytes())
+            here = claimed_version((directory / f"{ADVISORIES_ROLE}.json").read_bytes())
         except (FileNotFoundError, NotADirectoryError):
             here = None
         if isinstance(version, int) and (here is None or here < version):
@@ -285,7 +285,7 @@ class RootFiles:
             data = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if version is not None and role != "root" and _version(data) != int(version):
+        if version is not None and role != "root" and claimed_version(data) != int(version):
             return None
         return data
 
@@ -314,11 +314,3 @@ def _pinned(data: bytes, checked: RootCheck) -> PinnedRoot:
         for w in expired
     )
     return PinnedRoot(checked, fingerprint(data), warnings)
-
-
-def _version(data: bytes) -> int | None:
-    try:
-        value = json.loads(data)["signed"]["version"]
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -27,6 +27,7 @@ is told.
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -322,6 +323,16 @@ def load(data: bytes, kind: type[_T], *, max_bytes: int, what: str) -> Metadata[
     if not isinstance(metadata.signed, kind):
         raise ManifestFormatError(f"not {what} but {metadata.signed.type} metadata")
     return metadata
+
+
+def claimed_version(data: bytes) -> int | None:
+    """The version a metadata file says it is, before anyone checked it (None: no
+    version to read)."""
+    try:
+        value = json.loads(data)["signed"]["version"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def to_bytes(metadata: Metadata[Any]) -> bytes:
