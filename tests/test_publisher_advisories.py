@@ -488,3 +488,80 @@ def test_releases_of_a_version_no_node_can_ask_for_are_not_installed(world: Worl
     with pytest.raises(InvalidInputError, match="above 999999999"):
         world.install(pr.to_bytes(far))
     assert pt.version_of(world.targets()) == 2  # what was installed stays the newest
+
+
+def _rotated_out(world: World, holder: pr.CryptoSigner) -> None:
+    """Root version 2 without ``holder``'s key (signed by 2 old and 2 new holders),
+    installed on the publisher's node; its next releases are signed under it."""
+    rotated = pr.rotate(world.root, remove=[holder.public_key.keyid], now=NOW)
+    kept = [h for h in HOLDERS if h is not holder]
+    for signer in kept[:2]:
+        rotated = pr.sign(rotated, signer, previous=world.root)
+    world.files.install_root(rotated)
+    world.root = rotated
+
+
+def test_a_key_rotated_out_of_the_root_signs_no_advisory_after_the_next_release(
+    world: World,
+) -> None:
+    """The default advisories role is the root's targets keys as they are at each
+    release, not a copy of them made at the first: once a stolen key is rotated out
+    and the next releases are out, the thief alone cannot revoke, and nodes refuse
+    advisories it signed."""
+    stolen = HOLDERS[2]
+    role = pt.advisory_role(world.targets())
+    assert role is not None and stolen.public_key.keyid in role.keyids
+    _rotated_out(world, stolen)
+    world.install(world.release("2", Store(world.node).manifest_bytes(world.cids["2"])))
+    role = pt.advisory_role(world.targets())
+    assert role is not None and pt.follows_targets_keys(role)
+    assert sorted(role.keyids) == sorted(h.public_key.keyid for h in HOLDERS[:2])
+    forged = world.advise("acme/model@1", "revoked", "trust me")
+    with pytest.raises(TrustError, match="does not sign"):
+        world.sign(forged, stolen)
+    # Signed all the same (by hand) and served by a hostile peer: the node refuses it.
+    signed = Metadata.from_bytes(forged)
+    signed.sign(stolen, append=True)
+    signed.sign(HOLDERS[0], append=True)  # one holder still in, fooled: 1 of 2
+    world.peers.serving = world.hostile(world.targets(), pr.to_bytes(signed))
+    with pytest.raises(TrustError, match="refused"):
+        world.refresh()
+    assert world.heard() == {}
+
+
+def test_advisories_delegated_to_other_keys_stay_with_them_through_a_rotation(
+    world: World,
+) -> None:
+    world.install(
+        pt.delegate_advisories(
+            world.targets(), root=world.root, keys=[c.public_key for c in CERT], threshold=2,
+            now=NOW,
+        )
+    )  # fmt: skip
+    _rotated_out(world, HOLDERS[2])
+    world.install(world.release("2", Store(world.node).manifest_bytes(world.cids["2"])))
+    role = pt.advisory_role(world.targets())
+    assert role is not None and not pt.follows_targets_keys(role)
+    assert sorted(role.keyids) == sorted(c.public_key.keyid for c in CERT)
+
+
+def test_advisories_a_rotated_out_key_signed_are_renewed_before_the_next_release(
+    world: World,
+) -> None:
+    """Advisories installed before the rotation, signed by the key rotated out and
+    one kept: the next releases would leave them short of signatures, so they are
+    refused until the advisories are signed again by keys that stay (the order the
+    hint gives)."""
+    stolen = HOLDERS[2]
+    first = world.sign(world.advise("acme/model@1", "deprecated", "old"), HOLDERS[1], stolen)
+    world.files.install_advisories(first, ONLINE, NOW)
+    _rotated_out(world, stolen)
+    manifest = Store(world.node).manifest_bytes(world.cids["2"])
+    with pytest.raises(TrustError, match="advisories") as refused:
+        world.install(world.release("2", manifest))
+    assert "publisher advise" in (refused.value.hint or "")
+    again = world.sign(world.advise("acme/model@1", "deprecated", "old"), *HOLDERS[:2])
+    world.files.install_advisories(again, ONLINE, NOW)
+    world.install(world.release("2", manifest))
+    world.refresh()
+    assert world.heard() == {"acme/model@1": "deprecated"}

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from securesystemslib.signer import CryptoSigner
-from tuf.api.metadata import Metadata, Root, Snapshot, Timestamp
+from tuf.api.metadata import Metadata, Snapshot, Timestamp
 
 from sovnet.errors import InvalidInputError, LocalStateError, TrustError
 from sovnet.store.atomicfile import write_atomic
@@ -153,8 +153,9 @@ class PublisherFiles:
                     raise TrustError(
                         f"releases version {checked.version} delegate advisories to keys "
                         f"that did not sign the advisories installed (version {advisories[0]})",
-                        hint="have the new keys sign the advisories again "
-                        "(`sovnet publisher advise`), then install both",
+                        hint="first write the next advisories (`sovnet publisher advise`, "
+                        "an advisory given again will do), have keys these releases keep "
+                        "sign them and install them; then install these releases",
                     )
             self._write(f"{checked.version}.targets.json", data)
             self._publish(data, advisories[0] if advisories else None, online, now)
@@ -254,12 +255,11 @@ class PublisherFiles:
             return True
 
     def _check_online_key(self, root: bytes, online: CryptoSigner) -> None:
-        roles = Metadata[Root].from_bytes(root).signed.roles
         keyid = online.public_key.keyid
-        if keyid not in roles["timestamp"].keyids or keyid not in roles["snapshot"].keyids:
+        if not publisher_root.signs_online_alone(root, keyid):
             raise TrustError(
                 f"this node's key ({keyid[:16]}) is not the online key of {self.publisher}'s "
-                "root: it cannot sign its snapshot and timestamp",
+                "root: it cannot sign its snapshot and timestamp alone",
                 hint="make the root with `sovnet publisher init ... --online-key NODE.pub` "
                 "(`sovnet key show --public` on this node), or rotate one in",
             )

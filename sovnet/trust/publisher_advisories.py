@@ -197,8 +197,14 @@ def check(data: bytes, *, targets: bytes) -> publisher_targets.TargetsCheck:
     result = delegator.get_verification_result(
         ADVISORIES_ROLE, metadata.signed_bytes, metadata.signatures
     )
+    delegations = delegator.delegations
+    keys = delegations.keys if delegations is not None else {}
     return publisher_targets.TargetsCheck(
-        metadata.signed.version, role.threshold, tuple(sorted(result.signed))
+        metadata.signed.version,
+        role.threshold,
+        tuple(sorted(result.signed)),
+        keys=tuple(sorted(role.keyids)),
+        names=publisher_root.holder_names(keys),
     )
 
 

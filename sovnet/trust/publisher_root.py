@@ -29,8 +29,8 @@ from __future__ import annotations
 import datetime
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -44,6 +44,7 @@ from tuf.api.serialization.json import JSONSerializer
 from sovnet.core.manifest import ORG_PATTERN
 from sovnet.core.signing import PUBLIC_KEY_PREFIX, PublicKey
 from sovnet.errors import InvalidInputError, InvalidKeyError, ManifestFormatError, TrustError
+from sovnet.trust.keys import parse_key_reference
 
 _T = TypeVar("_T", Root, Targets)
 
@@ -72,6 +73,8 @@ class RootCheck:
     previous_threshold: int | None  # a rotation: the previous version's threshold
     previous_signed_by: tuple[str, ...]  # and its keys that signed this version
     expires: datetime.datetime
+    previous_keys: tuple[str, ...] = ()  # a rotation: the previous version's root keys
+    names: Mapping[str, str] = field(default_factory=dict)  # TUF key id -> `key show`'s
 
     @property
     def complete(self) -> bool:
@@ -159,14 +162,15 @@ def rotate(
     now: datetime.datetime,
     lifetime: datetime.timedelta = ROOT_LIFETIME,
 ) -> bytes:
-    """The next version of a root, unsigned: keys added or removed (by TUF key id or
-    a unique prefix of it), another threshold, another ``online`` key for snapshot and
+    """The next version of a root, unsigned: keys added or removed (by TUF key id, a
+    unique prefix of it, the key id ``sovnet key show`` prints or the public key),
+    another threshold, another ``online`` key for snapshot and
     timestamp. It needs the signatures of the old threshold of old keys and the new
     threshold of new keys."""
     metadata = load_root(current)
     root = metadata.signed
     keyids = list(root.roles["root"].keyids)
-    gone = {_resolve(prefix, keyids) for prefix in remove}
+    gone = {_resolve(reference, root, keyids) for reference in remove}
     kept = [root.keys[k] for k in keyids if k not in gone]
     new = Root(
         version=root.version + 1,
@@ -198,6 +202,13 @@ def online_keys(data: bytes) -> tuple[frozenset[str], ...]:
     return tuple(frozenset(roles[role].keyids) for role in ONLINE_ROLES)
 
 
+def signs_online_alone(data: bytes, keyid: str) -> bool:
+    """Whether the key ``keyid`` signs snapshot and timestamp on its own: what the
+    publisher's node, which signs them unattended, needs of the root."""
+    roles = load_root(data).signed.roles
+    return all(keyid in roles[role].keyids and roles[role].threshold == 1 for role in ONLINE_ROLES)
+
+
 def sign(data: bytes, holder: CryptoSigner, *, previous: bytes | None = None) -> bytes:
     """``data`` with ``holder``'s signature added (replacing an earlier one of theirs).
 
@@ -225,6 +236,8 @@ def check(data: bytes, *, previous: bytes | None = None) -> RootCheck:
     own = root.get_verification_result("root", metadata.signed_bytes, metadata.signatures)
     previous_threshold: int | None = None
     previous_signed: tuple[str, ...] = ()
+    previous_keys: tuple[str, ...] = ()
+    names = holder_names(root.keys)
     if previous is not None:
         before = load_root(previous).signed
         if root.version != before.version + 1:
@@ -237,6 +250,8 @@ def check(data: bytes, *, previous: bytes | None = None) -> RootCheck:
         result = before.get_verification_result("root", metadata.signed_bytes, metadata.signatures)
         previous_threshold = before.roles["root"].threshold
         previous_signed = tuple(sorted(result.signed))
+        previous_keys = tuple(sorted(before.roles["root"].keyids))
+        names.update(holder_names(before.keys))
     return RootCheck(
         publisher=_publisher(root),
         version=root.version,
@@ -246,6 +261,8 @@ def check(data: bytes, *, previous: bytes | None = None) -> RootCheck:
         previous_threshold=previous_threshold,
         previous_signed_by=previous_signed,
         expires=root.expires,
+        previous_keys=previous_keys,
+        names=names,
     )
 
 
@@ -293,12 +310,50 @@ def _set_offline_keys(root: Root, keys: Sequence[Key], threshold: int) -> None:
         root.roles[role].threshold = threshold
 
 
-def _resolve(prefix: str, keyids: Sequence[str]) -> str:
-    matches = [k for k in keyids if k.startswith(prefix.lower())] if len(prefix) >= 8 else []
+def holder_id(key: Key) -> str | None:
+    """The key id ``sovnet key show`` prints for a root key (Ed25519 keys only: a
+    P-256 hardware key has its TUF key id alone)."""
+    if key.keytype != "ed25519" or not isinstance(key.keyval.get("public"), str):
+        return None
+    try:
+        return str(PublicKey(bytes.fromhex(key.keyval["public"])).key_id)
+    except (ValueError, InvalidKeyError):
+        return None
+
+
+def holder_names(keys: Mapping[str, Key]) -> dict[str, str]:
+    """TUF key id -> the key id ``sovnet key show`` prints, for the Ed25519 ones."""
+    return {keyid: name for keyid, key in keys.items() if (name := holder_id(key)) is not None}
+
+
+def tuf_key_id(public: PublicKey) -> str:
+    """The TUF key id of a node's Ed25519 key (what publisher roots name it by)."""
+    key = SSlibKey.from_crypto(ed25519.Ed25519PublicKey.from_public_bytes(public.raw))
+    return key.keyid
+
+
+def _resolve(reference: str, root: Root, keyids: Sequence[str]) -> str:
+    """The key of ``keyids`` a person named: by a TUF key id (8 or more of its first
+    hex digits), by the key id ``sovnet key show`` prints, or by its public key."""
+    text = reference.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{0,64}", text):  # a TUF key id: 8 digits at least
+        matches = [k for k in keyids if k.startswith(text.lower())] if len(text) >= 8 else []
+    else:
+        try:
+            named, public = parse_key_reference(text)
+        except InvalidKeyError as exc:
+            raise InvalidInputError(
+                exc.message,
+                hint=f"{exc.hint or 'give the key id `sovnet key show` prints'}; or 8+ hex "
+                "digits of a key id `sovnet publisher status` lists",
+            ) from None
+        wanted = str(public.key_id) if public is not None else str(named)
+        matches = [k for k in keyids if holder_id(root.keys[k]) == wanted]
     if len(matches) != 1:
         raise InvalidInputError(
-            f"{prefix!r} names {'no' if not matches else 'more than one'} key of this root",
-            hint="give at least 8 characters of a key id that `sovnet publisher status` lists",
+            f"{reference!r} names {'no' if not matches else 'more than one'} key of this root",
+            hint="give at least 8 characters of a key id that `sovnet publisher status` lists, "
+            "or the key id `sovnet key show` prints",
         )
     return matches[0]
 

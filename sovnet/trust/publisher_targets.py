@@ -13,6 +13,10 @@ that sees two (equivocation) says so (issue #13).
 Targets delegate one role, ``advisories`` (publisher_advisories.py), for the paths
 ``advisories/ORG/*/*``: by default to the targets keys themselves, and to other
 keys (a national CERT's, with its own threshold) by :func:`delegate_advisories`.
+The default delegation is marked as such (``x-sovnet-holders: targets``) and made
+again from the root's targets keys in each new version, so that a key rotated out
+of the root stops signing advisories with the next releases; one to named keys is
+carried forward as it is.
 
 The targets role is signed offline, by the root's threshold of keys, by passing
 the file around as for the root (publisher_root.py); snapshot and timestamp,
@@ -28,8 +32,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from securesystemslib.signer import CryptoSigner, Key
 from tuf.api.metadata import (
@@ -56,6 +60,7 @@ TIMESTAMP_LIFETIME = datetime.timedelta(days=1)
 MAX_TARGETS_BYTES = 8 * 1024 * 1024
 ADVISORIES_ROLE = "advisories"
 ADVISORIES_PREFIX = "advisories"  # advisories/ORG/MODEL/VERSION
+HOLDERS_FIELD = "x-sovnet-holders"  # on the advisories role: "targets", the default
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class TargetsCheck:
     version: int
     threshold: int
     signed_by: tuple[str, ...]
+    keys: tuple[str, ...] = ()  # the TUF key ids of the role that signs it
+    names: Mapping[str, str] = field(default_factory=dict)  # -> `key show`'s key id
 
     @property
     def complete(self) -> bool:
@@ -200,10 +207,13 @@ def check(data: bytes, *, root: bytes) -> TargetsCheck:
     metadata = _parse(data)
     trusted = _root(root)
     result = trusted.get_verification_result("targets", metadata.signed_bytes, metadata.signatures)
+    role = trusted.roles["targets"]
     return TargetsCheck(
         metadata.signed.version,
-        trusted.roles["targets"].threshold,
+        role.threshold,
         tuple(sorted(result.signed)),
+        keys=tuple(sorted(role.keyids)),
+        names=publisher_root.holder_names(trusted.keys),
     )
 
 
@@ -255,8 +265,9 @@ def _target(path: str, manifest: bytes, cid: CID, *, release: str | None = None)
 def _next(
     current: bytes | None, root: bytes, now: datetime.datetime, lifetime: datetime.timedelta
 ) -> Targets:
-    """The next version of targets: the releases and delegation of ``current``; the
-    advisories role delegated to the targets keys if nobody else holds it yet."""
+    """The next version of targets: the releases of ``current``, and its delegation of
+    advisories if that names other keys; else the advisories role delegated to the
+    targets keys of ``root`` as they are now (a key rotated out signs no more)."""
     expires = publisher_root.expiry(now, lifetime)
     if current is None:
         targets = Targets(version=1, expires=expires)
@@ -268,14 +279,34 @@ def _next(
             targets=dict(before.targets),
             delegations=before.delegations,
         )
-    if targets.delegations is None:
+    role = _advisories_role(targets)
+    if role is None or follows_targets_keys(role):
         trusted = _root(root)
-        role = trusted.roles["targets"]
-        _delegate(targets, root, [trusted.keys[k] for k in role.keyids], role.threshold)
+        keys = trusted.roles["targets"]
+        _delegate(
+            targets,
+            root,
+            [trusted.keys[k] for k in keys.keyids],
+            keys.threshold,
+            follows_targets=True,
+        )
     return targets
 
 
-def _delegate(targets: Targets, root: bytes, keys: list[Key], threshold: int) -> None:
+def follows_targets_keys(role: DelegatedRole) -> bool:
+    """Whether the advisories role is the default one: the root's targets keys, made
+    again from the root in each new version of targets."""
+    return role.unrecognized_fields.get(HOLDERS_FIELD) == "targets"
+
+
+def _delegate(
+    targets: Targets,
+    root: bytes,
+    keys: list[Key],
+    threshold: int,
+    *,
+    follows_targets: bool = False,
+) -> None:
     org = publisher_root.check(root).publisher
     unique = {key.keyid: key for key in keys}
     if not 1 <= len(unique) <= publisher_root.MAX_KEYS or len(unique) != len(keys):
@@ -296,6 +327,7 @@ def _delegate(targets: Targets, root: bytes, keys: list[Key], threshold: int) ->
                 threshold=threshold,
                 terminating=True,
                 paths=[f"{ADVISORIES_PREFIX}/{org}/*/*"],
+                unrecognized_fields={HOLDERS_FIELD: "targets"} if follows_targets else {},
             )
         },
     )
@@ -319,7 +351,11 @@ def delegate_advisories(
 
 def advisory_role(targets: bytes) -> DelegatedRole | None:
     """The advisories role ``targets`` delegates to, if any."""
-    delegations = _parse(targets).signed.delegations
+    return _advisories_role(_parse(targets).signed)
+
+
+def _advisories_role(targets: Targets) -> DelegatedRole | None:
+    delegations = targets.delegations
     roles = delegations.roles if delegations is not None else None
     return roles.get(ADVISORIES_ROLE) if roles else None
 
