@@ -3,6 +3,7 @@ three state directories, one file passed from hand to hand."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,8 +287,9 @@ def test_rotate_names_a_new_online_key_and_says_when_it_changes(tmp_path: Path) 
     rotated = uni("publisher", "rotate", root, "--remove", uni_id[:12],
                   "--online-key", cert_pub, "-o", v2)  # fmt: skip
     assert rotated.returncode == 0, rotated.stderr
-    assert "snapshot and timestamp are signed by other keys now" in rotated.stderr
     roles = json.loads(v2.read_text())["signed"]["roles"]
+    said = f"snapshot and timestamp are signed by key {roles['timestamp']['keyids'][0][:16]} now"
+    assert said in rotated.stderr
     cert_id = json.loads(root.read_text())["signed"]["roles"]["root"]["keyids"]
     assert roles["timestamp"]["keyids"] == roles["snapshot"]["keyids"]
     assert roles["timestamp"]["keyids"][0] in cert_id and roles["timestamp"]["threshold"] == 1
@@ -376,3 +378,79 @@ def test_a_release_file_of_the_wrong_shape_is_one_line_not_a_traceback(tmp_path:
             said = uni("publisher", command, crafted)
             assert said.returncode == 4, said.stderr
             assert "Traceback" not in said.stderr and "not a mapping" in said.stderr
+
+
+def test_a_holder_is_named_by_the_key_id_key_show_prints(tmp_path: Path) -> None:
+    """`key show` and `publisher status` name a key by both of its ids, and `rotate
+    --remove` takes either (or the public key): a holder reads theirs off their node."""
+    (uni, uni_pub), (_, lab_pub), (cert, cert_pub) = _holders(tmp_path)
+    root = tmp_path / "root.json"
+    uni("publisher", "init", "acme", "--key", uni_pub, "--key", lab_pub, "--key", cert_pub,
+        "--threshold", "2", "--online-key", uni_pub, "-o", root, check=True)  # fmt: skip
+    cert("publisher", "sign", root, check=True)
+    shown = cert.json("key", "show")
+    assert cert("key", "show", check=True).stdout.endswith(f"TUF key id: {shown['tuf_key_id']}\n")
+    status = uni("publisher", "status", root, check=True).stderr
+    assert f"signed   {shown['tuf_key_id'][:16]}  {shown['key_id']}" in status, status
+    holders = uni.json("publisher", "status", root)["holders"]
+    assert {"key": shown["tuf_key_id"], "key_id": shown["key_id"], "signed": True} in holders
+    assert sum(not h["signed"] for h in holders) == 2
+
+    for reference in (shown["key_id"], shown["public_key"], shown["tuf_key_id"][:8]):
+        v2 = tmp_path / "2.root.json"
+        uni("publisher", "rotate", root, "--remove", reference, "-o", v2, "--force", check=True)
+        keys = uni.json("publisher", "status", v2)["keys"]
+        assert len(keys) == 2 and shown["tuf_key_id"] not in keys, reference
+    other = Runner(tmp_path / "other")
+    stranger = other.json("key", "gen")["key_id"]
+    refused = uni("publisher", "rotate", root, "--remove", stranger, "-o", tmp_path / "x.json")
+    assert refused.returncode == 4 and "names no key of this root" in refused.stderr
+    typo = uni("publisher", "rotate", root, "--remove", shown["key_id"][:-1] + "Q", "-o",
+               tmp_path / "x.json")  # fmt: skip
+    assert typo.returncode == 4 and "check group does not match" in typo.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_the_node_that_makes_the_root_publishes_unless_another_is_named(tmp_path: Path) -> None:
+    """`init` without --online-key makes this node the publisher's node (it signs
+    snapshot and timestamp alone). A node whose key cannot is warned when it installs
+    the root and refused when it installs releases: before, a root whose snapshot and
+    timestamp needed 2 of the holders let the node install releases it could not sign
+    for, and every other node failed to fetch them."""
+    from sovnet.trust import publisher_root as pr
+
+    (uni, uni_pub), (lab, lab_pub), _ = _holders(tmp_path)
+    root = tmp_path / "root.json"
+    made = uni("publisher", "init", "acme", "--key", uni_pub, "--key", lab_pub,
+               "--threshold", "2", "-o", root, check=True)  # fmt: skip
+    uni_id = uni.json("key", "show")["tuf_key_id"]
+    assert f"The publisher's node is this one (key {uni_id[:16]})" in made.stderr
+    assert pr.signs_online_alone(root.read_bytes(), uni_id)
+    for holder in (uni, lab):
+        holder("publisher", "sign", root, check=True)
+    assert "warning" not in uni("publisher", "install", root, check=True).stderr
+    installed = lab("publisher", "install", root, check=True)  # lab's node is not it
+    assert f"warning: this node's key ({lab.json('key', 'show')['tuf_key_id'][:16]})" in (
+        installed.stderr
+    )
+
+    # A root whose snapshot and timestamp need two keys (uni's among them): uni's
+    # node refuses to install releases, for it would sign them with one of two.
+    shared = tmp_path / "shared.json"
+    keys = [pr.public_key(p.read_bytes()) for p in (uni_pub, lab_pub)]
+    shared.write_bytes(pr.new_root("beta", keys, 2, now=datetime.datetime.now(datetime.UTC)))
+    assert json.loads(shared.read_text())["signed"]["roles"]["timestamp"]["threshold"] == 2
+    for holder in (uni, lab):
+        holder("publisher", "sign", shared, check=True)
+    said = uni("publisher", "install", shared, check=True)
+    assert "cannot sign beta's snapshot and timestamp alone" in said.stderr, said.stderr
+    model = tmp_path / "model"
+    write_tiny_gguf(model)
+    uni.publish(model, "beta/tiny", "--version", "1.0")
+    release = tmp_path / "release.json"
+    uni("publisher", "release", "beta/tiny@1.0", "-o", release, check=True)
+    for holder in (uni, lab):
+        holder("publisher", "sign", release, "--root", shared, check=True)
+    refused = uni("publisher", "install", release)
+    assert refused.returncode == 6 and "alone" in refused.stderr, refused.stderr
+    assert not (uni.state_dir / "publishers" / "beta" / "timestamp.json").exists()

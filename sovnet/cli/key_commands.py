@@ -61,11 +61,21 @@ def key_show(ctx: Context, public_only: bool, as_json: bool) -> None:
     if public_only:
         click.echo(str(public))
         return
+    from sovnet.trust.publisher_root import tuf_key_id
+
     if as_json:
-        emit_json({"key_id": str(public.key_id), "public_key": str(public)})
+        emit_json(
+            {
+                "key_id": str(public.key_id),
+                "public_key": str(public),
+                "tuf_key_id": tuf_key_id(public),
+            }
+        )
         return
     click.echo(f"key id:     {public.key_id}")
     click.echo(f"public key: {public}")
+    # Publisher roots (TUF) name keys by another id: both, so that either is found.
+    click.echo(f"TUF key id: {tuf_key_id(public)}")
 
 
 # -- trust ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,13 @@ import click
 
 from sovnet.cli.context import Context, json_option, pass_context, use_json
 from sovnet.cli.output import emit_json, say
-from sovnet.errors import InvalidInputError, LocalStateError, NotFoundError, TrustError
+from sovnet.errors import (
+    InvalidInputError,
+    LocalStateError,
+    NotFoundError,
+    SovnetError,
+    TrustError,
+)
 
 if TYPE_CHECKING:
     from sovnet.store.publisherfiles import PublisherFiles
@@ -76,8 +83,8 @@ def publisher() -> None:
 @click.option(
     "--online-key",
     type=_path(),
-    help="The key the publisher's node signs snapshot and timestamp with "
-    "[default: the keys above].",
+    help="The public key of the publisher's node, which signs snapshot and timestamp "
+    "alone [default: this node's key].",
 )
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("root.json")
@@ -95,15 +102,33 @@ def init(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Write ORG's unsigned root: THRESHOLD of the keys must sign it, and releases."""
+    """Write ORG's unsigned root: THRESHOLD of the keys must sign it, and releases;
+    the publisher's node (this one unless --online-key names another) signs the
+    snapshot and timestamp that say which releases are the newest."""
     from sovnet.trust import publisher_root
 
     use_json(ctx, as_json)
     keys = [publisher_root.public_key(_read(p)) for p in key_paths]
-    online = publisher_root.public_key(_read(online_key)) if online_key else None
+    if online_key is not None:
+        online = publisher_root.public_key(_read(online_key))
+    else:
+        try:
+            node_key = ctx.node_files().load_key().public_key
+        except SovnetError as exc:
+            raise InvalidInputError(
+                f"no key for the publisher's node: {exc.message}",
+                hint="give --online-key NODE.pub, the public key of the node that will "
+                "publish (`sovnet key show --public` there)",
+            ) from None
+        online = publisher_root.public_key(str(node_key).encode())
     data = publisher_root.new_root(org, keys, threshold, now=_now(), online=online)
     _write_output(ctx, output, data, force=force)
     _show(publisher_root.check(data), output, as_json)
+    if online_key is None:
+        say(
+            f"The publisher's node is this one (key {online.keyid[:16]}): it installs the "
+            "root and signs snapshot and timestamp; --online-key names another node"
+        )
 
 
 @publisher.command("sign")
@@ -334,6 +359,14 @@ def install(ctx: Context, path: Path, as_json: bool) -> None:
     root_checked = PublisherFiles(ctx.state_dir, publisher).install_root(data)
     _show(root_checked, path, as_json)
     say(f"Installed root version {root_checked.version} of {publisher}.")
+    node_key = publisher_root.tuf_key_id(ctx.node_files().load_key().public_key)
+    if not publisher_root.signs_online_alone(data, node_key):
+        say(
+            f"warning: this node's key ({node_key[:16]}) cannot sign {publisher}'s snapshot "
+            "and timestamp alone, so it cannot publish releases; only the node whose key "
+            "is the root's online key can (`sovnet publisher rotate ROOT --online-key "
+            "NODE.pub` names this one)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,7 +461,11 @@ def _check_signatures(
 @click.argument("path", type=_path())
 @click.option("--add", "add_paths", multiple=True, type=_path(), help="A key to add; repeatable.")
 @click.option(
-    "--remove", "remove_ids", multiple=True, help="A key id (8+ characters) to remove; repeatable."
+    "--remove",
+    "remove_ids",
+    multiple=True,
+    help="A key to remove, by its key id (as `publisher status` or `key show` prints it) "
+    "or public key; repeatable.",
 )
 @click.option("--threshold", type=click.IntRange(1), help="A new threshold.")
 @click.option(
@@ -472,10 +509,23 @@ def rotate(
     )
     _write_output(ctx, output, data, force=force)
     _show(publisher_root.check(data, previous=current), output, as_json)
-    if publisher_root.online_keys(data) != publisher_root.online_keys(current):
+    if online_key is not None:
+        [online_id] = publisher_root.online_keys(data)[0]
+        say(
+            f"note: snapshot and timestamp are signed by key {online_id[:16]} now: the node "
+            "that holds it installs this root and serves the publisher"
+        )
+    elif publisher_root.online_keys(data) != publisher_root.online_keys(current):
         say(
             "note: snapshot and timestamp are signed by other keys now; if the publisher's "
             "node no longer holds one, give it one with --online-key"
+        )
+    if remove_ids:
+        say(
+            "note: a removed key still signs advisories (if the root's keys sign them, the "
+            "default) until the next releases are installed: "
+            "once this root is, write them (`sovnet publisher release` of the newest, "
+            "signed again) so that only the keys kept sign advisories"
         )
 
 
@@ -595,23 +645,40 @@ def _held_manifest(ctx: Context, name: str, version: str) -> bytes:
 
 
 def _show_targets(checked: TargetsCheck, path: Path, as_json: bool, what: str = "releases") -> None:
+    kind = "releases" if what == "targets" else what
     if as_json:
         emit_json(
             {
                 "path": str(path),
-                "kind": "releases" if what == "targets" else what,
+                "kind": kind,
                 "version": checked.version,
                 "threshold": checked.threshold,
                 "signed_by": list(checked.signed_by),
+                "holders": _holders(checked.keys, checked.signed_by, checked.names),
                 "complete": checked.complete,
             }
         )
         return
     state = "complete" if checked.complete else "not yet"
-    say(
-        f"{path}: {'releases' if what == 'targets' else what} version {checked.version}, "
-        f"signed by {len(checked.signed_by)} (needs {checked.threshold}): {state}"
-    )
+    say(f"{path}: {kind} version {checked.version}")
+    _say_holders(checked.keys, checked.signed_by, checked.names)
+    say(f"  signed by {len(checked.signed_by)} (needs {checked.threshold}): {state}")
+
+
+def _holders(
+    keys: tuple[str, ...], signed_by: tuple[str, ...], names: Mapping[str, str]
+) -> list[dict[str, object]]:
+    """Each key of a role: its TUF key id, the key id `sovnet key show` prints (an
+    Ed25519 key's), and whether it signed."""
+    return [{"key": k, "key_id": names.get(k), "signed": k in signed_by} for k in keys]
+
+
+def _say_holders(
+    keys: tuple[str, ...], signed_by: tuple[str, ...], names: Mapping[str, str]
+) -> None:
+    for keyid in keys:
+        mark = "signed " if keyid in signed_by else "missing"
+        say(f"  {mark}  {keyid[:16]}  {names.get(keyid, '(not an Ed25519 key)')}".rstrip())
 
 
 def _now() -> datetime.datetime:
@@ -638,17 +705,22 @@ def _show(checked: RootCheck, path: Path, as_json: bool) -> None:
                 "threshold": checked.threshold,
                 "keys": list(checked.keys),
                 "signed_by": list(checked.signed_by),
+                "holders": _holders(checked.keys, checked.signed_by, checked.names),
                 "previous_threshold": checked.previous_threshold,
                 "previous_signed_by": list(checked.previous_signed_by),
+                "previous_holders": _holders(
+                    checked.previous_keys, checked.previous_signed_by, checked.names
+                ),
                 "expires": checked.expires.isoformat(),
                 "complete": checked.complete,
             }
         )
         return
     say(f"{path}: root of publisher {checked.publisher}, version {checked.version}")
-    for keyid in checked.keys:
-        mark = "signed " if keyid in checked.signed_by else "missing"
-        say(f"  {mark}  {keyid[:16]}")
+    _say_holders(checked.keys, checked.signed_by, checked.names)
+    if checked.previous_threshold is not None:
+        say(f"  and of version {checked.version - 1}'s keys ({checked.previous_threshold} must):")
+        _say_holders(checked.previous_keys, checked.previous_signed_by, checked.names)
     say(f"  signed by {_count(checked)}: {'complete' if checked.complete else 'not yet'}")
 
 
