@@ -28,11 +28,13 @@ _use_json = use_json
 _parse_cid = parse_cid
 
 
-def _signer_label(signer: SignerReport) -> str:
+def _signer_label(signer: SignerReport, *, released: bool = False) -> str:
     if not signer.valid:
         return f"{signer.key_id} (INVALID signature)"
     if signer.trusted_as is None:
-        return f"{signer.key_id} (not trusted)"
+        # A release of a pinned root is trusted whoever signed its manifest.
+        why = "not a trusted key: the release vouches" if released else "not trusted"
+        return f"{signer.key_id} ({why})"
     return f"{signer.key_id} ({signer.trusted_as})"
 
 
@@ -348,6 +350,7 @@ def show(ctx: Context, cid_text: str, raw: bool, as_json: bool) -> None:
                 "cid": str(cid),
                 "manifest": m.to_json(),
                 "trusted": opened.trusted,
+                "released_as": opened.released_as,
                 "signers": _signers_json(opened),
             }
         )
@@ -359,8 +362,10 @@ def show(ctx: Context, cid_text: str, raw: bool, as_json: bool) -> None:
     click.echo(f"size:       {human_size(m.total_size)} in {len(m.files)} files")
     click.echo(f"piece size: {human_size(m.piece_size)}")
     click.echo(f"trusted:    {'yes' if opened.trusted else 'NO'}")
+    if opened.released_as:
+        click.echo(f"release:    {opened.released_as}")
     for signer in opened.signers:
-        click.echo(f"signed by:  {_signer_label(signer)}")
+        click.echo(f"signed by:  {_signer_label(signer, released=bool(opened.released_as))}")
     click.echo("")
     table(
         ["PATH", "SIZE", "FORMAT", "BLAKE3", "FACTS"],
@@ -407,6 +412,7 @@ def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
                 "ok": report.ok,
                 "intact": report.intact,
                 "trusted": report.opened.trusted,
+                "released_as": report.opened.released_as,
                 "files": [{"path": f.path, "ok": f.ok, "problem": f.problem} for f in report.files],
                 "signers": _signers_json(report.opened),
             }
@@ -417,9 +423,13 @@ def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
                 f"{'ok  ' if check.ok else 'FAIL'}  {check.path}"
                 + (f": {check.problem}" if check.problem else "")
             )
+        released = report.opened.released_as
+        if released:
+            click.echo(f"ok    {released}")
         for signer in report.opened.signers:
-            click.echo(f"{'ok  ' if signer.counts else 'FAIL'}  signed by {_signer_label(signer)}")
-        if not report.opened.signers:
+            mark = "ok  " if signer.counts else "--  " if released and signer.valid else "FAIL"
+            click.echo(f"{mark}  signed by {_signer_label(signer, released=bool(released))}")
+        if not report.opened.signers and not released:
             click.echo("FAIL  no signatures")
     bad = [f for f in report.files if not f.ok]
     if bad:
@@ -433,8 +443,10 @@ def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
         error = TrustError(untrusted_reason(cid, report.opened.signers), hint=UNTRUSTED_HINT)
     else:
         if not as_json:
-            vouched = report.opened.released_as or "signed by a trusted key"
-            say(f"{m.name} is intact and {vouched}.")
+            if report.opened.released_as:
+                say(f"Intact: {report.opened.released_as}.")
+            else:
+                say(f"{m.name} is intact and signed by a trusted key.")
         return
     if as_json:
         sys.exit(error.exit_code)  # the report above already says why, as JSON

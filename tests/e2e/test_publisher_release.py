@@ -51,12 +51,19 @@ def test_a_node_fetches_org_model_latest_through_a_peer_that_is_not_the_publishe
     b.sovnet("trust", "add", root, check=True)
     b.start()
     b.sovnet("peers", "add", c.control, check=True)
+    row_released = "acme/tiny@1.0, released by acme's root"
     fetched = b.sovnet("fetch", "acme/tiny:latest", "--json")
     assert fetched.returncode == 0, fetched.stderr + b.log_text()[-3000:]
     assert json.loads(fetched.stdout.splitlines()[-1])["cid"] == cid
-    assert b.sovnet("verify", cid).returncode == 0  # trusted: a release of the root
+    verified = b.sovnet("verify", cid, check=True)  # trusted: a release of the root
+    assert "Intact: acme/tiny@1.0, released by acme's root." in verified.stderr + verified.stdout
+    assert "FAIL" not in verified.stdout and "not trusted)" not in verified.stdout
+    shown = b.sovnet("show", cid, check=True).stdout
+    assert "trusted:    yes" in shown and "release:    acme/tiny@1.0" in shown
+    assert "(not trusted)" not in shown and "the release vouches" in shown
+    assert b.sovnet.json("verify", cid)["released_as"] == row_released
     [row] = b.sovnet.json("ls")
-    assert row["trusted"] and row["released_as"] == "acme/tiny@1.0, released by acme's root"
+    assert row["trusted"] and row["released_as"] == row_released
     assert "released by acme's root" in b.sovnet("ls", check=True).stdout
     # Names work offline too, as the metadata was last trusted here.
     assert b.sovnet.json("show", "acme/tiny:latest")["cid"] == cid
