@@ -55,7 +55,7 @@ def key_gen(ctx: Context, force: bool, as_json: bool) -> None:
 @json_option
 @pass_context
 def key_show(ctx: Context, public_only: bool, as_json: bool) -> None:
-    """Print this node's key id and public key."""
+    """Print this node's key id, public key and TUF key id."""
     _use_json(ctx, as_json)
     public = ctx.node_files().load_key().public_key
     if public_only:

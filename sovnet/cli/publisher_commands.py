@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from sovnet.trust.publisher_targets import TargetsCheck
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
 def _path() -> click.Path:
     return click.Path(dir_okay=False, path_type=Path)
 
@@ -39,19 +42,35 @@ _KEY_HELP = (
     "A holder's public key: a PEM file (Ed25519 or ECDSA P-256), or a file holding "
     "the `ed25519:...` line of `sovnet key show`; repeatable."
 )
-_ROOT_OPTION = click.option(
-    "--root",
-    "root_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="For a release file: the publisher's root [default: the one installed on this node].",
+_ROOT_HELP = "the publisher's root [default: the one installed on this node]."
+_TARGETS_HELP = (
+    "the publisher's releases file that delegates the advisories "
+    "[default: the newest installed on this node]."
 )
-_TARGETS_OPTION = click.option(
-    "--targets",
-    "targets_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="For an advisories file: the publisher's releases file that delegates them "
-    "[default: the newest installed on this node].",
-)
+
+
+def _root_option(for_what: str = "") -> Callable[[_F], _F]:
+    """--root, for a command that reads one kind of file (for_what empty) or any kind."""
+    return click.option(
+        "--root",
+        "root_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"For {for_what}: {_ROOT_HELP}" if for_what else _ROOT_HELP.capitalize(),
+    )
+
+
+def _targets_option(for_what: str = "") -> Callable[[_F], _F]:
+    """--targets, as --root."""
+    return click.option(
+        "--targets",
+        "targets_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"For {for_what}: {_TARGETS_HELP}" if for_what else _TARGETS_HELP.capitalize(),
+    )
+
+
+_ROOT_OPTION = _root_option("a release file")
+_TARGETS_OPTION = _targets_option("an advisories file")
 _OUTPUT_OPTION = click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True
 )
@@ -87,7 +106,11 @@ def publisher() -> None:
     "alone [default: this node's key].",
 )
 @click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("root.json")
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("root.json"),
+    show_default=True,
 )
 @_FORCE_OPTION
 @json_option
@@ -190,7 +213,7 @@ def sign(
     multiple=True,
     help="A channel to point at this release; repeatable [default: latest].",
 )
-@_ROOT_OPTION
+@_root_option()
 @_OUTPUT_OPTION
 @_FORCE_OPTION
 @json_option
@@ -236,7 +259,7 @@ def release(
 @click.argument("kind", type=click.Choice(["revoked", "deprecated", "superseded", "withdrawn"]))
 @click.option("--reason", default="", help="One line: what is wrong, and what to do.")
 @click.option("--superseded-by", metavar="ORG/MODEL@VERSION", help="For superseded: the successor.")
-@_TARGETS_OPTION
+@_targets_option()
 @_OUTPUT_OPTION
 @_FORCE_OPTION
 @json_option
@@ -284,7 +307,7 @@ def advise(
 @click.argument("org")
 @click.option("--key", "key_paths", multiple=True, required=True, type=_path(), help=_KEY_HELP)
 @click.option("--threshold", type=click.IntRange(1), required=True, help="How many must sign.")
-@_ROOT_OPTION
+@_root_option()
 @_OUTPUT_OPTION
 @_FORCE_OPTION
 @json_option

@@ -111,8 +111,10 @@ def run(
     With -p, print a completion of the prompt and exit; without, read prompts
     from the terminal until end of input (Ctrl-D). Generated text goes to stdout.
 
-    MODEL is a CID, or ORG/MODEL[@VERSION] among the models signed by a trusted
-    key (a bare name must match exactly one; `sovnet ls` lists them).
+    MODEL is a CID; ORG/MODEL:CHANNEL, ORG/MODEL@VERSION or ORG/MODEL (:latest) as
+    a pinned publisher root released it; else ORG/MODEL[@VERSION] among the models
+    here signed by a trusted key (a bare name must match exactly one; `sovnet ls`
+    lists them).
     """
     from sovnet.run.llama_process import Generate
 
@@ -159,8 +161,10 @@ def serve(
     127.0.0.1 unless told otherwise and has no authentication: anyone who can
     reach the port can use the model.
 
-    MODEL is a CID, or ORG/MODEL[@VERSION] among the models signed by a trusted
-    key (a bare name must match exactly one; `sovnet ls` lists them).
+    MODEL is a CID; ORG/MODEL:CHANNEL, ORG/MODEL@VERSION or ORG/MODEL (:latest) as
+    a pinned publisher root released it; else ORG/MODEL[@VERSION] among the models
+    here signed by a trusted key (a bare name must match exactly one; `sovnet ls`
+    lists them).
     """
     from sovnet.run.llama_process import Serve
     from sovnet.run.serve_app import resolve
@@ -269,8 +273,10 @@ def export(
     hf_hub_download("ORG/NAME", FILE) and transformers find them. Put MODEL
     before --hf-cache, or write --hf-cache=DIR. Prints the snapshot directory.
 
-    MODEL is a CID, or ORG/MODEL[@VERSION] among the models signed by a trusted
-    key (a bare name must match exactly one; `sovnet ls` lists them).
+    MODEL is a CID; ORG/MODEL:CHANNEL, ORG/MODEL@VERSION or ORG/MODEL (:latest) as
+    a pinned publisher root released it; else ORG/MODEL[@VERSION] among the models
+    here signed by a trusted key (a bare name must match exactly one; `sovnet ls`
+    lists them).
     """
     use_json(ctx, as_json)
     if hf_cache is None:
