@@ -90,6 +90,16 @@ class FakeSwarm:
     def address(self) -> PeerAddress:
         return PeerAddress("127.0.0.1", self._port)
 
+    @property
+    def listen_problem(self) -> str | None:
+        return None  # the fake network has no ports to be taken
+
+    def totals(self) -> tuple[int, int]:
+        statuses = self.statuses().values()
+        return sum(s.session_downloaded for s in statuses), sum(
+            s.session_uploaded for s in statuses
+        )
+
     async def start(self) -> None:
         self._port = self._network.port()
         self._network.swarms[self.address] = self

@@ -94,7 +94,18 @@ SwarmEvent = Finished | ResumeSaved | HashFailed | PeerBanned | TorrentFailed
 class Swarm(Protocol):
     @property
     def port(self) -> int:
-        """The port the swarm listens on (after :meth:`start`)."""
+        """The port the swarm listens on (after :meth:`start`; 0 while it cannot)."""
+        ...
+
+    @property
+    def listen_problem(self) -> str | None:
+        """Why the swarm does not listen now (its port is another process's: it
+        tries again), or None."""
+        ...
+
+    def totals(self) -> tuple[int, int]:
+        """Payload bytes downloaded and uploaded since :meth:`start`, every torrent
+        counted, those removed since too."""
         ...
 
     async def start(self) -> None: ...

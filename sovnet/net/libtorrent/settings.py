@@ -30,6 +30,11 @@ def session_settings(settings: SwarmSettings) -> lt.settings_pack:
     # from 0.39 to 0.49 GB/s.
     return {
         "listen_interfaces": f"{settings.listen}s",
+        # The swarm listens on the port it was given, or says it cannot: by default
+        # libtorrent takes the next ten ports, then any, without a word, and a mirror's
+        # firewall rule or port forward for its swarm_listen port would miss it.
+        "max_retry_port_bind": 0,
+        "listen_system_port_fallback": False,
         "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,

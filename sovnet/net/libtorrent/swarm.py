@@ -51,6 +51,10 @@ from sovnet.net.swarm import (
 log = logging.getLogger("sovnet.net.swarm")
 
 _LISTEN_TIMEOUT = 10.0
+# A swarm port another process holds is tried again this often: the old sovnetd of a
+# restart may still be saving resume data, and the node serves its API meanwhile,
+# saying why it is not ready (/readyz, `sovnet status`).
+_LISTEN_RETRY = 5.0
 
 
 @dataclass
@@ -89,12 +93,28 @@ class LibtorrentSwarm:
         self._torrents: dict[bytes, _Torrent] = {}
         self._pending = _Pending()
         self._listening: asyncio.Future[int] | None = None
+        self._listen_problem: str | None = None  # why the swarm does not listen now
+        self._listen_tried = 0.0
+        # Payload bytes of the torrents removed since start, for totals().
+        self._retired = (0, 0)
         self._alert_fds: tuple[socket.socket, socket.socket] | None = None  # read, write
         self._ticker: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def listen_problem(self) -> str | None:
+        return self._listen_problem
+
+    def totals(self) -> tuple[int, int]:
+        down, up = self._retired
+        for torrent in self._torrents.values():
+            if torrent.status is not None:
+                down += torrent.status.session_downloaded
+                up += torrent.status.session_uploaded
+        return down, up
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -221,6 +241,12 @@ class LibtorrentSwarm:
         self._pending.waiting_to_start.pop(info_hash, None)
         if torrent is None:
             return
+        if torrent.status is not None:
+            down, up = self._retired
+            self._retired = (
+                down + torrent.status.session_downloaded,
+                up + torrent.status.session_uploaded,
+            )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.removes[info_hash] = future
         self._session.remove_torrent(torrent.handle)
@@ -289,9 +315,15 @@ class LibtorrentSwarm:
     # -- alerts --------------------------------------------------------------------
 
     async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._listen_tried = loop.time()
         while True:
             if self._session is not None:
                 self._session.post_torrent_updates()
+                now = loop.time()
+                if self._listen_problem is not None and now - self._listen_tried >= _LISTEN_RETRY:
+                    self._listen_tried = now
+                    self._session.reopen_network_sockets(lt.session.reopen_map_ports)
             # Fresh figures while something downloads: a fetch asks for resume data
             # by the bytes it has, and 0.5 s can be a quarter of a model on a LAN.
             downloading = any(t.downloading for t in self._torrents.values())
@@ -314,11 +346,25 @@ class LibtorrentSwarm:
         kind = type(alert).__name__
         if kind == "listen_succeeded_alert":
             is_tls = "SSL" in str(alert.socket_type) or "ssl" in alert.message().lower()
-            if is_tls and self._listening is not None and not self._listening.done():
+            if not is_tls:
+                return
+            if self._listen_problem is not None:
+                log.info("swarm: listening on port %d now", alert.port)
+            self._port, self._listen_problem = int(alert.port), None
+            if self._listening is not None and not self._listening.done():
                 self._listening.set_result(int(alert.port))
         elif kind == "listen_failed_alert":
-            log.error("swarm: %s", alert.message())
-            if self._listening is not None and not self._listening.done():
+            in_use = alert.error.value() == errno.EADDRINUSE
+            if self._listen_problem is None:  # once, not at every retry
+                retry = f"; trying again every {_LISTEN_RETRY:.0f} s" if in_use else ""
+                log.error("swarm: %s%s", alert.message(), retry)
+            self._listen_problem = (
+                f"the swarm cannot listen on {self._settings.listen}: {alert.error.message()}"
+            )
+            self._port = 0
+            if in_use and self._listening is not None and not self._listening.done():
+                self._listening.set_result(0)  # not fatal: tried again (_tick)
+            elif self._listening is not None and not self._listening.done():
                 self._listening.set_exception(
                     LocalStateError(
                         f"the swarm cannot listen on {self._settings.listen}: {alert.message()}",
