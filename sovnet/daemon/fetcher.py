@@ -85,6 +85,18 @@ RECENT = 20  # fetches that ended, kept for `sovnet status`
 
 
 @dataclass
+class FetchTally:
+    """Fetches since the daemon started, for /metrics: started, and ended by result
+    ("ok", or the error's code: not-found, not-trusted, disk-full, ...)."""
+
+    started: int = 0
+    ended: dict[str, int] = field(default_factory=dict)
+
+    def end(self, result: str) -> None:
+        self.ended[result] = self.ended.get(result, 0) + 1
+
+
+@dataclass
 class Fetch:
     """One fetch in progress: what it found, and the API clients following it."""
 
@@ -132,6 +144,7 @@ class Fetcher:
         self._supervisor = supervisor
         self._fetches: dict[CID, Fetch] = {}
         self._recent: list[RecentFetch] = []
+        self.tally = FetchTally()
 
     # -- what the rest of the daemon asks -----------------------------------------------
 
@@ -261,16 +274,28 @@ class Fetcher:
 
     async def _run(self, fetch: Fetch, peers: list[PeerAddress], resume: bool) -> None:
         partial = PartialDownload(self._store, fetch.cid)
+        self.tally.started += 1
+        log.info("fetch %s started%s", fetch.cid, " (continuing a download)" if resume else "")
         # The outcome reaches the API clients following the fetch through its future;
         # events carry only progress.
         try:
             result = await self._steps(fetch, peers, resume, partial)
         except SovnetError as exc:
-            log.warning("fetch %s failed: %s", fetch.cid, exc.message)
+            self.tally.end(exc.code)
+            log.warning(
+                "fetch %s failed after %.1f s, %s from %d peer(s): %s",
+                fetch.cid,
+                time.monotonic() - fetch.started,
+                human_size(self._downloaded(fetch)),
+                len(fetch.found.swarm_peers),
+                exc.message,
+            )
             await asyncio.to_thread(partial.mark_failed, exc.message)
             await self._stop_download(fetch)
             fetch.outcome.set_exception(exc)
         except asyncio.CancelledError:
+            self.tally.end("cancelled")
+            log.info("fetch %s stopped (%s)", fetch.cid, fetch.cancelled_by or "sovnetd stops")
             if fetch.cancelled_by is None:
                 fetch.outcome.cancel()  # the daemon is stopping
             else:
@@ -285,11 +310,23 @@ class Fetcher:
         except Exception as exc:
             await self._stop_download(fetch)
             error = self._unexpected(fetch, partial, exc)
+            self.tally.end(error.code)
             error.__cause__ = exc
             fetch.outcome.set_exception(error)
         else:
             fetch.outcome.set_result(result)
             seconds = round(time.monotonic() - fetch.started, 3)
+            self.tally.end("ok")
+            log.info(
+                "fetch %s done: %s %s, %s, %s downloaded in %.1f s from %d peer(s)",
+                fetch.cid,
+                f"{result.name}@{result.version}" if result.version else result.name,
+                "was already here" if result.already_here else "verified and seeding",
+                human_size(result.size),
+                human_size(result.downloaded),
+                seconds,
+                len(fetch.found.swarm_peers),
+            )
             self._recent = [
                 *self._recent[-(RECENT - 1) :],
                 RecentFetch(**vars(result), seconds=seconds),
@@ -303,6 +340,11 @@ class Fetcher:
                     del self._fetches[fetch.cid]
         if fetch.outcome.done() and not fetch.outcome.cancelled() and not fetch.listeners:
             fetch.outcome.exception()  # nobody follows it: its failure is in the log
+
+    def _downloaded(self, fetch: Fetch) -> int:
+        """Payload bytes the swarm gave this fetch in this daemon's life."""
+        status = self._swarm.statuses().get(fetch.spec.info_hash) if fetch.spec else None
+        return status.session_downloaded if status is not None else 0
 
     def _unexpected(self, fetch: Fetch, partial: PartialDownload, exc: Exception) -> SovnetError:
         """A fetch's failure nobody raised on purpose: a full disk (a write before
