@@ -60,7 +60,7 @@ sov "$B" trust add "$A_KEY" --name node-a
 step "Start both daemons (sovnetd) on 127.0.0.1"
 for node in a b; do
     .venv/bin/sovnetd --state-dir "$WORK/$node" --swarm-listen 127.0.0.1:0 \
-        --control-listen 127.0.0.1:0 >"$WORK/$node.log" 2>&1 &
+        --control-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 >"$WORK/$node.log" 2>&1 &
     PIDS+=($!)
 done
 for state in "$A" "$B"; do

@@ -23,6 +23,15 @@ def test_defaults() -> None:
     assert loaded.stall_timeout == 120.0
 
 
+def test_metrics_listen_is_the_default_if_free_an_address_or_off() -> None:
+    assert config.load(None, {}, HOME).metrics_listen is None  # 127.0.0.1:9680 if free
+    toml = b'metrics_listen = "0.0.0.0:9100"\n'
+    assert config.load(toml, {}, HOME).metrics_listen == PeerAddress("0.0.0.0", 9100)
+    assert config.load(None, {"SOVNET_METRICS_LISTEN": "OFF"}, HOME).metrics_listen == "off"
+    with pytest.raises(ConfigError, match="metrics_listen"):
+        config.load(None, {}, HOME, {"metrics_listen": "nowhere"})
+
+
 def test_flags_beat_environment_beat_file() -> None:
     toml = b'stall_timeout = 30\npeers = ["192.0.2.1:6880"]\nlog_level = "debug"\n'
     env = {"SOVNET_STALL_TIMEOUT": "20", "SOVNET_PEERS": "192.0.2.2:6880, 192.0.2.3:6880"}

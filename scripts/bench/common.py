@@ -520,6 +520,8 @@ class Node:
                 f"{host}:0",
                 "--control-listen",
                 f"{host}:0",
+                "--metrics-listen",
+                f"{host}:0",
                 "--log-level",
                 log_level,
             ],

@@ -203,6 +203,8 @@ class NodeStatus:
     control_host: str = ""
     # Publishers caught saying two things (equivocation), newest last, each once a refresh.
     publisher_alerts: tuple[str, ...] = ()
+    swarm_problem: str | None = _optional()  # why the swarm does not listen now
+    metrics: str | None = _optional()  # HOST:PORT of /metrics, /healthz, /readyz
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,10 @@ def status(ctx: Context, as_json: bool) -> None:
     click.echo(f"node:        {info.node} ({info.node_id})")
     click.echo(f"network:     {info.network} ({info.network_id})")
     click.echo(f"swarm port:  {info.swarm_port}   control port: {info.control_port}")
+    if info.swarm_problem:
+        click.echo(f"NOT READY:   {info.swarm_problem} (trying again)")
+    if info.metrics:
+        click.echo(f"metrics:     http://{info.metrics}/metrics (/healthz, /readyz)")
     click.echo(f"seeding:     {info.seeding} model(s), {human_size(info.uploaded)} uploaded")
     click.echo(f"peers:       {info.peers} known")
     for fetch in info.fetches:

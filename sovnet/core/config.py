@@ -11,6 +11,10 @@ The file (all keys optional)::
     socket = "/run/sovnet/api.sock"      # SOVNET_SOCKET: the local API (mode 0600)
     swarm_listen = "0.0.0.0:6881"        # SOVNET_SWARM_LISTEN: BitTorrent over TLS
     control_listen = "0.0.0.0:6880"      # SOVNET_CONTROL_LISTEN: HTTPS between peers
+    metrics_listen = "127.0.0.1:9680"    # SOVNET_METRICS_LISTEN: /metrics, /healthz, /readyz
+                                         # over plain HTTP, or "off"; left out, that
+                                         # address if it is free (a second node here
+                                         # goes without), set, it must listen
     peers = ["192.0.2.7:6880"]           # SOVNET_PEERS (comma-separated): control addresses
     upload_rate_limit = 0                # SOVNET_UPLOAD_RATE_LIMIT: bytes/s, 0 = none
     download_rate_limit = 0              # SOVNET_DOWNLOAD_RATE_LIMIT
@@ -45,6 +49,7 @@ import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 from sovnet.core.address import PeerAddress
 from sovnet.core.locations import expand_home
@@ -54,6 +59,8 @@ from sovnet.errors import ConfigError, InvalidInputError
 CONFIG_NAME = "sovnetd.toml"
 SOCKET_NAME = "sovnetd.sock"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_METRICS_LISTEN = PeerAddress("127.0.0.1", 9680)
+MetricsListen = PeerAddress | Literal["off"] | None  # None: DEFAULT_METRICS_LISTEN if free
 REVOKED_POLICIES = ("refuse", "allow")
 
 
@@ -63,6 +70,7 @@ class DaemonConfig:
     socket: Path
     swarm_listen: PeerAddress
     control_listen: PeerAddress
+    metrics_listen: MetricsListen = None
     peers: tuple[PeerAddress, ...] = ()
     upload_rate_limit: int = 0
     download_rate_limit: int = 0
@@ -124,6 +132,12 @@ def _listen(value: object) -> PeerAddress:
         raise ValueError(exc.message) from exc
 
 
+def _metrics_listen(value: object) -> PeerAddress | Literal["off"]:
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return "off"
+    return _listen(value)
+
+
 def _peers(value: object) -> tuple[PeerAddress, ...]:
     items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
     if not isinstance(items, list):
@@ -182,6 +196,7 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "socket": _path,
     "swarm_listen": _listen,
     "control_listen": _listen,
+    "metrics_listen": _metrics_listen,
     "peers": _peers,
     "upload_rate_limit": _rate,
     "download_rate_limit": _rate,

@@ -49,6 +49,7 @@ def notify(message: str) -> None:
 
 async def serve(config_overrides: dict[str, object], config_path: str | None) -> None:
     from sovnet.api.server import ApiServer, claim_socket
+    from sovnet.daemon.metrics import OperatorEndpoints
     from sovnet.daemon.node import Node, swarm_settings
     from sovnet.daemon.supervisor import Supervisor
     from sovnet.errors import InternalError
@@ -74,9 +75,18 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
         loop.add_signal_handler(sig, stop.set)
     claim_socket(config.socket)  # before anything else: one daemon per state
     supervisor = Supervisor()
+    # First, so that /readyz says "starting" while the store and its models open.
+    endpoints = OperatorEndpoints(config.metrics_listen)
+    await endpoints.start()
     rejections = Rejections(config.rejection_log_interval)
     swarm = LibtorrentSwarm(swarm_settings(config), rejections)
-    node = await Node.start(config, swarm, supervisor, rejections=rejections)
+    try:
+        node = await Node.start(config, swarm, supervisor, rejections=rejections)
+    except BaseException:
+        await endpoints.close()
+        raise
+    node.metrics_address = endpoints.address
+    endpoints.node = node
     api = ApiServer(node, config.socket)
     try:
         await api.start()
@@ -93,6 +103,7 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
     finally:
         await api.close()
         await node.close()
+        await endpoints.close()
         log.info("stopped")
     if supervisor.failure is not None:
         raise InternalError(supervisor.failure, hint="see the traceback above in sovnetd's log")
@@ -118,6 +129,10 @@ async def _report(node: Node) -> None:
 @click.option("--socket", "socket_path", help="The local API's Unix socket.")
 @click.option("--swarm-listen", help="HOST:PORT for BitTorrent over TLS [0.0.0.0:6881].")
 @click.option("--control-listen", help="HOST:PORT for HTTPS between peers [0.0.0.0:6880].")
+@click.option(
+    "--metrics-listen",
+    help="HOST:PORT for /metrics, /healthz and /readyz, or off [127.0.0.1:9680].",
+)
 @click.option("--peer", "peers", multiple=True, help="A peer's HOST:PORT (repeatable).")
 @click.option("--log-level", help="debug, info, warning or error [info].")
 @click.version_option(package_name="sovnet")
@@ -127,6 +142,7 @@ def cli(
     socket_path: str | None,
     swarm_listen: str | None,
     control_listen: str | None,
+    metrics_listen: str | None,
     peers: tuple[str, ...],
     log_level: str | None,
 ) -> None:
@@ -137,6 +153,7 @@ def cli(
         "socket": socket_path,
         "swarm_listen": swarm_listen,
         "control_listen": control_listen,
+        "metrics_listen": metrics_listen,
         "peers": list(peers) if peers else None,
         "log_level": log_level,
     }

@@ -88,12 +88,14 @@ class SwarmHealth:
 
     def __init__(self) -> None:
         self.hash_failures = 0
-        self.banned: list[Ban] = []
+        self.banned: list[Ban] = []  # the latest MAX_BANS
+        self.banned_total = 0
 
     def record(self, event: HashFailed | PeerBanned, cid: CID | None) -> None:
         if isinstance(event, HashFailed):
             self.hash_failures += 1
         else:
+            self.banned_total += 1
             self.banned = [*self.banned[-(MAX_BANS - 1) :], Ban(event.peer, str(cid), event.reason)]
 
 
@@ -122,6 +124,7 @@ class Node:
         self.supervisor = supervisor
         self._control = control
         self.control_port = 0  # once the control plane listens
+        self.metrics_address: PeerAddress | None = None  # /metrics, where main serves it
         self._members = SwarmMembers()
         self._health = SwarmHealth()
         self._started = time.time()
@@ -206,11 +209,10 @@ class Node:
             await node.close()
             raise
         log.info(
-            "node %s of network %s: swarm on port %d, control plane on port %d, "
-            "seeding %d model(s)",
+            "node %s of network %s: swarm %s, control plane on port %d, seeding %d model(s)",
             membership.node_name,
             membership.network,
-            swarm.port,
+            f"on port {swarm.port}" if swarm.port else "NOT listening",
             node.control_port,
             len(seeder.seeding()),
         )
@@ -254,6 +256,11 @@ class Node:
     def _own_control_addresses(self) -> set[PeerAddress]:
         hosts = {"127.0.0.1", "localhost", "::1", self.config.control_listen.host}
         return {PeerAddress(h, self.control_port) for h in hosts if h not in ("0.0.0.0", "::")}
+
+    @property
+    def banned_total(self) -> int:
+        """Peers banned since start (status keeps only the latest)."""
+        return self._health.banned_total
 
     # -- the control plane (PeerService) ---------------------------------------------
 
@@ -444,6 +451,8 @@ class Node:
                 Rejected(r.plane, r.reason, r.count, r.last_from) for r in self.rejections.counts()
             ),
             publisher_alerts=tuple(self.publishers.alerts),
+            swarm_problem=self.swarm.listen_problem,
+            metrics=str(self.metrics_address) if self.metrics_address else None,
         )
 
     def seeding(self) -> dict[str, SeedingStats]:

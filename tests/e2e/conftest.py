@@ -54,8 +54,9 @@ class Node:
 
     # -- the daemon --------------------------------------------------------------
 
-    def start(self, host: str = "127.0.0.1", **env: str) -> Node:
-        """Start sovnetd listening on ``host`` (ports the kernel picks)."""
+    def start(self, host: str = "127.0.0.1", swarm_port: int = 0, **env: str) -> Node:
+        """Start sovnetd listening on ``host`` (ports the kernel picks, but for the
+        swarm's when ``swarm_port`` is given)."""
         assert self.process is None or self.process.poll() is not None, "already running"
         self.host = host
         self.env.update(env)
@@ -70,8 +71,10 @@ class Node:
                     "--state-dir",
                     str(self.state),
                     "--swarm-listen",
-                    str(PeerAddress(host, 0)),
+                    str(PeerAddress(host, swarm_port)),
                     "--control-listen",
+                    str(PeerAddress(host, 0)),
+                    "--metrics-listen",
                     str(PeerAddress(host, 0)),
                 ],
                 stdout=log,
