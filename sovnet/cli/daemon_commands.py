@@ -92,7 +92,7 @@ def fetch(ctx: Context, cid_text: str, peers: tuple[str, ...], as_json: bool) ->
     CID_OR_NAME is a CID, whose manifest a publisher this node trusts must have
     signed, or ORG/MODEL, ORG/MODEL:CHANNEL or ORG/MODEL@VERSION, a release of a
     publisher whose root this node pinned (`sovnet trust add root.json`), looked up in
-    its metadata through the peers. With --json, prints one JSON object a line:
+    its metadata through the peers. With --json, prints one JSON object a line: the manifest,
     progress events, then the result.
     """
     from sovnet.core.address import PeerAddress

@@ -83,7 +83,7 @@ def key_show(ctx: Context, public_only: bool, as_json: bool) -> None:
 
 @click.group()
 def trust() -> None:
-    """Publisher keys this node trusts."""
+    """Publisher keys this node trusts, and publisher roots it pinned."""
 
 
 @trust.command("add")

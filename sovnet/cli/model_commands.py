@@ -239,8 +239,11 @@ def ls(ctx: Context, remote: bool, as_json: bool) -> None:
                 else f"{str(s['key_id'])[:9]}… (untrusted)"
             )
             for s in signers
+            # A pinned root vouches for a release, whoever signed: the other
+            # signers would only read as a doubt.
+            if not row["released_as"] or (s["valid"] and s["trusted_as"])
         ]
-        if row["released_as"]:  # a pinned root vouches for it, whoever signed
+        if row["released_as"]:
             labels.insert(0, str(row["released_as"]))
         size = row["size"]
         assert isinstance(size, int)
@@ -344,6 +347,9 @@ def show(ctx: Context, cid_text: str, raw: bool, as_json: bool) -> None:
         return
     opened = store.open(cid, ctx.node_files().load_trust(), require_trusted=False)
     m = opened.manifest
+    from sovnet.run.admission import advisories_of
+
+    advised = [a.describe() for a in advisories_of(store, opened)]
     if as_json:
         emit_json(
             {
@@ -351,6 +357,7 @@ def show(ctx: Context, cid_text: str, raw: bool, as_json: bool) -> None:
                 "manifest": m.to_json(),
                 "trusted": opened.trusted,
                 "released_as": opened.released_as,
+                "advisories": advised,
                 "signers": _signers_json(opened),
             }
         )
@@ -364,6 +371,8 @@ def show(ctx: Context, cid_text: str, raw: bool, as_json: bool) -> None:
     click.echo(f"trusted:    {'yes' if opened.trusted else 'NO'}")
     if opened.released_as:
         click.echo(f"release:    {opened.released_as}")
+    for advisory in advised:  # run, serve and export act on them; show says them
+        click.echo(f"ADVISORY:   {advisory}")
     for signer in opened.signers:
         click.echo(f"signed by:  {_signer_label(signer, released=bool(opened.released_as))}")
     click.echo("")

@@ -89,9 +89,10 @@ def publisher() -> None:
 
     \b
     1. one holder:  sovnet publisher init ORG --key a.pub --key b.pub --key c.pub \\
-                        --threshold 2 -o root.json
-    2. each holder: sovnet publisher sign root.json --key their.pem
+                        --threshold 2 --online-key node.pub -o root.json
+    2. each holder: sovnet publisher sign root.json [--key their.pem]
     3. anyone:      sovnet publisher finish root.json
+    4. the publisher's node (node.pub's): sovnet publisher install root.json
     """
 
 
@@ -378,18 +379,24 @@ def install(ctx: Context, path: Path, as_json: bool) -> None:
         _show_targets(checked, path, as_json)
         say(f"Installed releases version {checked.version} of {org}; this node serves them.")
         return
-    publisher = publisher_root.check(data).publisher
-    root_checked = PublisherFiles(ctx.state_dir, publisher).install_root(data)
-    _show(root_checked, path, as_json)
-    say(f"Installed root version {root_checked.version} of {publisher}.")
-    node_key = publisher_root.tuf_key_id(ctx.node_files().load_key().public_key)
+    root = publisher_root.check(data)
+    own = ctx.node_files().load_key().public_key
+    node_key = publisher_root.tuf_key_id(own)
     if not publisher_root.signs_online_alone(data, node_key):
-        say(
-            f"warning: this node's key ({node_key[:16]}) cannot sign {publisher}'s snapshot "
-            "and timestamp alone, so it cannot publish releases; only the node whose key "
-            "is the root's online key can (`sovnet publisher rotate ROOT --online-key "
-            "NODE.pub` names this one)"
+        # Installed here, the root would make this node the publisher's, which it
+        # cannot be: refused before anything is written, so nothing is to undo.
+        online_ids = ", ".join(root.names.get(k, k[:16]) for k in root.online_keys) or "(none)"
+        raise TrustError(
+            f"this node's key ({own.key_id}) cannot sign {root.publisher}'s snapshot and "
+            f"timestamp alone, as the publisher's node must; the root's online key is "
+            f"{online_ids}: install the root on that key's node",
+            hint="or name this node in the next version: `sovnet publisher rotate ROOT "
+            "--online-key NODE.pub` (NODE.pub: `sovnet key show --public` here), signed "
+            "as a rotation",
         )
+    installed = PublisherFiles(ctx.state_dir, root.publisher).install_root(data)
+    _show(installed, path, as_json)
+    say(f"Installed root version {installed.version} of {root.publisher}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -450,7 +457,10 @@ def _check_signatures(
 
     use_json(ctx, as_json)
     data = _read(path)
-    hint = f"the missing holders run `sovnet publisher sign {path} --key THEIR.pem`"
+    hint = (
+        f"each missing holder runs `sovnet publisher sign {path}` (with --key THEIR.pem "
+        "when their key is not their node's)"
+    )
     root_path, previous_path = against.root, against.previous
     kind = _kind(data)
     if kind in ("targets", "advisories"):
@@ -628,7 +638,8 @@ def _targets_for(ctx: Context, publisher: str, targets_path: Path | None) -> byt
     if targets is None:
         raise NotFoundError(
             f"no releases of {publisher} are installed on this node",
-            hint="give --targets N.targets.json (the publisher's newest releases file)",
+            hint="give --targets with the publisher's newest releases file (the "
+            "release.json the holders signed last)",
         )
     return targets[1]
 
@@ -638,7 +649,8 @@ def _installed_root(files: PublisherFiles) -> bytes:
     if root is None:
         raise NotFoundError(
             f"no root of {files.publisher} is installed on this node",
-            hint="give --root ROOT.json, or `sovnet publisher install ROOT.json`",
+            hint="give --root with the publisher's newest root file (after a rotation, "
+            "the newest version)",
         )
     return root[1]
 
@@ -668,7 +680,13 @@ def _held_manifest(ctx: Context, name: str, version: str) -> bytes:
 
 
 def _show_targets(checked: TargetsCheck, path: Path, as_json: bool, what: str = "releases") -> None:
+    """Who signed the releases or advisories file at ``path``, and what it says (a
+    holder sees what they sign)."""
+    from sovnet.trust import publisher_advisories, publisher_targets
+
     kind = "releases" if what == "targets" else what
+    data = _read(path)
+    said = publisher_advisories.said(data) if kind == "advisories" else publisher_targets.said(data)
     if as_json:
         emit_json(
             {
@@ -679,13 +697,22 @@ def _show_targets(checked: TargetsCheck, path: Path, as_json: bool, what: str = 
                 "signed_by": list(checked.signed_by),
                 "holders": _holders(checked.keys, checked.signed_by, checked.names),
                 "complete": checked.complete,
+                "says": said,
             }
         )
         return
     state = "complete" if checked.complete else "not yet"
-    say(f"{path}: {kind} version {checked.version}")
+    say(f"{path}: {kind} version {checked.version}, which says:")
+    for line in said[:_SAID_LINES]:
+        say(f"    {line}")
+    if len(said) > _SAID_LINES:
+        say(f"    ... and {len(said) - _SAID_LINES} more (--json lists them all)")
+    say("  holders:")
     _say_holders(checked.keys, checked.signed_by, checked.names)
     say(f"  signed by {len(checked.signed_by)} (needs {checked.threshold}): {state}")
+
+
+_SAID_LINES = 30
 
 
 def _holders(
@@ -735,16 +762,29 @@ def _show(checked: RootCheck, path: Path, as_json: bool) -> None:
                     checked.previous_keys, checked.previous_signed_by, checked.names
                 ),
                 "expires": checked.expires.isoformat(),
+                "online_keys": list(checked.online_keys),
                 "complete": checked.complete,
+                # a rotation's previous holders were not checked (no --previous)
+                "previous_unchecked": checked.version > 1 and checked.previous_threshold is None,
             }
         )
         return
     say(f"{path}: root of publisher {checked.publisher}, version {checked.version}")
+    for keyid in checked.online_keys:
+        name = checked.names.get(keyid, "(not an Ed25519 key)")
+        say(f"  online   {keyid[:16]}  {name}  (the publisher's node: snapshot, timestamp)")
+    say("  holders (TUF key id, sovnet key id):")
     _say_holders(checked.keys, checked.signed_by, checked.names)
     if checked.previous_threshold is not None:
         say(f"  and of version {checked.version - 1}'s keys ({checked.previous_threshold} must):")
         _say_holders(checked.previous_keys, checked.previous_signed_by, checked.names)
-    say(f"  signed by {_count(checked)}: {'complete' if checked.complete else 'not yet'}")
+    state = "complete" if checked.complete else "not yet"
+    if checked.complete and checked.version > 1 and checked.previous_threshold is None:
+        state = (
+            f"enough of its own keys; version {checked.version - 1}'s holders must sign too "
+            "(--previous ROOT checks them)"
+        )
+    say(f"  signed by {_count(checked)}: {state}")
 
 
 def register(cli: click.Group) -> None:

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from sovnet.store.store import Store
     from sovnet.trust.gate import OpenedManifest
     from sovnet.trust.keys import TrustStore
+    from sovnet.trust.publisher_advisories import Advisory
 
 
 _REFETCH_HINT = (
@@ -305,28 +306,39 @@ def _advisories(
         return ()
     from sovnet.store.rootfiles import RootFiles
 
-    roots = RootFiles(store.root)
-    cid, manifest = opened.cid, opened.manifest
     said = []
     if opened.released_as is not None:  # the gate found it a release of its name
-        unheard = roots.unheard_advisories(manifest.name.split("/")[0])
+        unheard = RootFiles(store.root).unheard_advisories(opened.manifest.name.split("/")[0])
         if unheard is not None:
             said.append(unheard)
-    for advisory in roots.advisories():
-        if (
-            advisory.release.cid != cid
-            or advisory.release.name != manifest.name
-            or manifest.version not in (None, advisory.release.version)
-        ):
-            continue
+    for advisory in advisories_of(store, opened):
         if advisory.kind == "revoked" and not allow_revoked:
             raise RevokedError(
                 f"refusing to {action} it: {advisory.describe()}",
                 hint="the bytes stay in the store; `--allow-revoked` (or revoked = "
-                '"allow" in sovnetd.toml) runs it anyway, at your own risk',
+                f'"allow" in sovnetd.toml) {action}s it anyway, at your own risk',
             )
         said.append(advisory.describe())
     return tuple(said)
+
+
+def advisories_of(store: Store, opened: OpenedManifest) -> list[Advisory]:
+    """What pinned publishers advised of this model, as this node last heard: an
+    advisory counts only on a release of the manifest's own name and version."""
+    from sovnet.store.keyfiles import any_root_pinned
+
+    if not any_root_pinned(store.root):
+        return []
+    from sovnet.store.rootfiles import RootFiles
+
+    manifest = opened.manifest
+    return [
+        advisory
+        for advisory in RootFiles(store.root).advisories()
+        if advisory.release.cid == opened.cid
+        and advisory.release.name == manifest.name
+        and manifest.version in (None, advisory.release.version)
+    ]
 
 
 # -- 2. are the files the verified ones ---------------------------------------------

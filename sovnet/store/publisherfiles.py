@@ -123,7 +123,7 @@ class PublisherFiles:
             checked = publisher_targets.check(data, root=root[1])
             if not checked.complete:
                 raise TrustError(
-                    f"targets version {checked.version} is signed by {len(checked.signed_by)} "
+                    f"releases version {checked.version} is signed by {len(checked.signed_by)} "
                     f"of the keys; it needs {checked.threshold}",
                     hint="the missing holders run `sovnet publisher sign FILE --root ROOT`",
                 )
@@ -142,7 +142,7 @@ class PublisherFiles:
                 )
             if current is not None and checked.version <= current[0]:
                 raise TrustError(
-                    f"targets version {checked.version} is not newer than version "
+                    f"releases version {checked.version} is not newer than version "
                     f"{current[0]}, installed already"
                 )
             self._check_online_key(root[1], online)

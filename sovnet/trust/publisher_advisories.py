@@ -208,6 +208,32 @@ def check(data: bytes, *, targets: bytes) -> publisher_targets.TargetsCheck:
     )
 
 
+def said(data: bytes) -> list[str]:
+    """What the advisories file ``data`` says, a line each, for a holder about to sign
+    it (read without checking signatures, as publisher_targets.said)."""
+    lines = []
+    for target_path, file in sorted(_parse(data).signed.targets.items()):
+        _, _, release_path = target_path.partition("/")
+        name, _, version = release_path.rpartition("/")
+        custom = file.unrecognized_fields.get("custom")
+        fields = custom if isinstance(custom, dict) else {}
+        kind, reason = fields.get("advisory"), fields.get("reason")
+        successor = fields.get("superseded_by")
+        if not (
+            NAME_PATTERN.fullmatch(name)
+            and VERSION_PATTERN.fullmatch(version)
+            and kind in KINDS
+            and isinstance(reason, str)
+            and plain_line(reason)
+        ):
+            shown = target_path if target_path.isprintable() else ascii(target_path)
+            lines.append(f"{shown}: not an advisory sovnet makes")
+            continue
+        use = f" (use {successor})" if isinstance(successor, str) and plain_line(successor) else ""
+        lines.append(f"{name}@{version} {kind}{use}: {reason}")
+    return lines
+
+
 def advisories_in(data: bytes, *, targets: bytes, root: bytes) -> list[Advisory]:
     """The advisories in ``data``, if the root's keys signed ``targets`` and the role
     those delegate to signed ``data``; each on a release of ``targets`` with the same
@@ -302,7 +328,10 @@ def _release(targets: bytes, root: bytes, ref: str) -> Release:
 
 def _top_level(targets: bytes) -> Targets:
     return publisher_root.load(
-        targets, Targets, max_bytes=publisher_targets.MAX_TARGETS_BYTES, what="targets metadata"
+        targets,
+        Targets,
+        max_bytes=publisher_targets.MAX_TARGETS_BYTES,
+        what="releases (targets) metadata",
     ).signed
 
 

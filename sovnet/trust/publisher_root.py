@@ -75,6 +75,7 @@ class RootCheck:
     expires: datetime.datetime
     previous_keys: tuple[str, ...] = ()  # a rotation: the previous version's root keys
     names: Mapping[str, str] = field(default_factory=dict)  # TUF key id -> `key show`'s
+    online_keys: tuple[str, ...] = ()  # the timestamp role's: the publisher's node
 
     @property
     def complete(self) -> bool:
@@ -263,6 +264,7 @@ def check(data: bytes, *, previous: bytes | None = None) -> RootCheck:
         expires=root.expires,
         previous_keys=previous_keys,
         names=names,
+        online_keys=tuple(sorted(root.roles["timestamp"].keyids)),
     )
 
 

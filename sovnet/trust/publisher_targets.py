@@ -160,6 +160,29 @@ def resolve(lookup: Callable[[str], TargetFile | None], ref: str) -> Release | N
     return release if _cid_of(file) == release.cid else None
 
 
+def said(targets: bytes) -> list[str]:
+    """What ``targets`` says, a line each, for a holder about to sign it: each release
+    (NAME@VERSION and its CID), each channel (NAME:CHANNEL and the version it points
+    at), each delegation. Read without checking signatures: what is shown is what a
+    signature would vouch for; a target sovnet would not make says so."""
+    parsed = _parse(targets).signed
+    files = parsed.targets
+    lines = []
+    for path in sorted(files):
+        release = resolve(files.get, path if ":" in path else "@".join(path.rsplit("/", 1)))
+        shown = path if path.isprintable() else ascii(path)
+        if release is None:
+            lines.append(f"{shown}: not a release or channel sovnet makes")
+        elif ":" in path:
+            lines.append(f"channel {shown} -> {release.version}")
+        else:
+            lines.append(f"release {release.name}@{release.version} = {release.cid}")
+    role = _advisories_role(parsed)
+    if role is not None and not follows_targets_keys(role):
+        lines.append(f"advisories signed by {role.threshold} of {len(role.keyids)} other keys")
+    return lines
+
+
 def _release_at(lookup: Callable[[str], TargetFile | None], path: str, org: str) -> Release | None:
     name, _, version = path.rpartition("/")
     if not (
@@ -372,7 +395,9 @@ def _root(data: bytes) -> Root:
 
 
 def _parse(data: bytes) -> Metadata[Targets]:
-    return publisher_root.load(data, Targets, max_bytes=MAX_TARGETS_BYTES, what="targets metadata")
+    return publisher_root.load(
+        data, Targets, max_bytes=MAX_TARGETS_BYTES, what="releases (targets) metadata"
+    )
 
 
 def resolve_in(targets: bytes, ref: str, *, root: bytes) -> Release | None:

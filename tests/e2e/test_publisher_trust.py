@@ -190,6 +190,9 @@ def test_a_revoked_release_is_refused_on_every_use_until_the_operator_allows_it(
     assert exported.returncode == 6, _said(exported, b)
     assert "refusing to export" in exported.stderr and "acme/tiny@1.0 is revoked" in exported.stderr
     assert REASON in exported.stderr
+    assert "exports it anyway" in exported.stderr  # the hint names what was refused
+    shown = b.sovnet("show", "acme/tiny@1.0", check=True).stdout  # show says it too
+    assert "ADVISORY:" in shown and REASON in shown, shown
     assert not list(hf_cache.glob("models--*"))
 
     # Nothing was deleted: the bytes are here, and verify.
