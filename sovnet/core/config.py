@@ -34,6 +34,7 @@ The file (all keys optional)::
     control_max_connections_per_peer = 64  # of them from one address
     rejection_log_interval = 60          # s: refused connections, one log line a source
     log_level = "info"                   # SOVNET_LOG_LEVEL: debug, info, warning, error
+    log_format = "text"                  # SOVNET_LOG_FORMAT: text, or json (a line an object)
     revoked = "refuse"                   # SOVNET_REVOKED: run/serve/export of a release its
                                          # publisher's advisories revoked: refuse, or allow
 
@@ -59,6 +60,7 @@ from sovnet.errors import ConfigError, InvalidInputError
 CONFIG_NAME = "sovnetd.toml"
 SOCKET_NAME = "sovnetd.sock"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 DEFAULT_METRICS_LISTEN = PeerAddress("127.0.0.1", 9680)
 MetricsListen = PeerAddress | Literal["off"] | None  # None: DEFAULT_METRICS_LISTEN if free
 REVOKED_POLICIES = ("refuse", "allow")
@@ -87,6 +89,7 @@ class DaemonConfig:
     control_max_connections_per_peer: int = 64
     rejection_log_interval: float = 60.0
     log_level: str = "info"
+    log_format: str = "text"
     revoked: str = "refuse"
 
 
@@ -184,6 +187,13 @@ def _level(value: object) -> str:
     return text
 
 
+def _log_format(value: object) -> str:
+    text = _text(value).lower()
+    if text not in LOG_FORMATS:
+        raise ValueError("expected one of " + ", ".join(LOG_FORMATS))
+    return text
+
+
 def _revoked(value: object) -> str:
     text = _text(value).lower()
     if text not in REVOKED_POLICIES:
@@ -213,6 +223,7 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "control_max_connections_per_peer": _count,
     "rejection_log_interval": _seconds,
     "log_level": _level,
+    "log_format": _log_format,
     "revoked": _revoked,
 }
 assert set(_PARSERS) == {f.name for f in fields(DaemonConfig)}

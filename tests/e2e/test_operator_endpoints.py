@@ -128,3 +128,13 @@ def test_readyz_is_not_ready_while_the_swarm_cannot_listen(cluster: Cluster) -> 
     assert a.status()["swarm_port"] == port
     assert "swarm_problem" not in a.status()
     assert "listening on port" in a.log_text()
+
+
+def test_log_format_json_is_one_object_a_line(cluster: Cluster) -> None:
+    a = cluster.node("a")
+    a.start(SOVNET_LOG_FORMAT="json")
+    assert a.stop() == 0
+    lines = [json.loads(line) for line in a.log_text().splitlines()]
+    messages = [line["message"] for line in lines]
+    assert any(m.startswith("ready; API on") for m in messages), messages
+    assert {line["level"] for line in lines} <= {"debug", "info", "warning", "error"}
