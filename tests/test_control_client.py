@@ -194,3 +194,28 @@ async def test_a_publisher_s_metadata_files_are_served_by_their_tuf_names(
         assert await client.publisher_file(address, "..", "1.root.json") is None
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://127.0.0.1:9/v1/node",  # another address, plain HTTP: not followed
+        "https://" + "a" * 300 + ".example/",  # a host name idna refuses: not a crash
+    ],
+)
+async def test_a_peer_that_redirects_is_a_failed_request_never_followed(
+    network: NetworkFiles, client: PeerClient, location: str
+) -> None:
+    asked: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        raise web.HTTPFound(location)
+
+    runner, address = await _raw_server(network, elsewhere, "/v1/node")
+    try:
+        with pytest.raises(PeerRequestError, match="answered HTTP 302"):
+            await client.node(address)
+    finally:
+        await runner.cleanup()
+    assert asked == ["/v1/node"]

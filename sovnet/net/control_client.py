@@ -68,7 +68,11 @@ class PeerClient:
             raise RuntimeError("PeerClient used outside 'async with'")
         url = f"https://{peer}{path}"
         try:
-            async with self._session.request(method, url, json=body) as response:
+            # A peer answers for itself: a redirect would make this node ask any
+            # address the peer names (another host, plain HTTP) and take its answer.
+            async with self._session.request(
+                method, url, json=body, allow_redirects=False
+            ) as response:
                 if response.status == 404:
                     return None
                 if response.status != 200:
@@ -92,7 +96,9 @@ class PeerClient:
             raise PeerRequestError(f"{peer}: its certificate is not from this network") from exc
         except aiohttp.ClientSSLError as exc:
             raise PeerRequestError(f"{peer}: TLS failed ({exc})") from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            # ValueError: what aiohttp lets through of a peer's malformed answer (a
+            # UnicodeError of a host name, for one) is the peer's failure, not ours.
             raise PeerRequestError(f"{peer}: {exc or type(exc).__name__}") from exc
 
     async def _json(
