@@ -565,3 +565,50 @@ def test_advisories_a_rotated_out_key_signed_are_renewed_before_the_next_release
     world.install(world.release("2", manifest))
     world.refresh()
     assert world.heard() == {"acme/model@1": "deprecated"}
+
+
+def test_a_revocation_heard_stays_heard_across_a_rotation_of_the_releases_keys(
+    world: World,
+) -> None:
+    """A rotation that retires a releases key makes the releases and advisories this
+    node trusted unverifiable under the new root. Until the next releases arrive (a
+    hostile peer can withhold them), they stay trusted under the root they were
+    trusted by: a revocation does not fall silent, and names still resolve."""
+    revoked = world.sign(world.advise("acme/model@1", "revoked", "backdoor"), *HOLDERS[:2])
+    world.files.install_advisories(revoked, ONLINE, NOW)
+    world.refresh()
+    assert world.heard() == {"acme/model@1": "revoked"}
+    _rotated_out(world, HOLDERS[1])  # no new releases under version 2 yet
+    with pytest.raises(TrustError, match="targets was signed by 1/2 keys"):
+        world.refresh()  # the releases served are version 1's, signed under root 1
+    roots = RootFiles(world.node)
+    assert roots.pinned()[0].check.version == 2  # the node followed the rotation
+    assert world.heard() == {"acme/model@1": "revoked"}
+    with pytest.raises(RevokedError, match="backdoor"):
+        world.admit("acme/model@1")
+    found = roots.resolve("acme/model@2")
+    assert found is not None and found.cid == world.cids["2"]
+
+
+def test_releases_that_change_a_release_never_reach_what_other_processes_read(
+    world: World,
+) -> None:
+    """python-tuf keeps the new targets before the advisories are asked for, and the
+    equivocation is found after both: a gate in another process (`sovnet run`), or a
+    node killed meanwhile, read the live directory, which the client never writes."""
+    world.refresh()
+    world.peers.serving = world.hostile(world.equivocating_targets(), listed=7)
+    seen: list[object] = []
+    ask = world.peers.publisher_file
+
+    async def watching(peer: PeerAddress, publisher: str, name: str) -> bytes | None:
+        if name.endswith(".advisories.json"):  # while the client waits for a peer
+            found = RootFiles(world.node).resolve("acme/model@1")
+            seen.append(found.cid if found else None)
+        return await ask(peer, publisher, name)
+
+    world.peers.publisher_file = watching  # type: ignore[method-assign]
+    with pytest.raises(TrustError, match="equivocates"):
+        world.refresh()
+    assert seen == [world.cids["1"]]
+    assert not list(world.node.glob("roots/.*"))  # the copy it worked in is gone

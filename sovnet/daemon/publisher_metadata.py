@@ -12,6 +12,12 @@ The client is synchronous: a refresh runs in a worker thread, and the fetcher
 hands each request to the event loop (where the control plane's client lives)
 and waits for it. One refresh of a publisher runs at a time, and a new client is
 made for each (``refresh()`` runs once per client).
+
+The client works in a copy of the publisher's directory: python-tuf keeps each file
+as soon as it verified it, and a releases file that changes an earlier release
+(equivocation) is refused only after that. What another process (``sovnet run``'s
+gate) reads, and what a node killed mid-refresh restarts from, is the live
+directory, which takes the copy's files only once they passed every check.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import collections
 import contextlib
 import datetime
 import logging
+import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -149,6 +157,50 @@ class PeerMetadata(FetcherInterface):
         return found
 
 
+def _staging_copy(directory: Path) -> Path:
+    """A copy of a publisher's metadata directory for its TUF client to refresh in
+    (beside it, so that its files are moved, not copied, into place)."""
+    staging = directory.with_name(f".{directory.name}.refreshing")
+    shutil.rmtree(staging, ignore_errors=True)  # a refresh a crash cut short
+    shutil.copytree(directory, staging, symlinks=True)
+    return staging
+
+
+def _commit(staging: Path, directory: Path) -> None:
+    """The refreshed files into the live directory: root versions first, then what
+    they verify (readers of a newer targets find its root), root.json last but one,
+    timestamp last."""
+    history = staging / "root_history"
+    for path in sorted(history.iterdir()) if history.is_dir() else []:
+        target = directory / "root_history" / path.name
+        data = path.read_bytes()
+        if not target.is_file() or target.read_bytes() != data:
+            target.parent.mkdir(exist_ok=True)
+            write_atomic(target, data)
+    for name in (*_Trusted.NAMES[::-1], "root.json"):  # advisories, targets, snapshot, ...
+        if name == "timestamp.json":
+            continue
+        _move(staging / name, directory / name)
+    _move(staging / "timestamp.json", directory / "timestamp.json")
+
+
+def _move(source: Path, target: Path) -> None:
+    """``source`` in place of ``target`` (a file, or python-tuf's root.json link)."""
+    if source.is_symlink():
+        if target.is_symlink() and os.readlink(source) == os.readlink(target):
+            return
+        link = target.with_name(f".{target.name}.link")
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.readlink(source))
+        link.replace(target)
+    elif source.is_file():
+        data = source.read_bytes()
+        if target.is_symlink() or not target.is_file() or target.read_bytes() != data:
+            write_atomic(target, data)
+    else:
+        target.unlink(missing_ok=True)
+
+
 class _Trusted:
     """The metadata files a node's TUF client trusted, kept to be put back."""
 
@@ -266,28 +318,34 @@ class PublisherMetadata:
                 self._timeout,
             )
             before = _Trusted.read(directory)
+            staging = await asyncio.to_thread(_staging_copy, directory)
             try:
-                updater = await asyncio.to_thread(self._refresh, publisher, directory, fetcher)
+                updater = await asyncio.to_thread(self._refresh, publisher, staging, fetcher)
             finally:
                 for peer in fetcher.unreachable:  # not waited for again until it answers
                     self._failed(peer)
-                # Also when the refresh failed: the client may have kept new targets
-                # before a later step (the advisories) failed.
-                await asyncio.to_thread(self._check_releases_stay, publisher, directory, before)
+                try:
+                    # Also when the refresh failed: the client may have kept new versions
+                    # (their rollback protection) before a later step failed.
+                    await asyncio.to_thread(self._check_releases_stay, publisher, staging, before)
+                    await asyncio.to_thread(_commit, staging, directory)
+                finally:
+                    await asyncio.to_thread(shutil.rmtree, staging, True)
             return updater
 
-    def _check_releases_stay(self, publisher: str, directory: Path, before: _Trusted) -> None:
+    def _check_releases_stay(self, publisher: str, staging: Path, before: _Trusted) -> None:
         """A release, once trusted, names its CID for ever. Metadata that changes or
         removes one, however well signed, is refused: the files trusted before are put
-        back, and the equivocation is said in the log and in `sovnet status`."""
+        back in the copy, so none of it reaches the live directory, and the
+        equivocation is said in the log and in `sovnet status`."""
         earlier = before.files.get("targets.json")
-        after = _Trusted.read(directory).files.get("targets.json")
+        after = _Trusted.read(staging).files.get("targets.json")
         if earlier is None or after is None or after == earlier:
             return
         changed = publisher_targets.changed_releases(after, previous=earlier)
         if not changed:
             return
-        before.restore(directory)
+        before.restore(staging)
         alert = (
             f"publisher {publisher} equivocates: its releases version "
             f"{publisher_targets.version_of(after)} change what version "

@@ -118,10 +118,21 @@ class RootFiles:
             raise LocalStateError(f"cannot pin the root in {directory}: {exc.strerror}") from exc
         return pinned
 
+    def _publisher_dirs(self) -> list[Path]:
+        """The pinned publishers' directories, by name (not the copies a refresh works
+        in, ``.ORG.refreshing``: no publisher name begins with a dot)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(
+            d
+            for d in self.directory.iterdir()
+            if publisher_root.PUBLISHER_PATTERN.fullmatch(d.name)
+        )
+
     def _check_case(self, publisher: str) -> None:
         """Publisher names are ASCII; two that differ only in case would be one
         directory on a case-insensitive file system, and one name to a person."""
-        for other in self.directory.iterdir() if self.directory.is_dir() else []:
+        for other in self._publisher_dirs():
             if other.name != publisher and other.name.lower() == publisher.lower():
                 raise InvalidInputError(
                     f"a root of {other.name} is pinned already; {publisher} differs from "
@@ -165,7 +176,7 @@ class RootFiles:
 
     def _read_all(self) -> list[PinnedRoot | str]:
         found: list[PinnedRoot | str] = []
-        for directory in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
+        for directory in self._publisher_dirs():
             path = directory / "root.json"
             if not path.is_file():
                 continue
@@ -186,16 +197,34 @@ class RootFiles:
             return None
         directory = self.metadata_dir(publisher)
         try:
-            return (directory / "root.json").read_bytes(), (directory / "targets.json").read_bytes()
+            root = (directory / "root.json").read_bytes()
+            targets = (directory / "targets.json").read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        return self._root_of(publisher, root, targets), targets
+
+    def _root_of(self, publisher: str, newest: bytes, targets: bytes) -> bytes:
+        """The root version ``targets`` was trusted under: the newest, unless a rotation
+        changed the releases keys since. Until the publisher's next releases arrive,
+        what this node trusted stays trusted, its advisories (a revocation) included,
+        instead of falling silent (hostile tester's H4 on #13)."""
+        if _verifies(targets, newest):
+            return newest
+        for _, path in sorted(self.history(publisher).items(), reverse=True):
+            try:
+                older = path.read_bytes()
+            except OSError:
+                continue
+            if _verifies(targets, older):
+                return older
+        return newest
 
     def released(self) -> list[Released]:
         """Every CID the pinned publishers released, by the targets their TUF client
         trusted (checked against the root again: a file edited on disk counts for
         nothing). Expiry is not checked: a release that arrived stays one offline."""
         found: list[Released] = []
-        for directory in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
+        for directory in self._publisher_dirs():
             files = self.trusted(directory.name)
             if files is None:
                 continue
@@ -220,7 +249,7 @@ class RootFiles:
         edited on disk counts for nothing). Expiry is not checked: an advisory heard
         stays heard offline."""
         found: list[Advisory] = []
-        for directory in sorted(self.directory.iterdir()) if self.directory.is_dir() else []:
+        for directory in self._publisher_dirs():
             files = self.trusted(directory.name)
             try:
                 data = (directory / f"{ADVISORIES_ROLE}.json").read_bytes()
@@ -298,6 +327,13 @@ class RootFiles:
             if match:
                 versions[int(match.group(1))] = path
         return versions
+
+
+def _verifies(targets: bytes, root: bytes) -> bool:
+    try:
+        return publisher_targets.check(targets, root=root).complete
+    except SovnetError:
+        return False
 
 
 def _pinned(data: bytes, checked: RootCheck) -> PinnedRoot:
