@@ -612,3 +612,28 @@ def test_releases_that_change_a_release_never_reach_what_other_processes_read(
         world.refresh()
     assert seen == [world.cids["1"]]
     assert not list(world.node.glob("roots/.*"))  # the copy it worked in is gone
+
+
+def test_a_next_root_not_as_its_holders_were_shown_is_not_followed(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Version 2 of the root, signed by enough holders of version 1 and 2, in which
+    one key alone signs releases (a draft edited before they signed): peers serve it,
+    and the node stays on version 1, saying why (hostile tester's H2)."""
+    import shutil
+
+    world.refresh()
+    drafted = Metadata.from_bytes(pr.rotate(world.root, now=NOW))
+    drafted.signed.roles["targets"].keyids = [HOLDERS[0].public_key.keyid]
+    drafted.signed.roles["targets"].threshold = 1
+    drafted.signatures.clear()
+    for holder in HOLDERS[:2]:
+        drafted.sign(holder, append=True)
+    hostile = world.publisher.parent / "hostile-root"
+    shutil.copytree(world.publisher, hostile)
+    served = PublisherFiles(hostile, "acme").directory
+    (served / "2.root.json").write_bytes(pr.to_bytes(drafted))
+    world.peers.serving = hostile
+    world.refresh()  # the rest of the publisher's metadata still refreshes
+    assert RootFiles(world.node).pinned()[0].check.version == 1
+    assert "not following 2.root.json: its releases (targets) are signed by 1 of 1" in caplog.text

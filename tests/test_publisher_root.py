@@ -232,16 +232,54 @@ def test_a_root_that_can_never_work_on_a_node_says_why() -> None:
     """Well formed and signed, yet of no use: nodes serve snapshot and targets by
     version only, a threshold above its keys is never met, an expired root refreshes
     nothing."""
-    root = pr.load_root(pr.new_root("acme", KEYS, 2, now=NOW))
+    root = pr.load_root(pr.new_root("acme", KEYS, 2, now=NOW, online=KEYS[0]))
     assert pr.problems(pr.to_bytes(root), now=NOW) == []
     root.signed.consistent_snapshot = False
     root.signed.roles["timestamp"].threshold = 4
     found = pr.problems(pr.to_bytes(root), now=NOW + datetime.timedelta(days=400))
     assert found == [
-        "role timestamp has 3 key(s) for a threshold of 4",
+        "snapshot and timestamp are not signed by the same online key(s), one alone",
+        "role timestamp has 1 key(s) for a threshold of 4",
         "consistent_snapshot is false: nodes serve N.snapshot.json and N.targets.json",
         f"it expired on {root.signed.expires:%Y-%m-%d}",
     ]
+    # Without an online key, snapshot and timestamp need 2 of the holders: no node
+    # can renew them alone.
+    shared = pr.new_root("acme", KEYS, 2, now=NOW)
+    assert pr.problems(shared, now=NOW) == [
+        "snapshot and timestamp are not signed by the same online key(s), one alone"
+    ]
+
+
+def test_a_root_whose_roles_are_not_what_status_shows_can_never_work() -> None:
+    """Hostile tester's H2 and H3: releases signed by one key of a "2 of 3" root; one
+    holder's key filed under another holder's id, or one key under two ids."""
+    from securesystemslib.signer import SSlibKey
+
+    weak = pr.load_root(pr.new_root("acme", KEYS, 2, now=NOW, online=KEYS[0]))
+    weak.signed.roles["targets"].keyids = [KEYS[0].keyid]
+    weak.signed.roles["targets"].threshold = 1
+    assert pr.problems(pr.to_bytes(weak), now=NOW) == [
+        "its releases (targets) are signed by 1 of 1 keys, not by the root's 2 of 3"
+    ]
+    posing = pr.load_root(pr.new_root("acme", KEYS, 2, now=NOW, online=KEYS[0]))
+    impostor = posing.signed.keys.pop(KEYS[1].keyid)
+    posing.signed.keys[KEYS[1].keyid] = SSlibKey(
+        KEYS[1].keyid, impostor.keytype, impostor.scheme, dict(KEYS[0].keyval)
+    )
+    found = pr.problems(pr.to_bytes(posing), now=NOW)
+    assert f"key id {KEYS[1].keyid[:16]} is not its key's own id" in found
+    assert any("are one key twice" in line for line in found), found
+    escaped = pr.load_root(pr.new_root("acme", KEYS, 2, now=NOW, online=KEYS[0]))
+    key = escaped.signed.keys.pop(KEYS[2].keyid)
+    bad_id = "\x1b[2J" + "0" * 10
+    escaped.signed.keys[bad_id] = SSlibKey(bad_id, key.keytype, key.scheme, key.keyval)
+    for role in ("root", "targets"):
+        ids = escaped.signed.roles[role].keyids
+        ids[ids.index(KEYS[2].keyid)] = bad_id
+    found = pr.problems(pr.to_bytes(escaped), now=NOW)
+    assert f"key id {bad_id!a} is not its key's own id" in found
+    assert not any("\x1b" in line for line in found)  # escaped, never raw
 
 
 def test_a_root_beyond_what_nodes_serve_or_verify_can_never_work() -> None:

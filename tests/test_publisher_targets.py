@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,12 +286,46 @@ def test_a_release_of_another_name_is_not_trusted_by_the_gate(tmp_path: Path) ->
     manifest = _manifest(tmp_path, "1.0")  # acme/tiny@1.0
     cid = CID.of(manifest)
     bundle = SignatureBundle(cid)
-    as_other = TrustStore(releases=(Released(cid, "acme/other", "2.0", "acme"),))
+    digest, length = hashlib.sha256(manifest).hexdigest(), len(manifest)
+    as_other = TrustStore(releases=(Released(cid, "acme/other", "2.0", "acme", digest, length),))
     with pytest.raises(TrustError, match=re.escape("is the manifest of acme/tiny@1.0")):
         open_manifest(cid, manifest, bundle, as_other)
-    as_itself = TrustStore(releases=(Released(cid, "acme/tiny", "1.0", "acme"),))
+    as_itself = TrustStore(releases=(Released(cid, "acme/tiny", "1.0", "acme", digest, length),))
     opened = open_manifest(cid, manifest, bundle, as_itself)
     assert opened.trusted and opened.released_as == "acme/tiny@1.0, released by acme's root"
+    # A release whose signed hashes are of other bytes vouches for nothing (its CID is
+    # a claim): hostile tester's H10.
+    other = hashlib.sha256(b"other bytes").hexdigest()
+    claimed = TrustStore(releases=(Released(cid, "acme/tiny", "1.0", "acme", other, length),))
+    with pytest.raises(TrustError, match="is not signed by anyone"):
+        open_manifest(cid, manifest, bundle, claimed)
+
+
+def test_a_channel_points_only_at_a_version_of_its_own_model(tmp_path: Path) -> None:
+    """A channel of acme/tiny that names a release of acme/other names nothing: `fetch
+    acme/tiny` must not get another model (hostile tester's H10)."""
+    from tuf.api.metadata import Metadata, TargetFile, Targets
+
+    publisher = Publisher()
+    manifest = _manifest(tmp_path, "1")
+    signed = Metadata[Targets].from_bytes(publisher.release(manifest, "1"))
+    mine = signed.signed.targets["acme/tiny/1"]
+    custom = {"cid": str(CID.of(manifest))}
+    signed.signed.targets["acme/other/1"] = TargetFile(
+        mine.length, dict(mine.hashes), "acme/other/1", {"custom": custom}
+    )
+    signed.signed.targets["acme/tiny:latest"] = TargetFile(
+        mine.length, dict(mine.hashes), "acme/tiny:latest",
+        {"custom": {**custom, "release": "acme/other/1"}},
+    )  # fmt: skip
+    signed.signatures.clear()
+    for holder in HOLDERS[:2]:
+        signed.sign(holder, append=True)
+    data = pr.to_bytes(signed)
+    assert pt.resolve_in(data, "acme/tiny:latest", root=publisher.root) is None
+    assert "acme/tiny:latest: not a release or channel of acme with a CID" in pt.problems(
+        data, root=publisher.root, previous=None
+    )
 
 
 def _targets(data: bytes) -> dict[str, object]:

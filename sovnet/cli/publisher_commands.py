@@ -201,9 +201,23 @@ def sign(
             _show_targets(publisher_targets.check(signed, root=root), path, as_json)
             return
         previous = _read(previous_path) if previous_path else None
+        _refuse_broken_root(data, path, "signing it")
         signed = publisher_root.sign(data, holder, previous=previous)
         _write(path, signed, replace=True)
     _show(publisher_root.check(signed, previous=previous), path, as_json)
+
+
+def _refuse_broken_root(data: bytes, path: Path, doing: str) -> None:
+    """A root that is not what `publisher status` shows, or can never work, is refused
+    before a holder signs it or anyone finishes it."""
+    from sovnet.trust import publisher_root
+
+    wrong = [w for w in publisher_root.problems(data, now=_now()) if not w.startswith("it expired")]
+    if wrong:
+        raise TrustError(
+            f"{path} is not a root sovnet makes, so {doing} is refused: " + "; ".join(wrong[:5]),
+            hint="ask whoever drafted it; `sovnet publisher init` and `rotate` make sound ones",
+        )
 
 
 @publisher.command("release")
@@ -479,6 +493,11 @@ def _check_signatures(
         return
     previous = _read(previous_path) if previous_path else None
     checked = publisher_root.check(data, previous=previous)
+    if require:
+        _refuse_broken_root(data, path, "finishing it")
+    else:
+        for wrong in publisher_root.problems(data, now=_now()):
+            say(f"PROBLEM: {wrong}")
     if require and not checked.complete:
         raise TrustError(f"{path} is signed by {_count(checked)}: not enough", hint=hint)
     if require and checked.version > 1 and previous is None:
@@ -532,6 +551,7 @@ def rotate(
             "nothing to change", hint="give --add, --remove, --threshold or --online-key"
         )
     current = _read(path)
+    _refuse_broken_root(current, path, "rotating it")
     data = publisher_root.rotate(
         current,
         add=[publisher_root.public_key(_read(p)) for p in add_paths],
@@ -726,9 +746,12 @@ def _holders(
 def _say_holders(
     keys: tuple[str, ...], signed_by: tuple[str, ...], names: Mapping[str, str]
 ) -> None:
+    from sovnet.trust import publisher_root
+
     for keyid in keys:
         mark = "signed " if keyid in signed_by else "missing"
-        say(f"  {mark}  {keyid[:16]}  {names.get(keyid, '(not an Ed25519 key)')}".rstrip())
+        name = names.get(keyid, "(not an Ed25519 key)")
+        say(f"  {mark}  {publisher_root.shown_id(keyid)}  {name}".rstrip())
 
 
 def _now() -> datetime.datetime:
@@ -746,6 +769,8 @@ def _count(checked: RootCheck) -> str:
 
 
 def _show(checked: RootCheck, path: Path, as_json: bool) -> None:
+    from sovnet.trust import publisher_root
+
     if as_json:
         emit_json(
             {
@@ -772,7 +797,8 @@ def _show(checked: RootCheck, path: Path, as_json: bool) -> None:
     say(f"{path}: root of publisher {checked.publisher}, version {checked.version}")
     for keyid in checked.online_keys:
         name = checked.names.get(keyid, "(not an Ed25519 key)")
-        say(f"  online   {keyid[:16]}  {name}  (the publisher's node: snapshot, timestamp)")
+        shown = publisher_root.shown_id(keyid)
+        say(f"  online   {shown}  {name}  (the publisher's node: snapshot, timestamp)")
     say("  holders (TUF key id, sovnet key id):")
     _say_holders(checked.keys, checked.signed_by, checked.names)
     if checked.previous_threshold is not None:

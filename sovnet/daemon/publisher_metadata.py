@@ -97,12 +97,29 @@ class PeerMetadata(FetcherInterface):
             found = self._first(publisher, name, peers)
         if found is not None:
             self.last_peer, data = found
+            if name.endswith(".root.json"):
+                self._follow_only_sound(publisher, name, data)
             return iter([data])
         errors = list(self.unreachable.values())
         raise DownloadHTTPError(
             f"no peer has {publisher}'s {name}" + (f" ({'; '.join(errors[:3])})" if errors else ""),
             404,
         )
+
+    @staticmethod
+    def _follow_only_sound(publisher: str, name: str, data: bytes) -> None:
+        """A next root version that is not what its holders were shown (a key under
+        another's id, releases signed by fewer keys than the root) or can never work
+        is not followed, however well signed: the node stays on the version it has,
+        as if there were no newer one, and says why."""
+        try:
+            wrong = publisher_root.problems(data, now=datetime.datetime.now(datetime.UTC))
+        except SovnetError:
+            return  # malformed: python-tuf refuses it, and the peer is excluded
+        wrong = [w for w in wrong if not w.startswith("it expired")]
+        if wrong:
+            log.warning("publisher %s: not following %s: %s", publisher, name, "; ".join(wrong))
+            raise DownloadHTTPError(f"{publisher}'s {name} is not followed: {wrong[0]}", 404)
 
     def _first(
         self, publisher: str, name: str, peers: list[PeerAddress]

@@ -233,7 +233,11 @@ class RootFiles:
             except SovnetError as exc:
                 log.warning("ignoring the releases of %s: %s", directory.name, exc.message)
                 continue
-            found += [Released(r.cid, r.name, r.version, directory.name) for r in releases]
+            for r in releases:
+                target = publisher_targets.target(files[1], r.path)
+                digest = target.hashes.get("sha256", "") if target is not None else ""
+                length = target.length if target is not None else -1
+                found.append(Released(r.cid, r.name, r.version, directory.name, digest, length))
         return found
 
     def resolve(self, ref: str) -> publisher_targets.Release | None:

@@ -88,7 +88,9 @@ def open_manifest(
     if bundle.cid != cid:
         raise TrustError(f"the signatures are for {bundle.cid}, not {cid}")
     signers = check_signatures(bundle, trust)
-    releases = trust.released(cid)
+    # A release counts only if its signed SHA-256 is of these bytes: its CID alone is
+    # a claim (hostile tester's H10 on #13).
+    releases = [r for r in trust.released(cid) if r.vouches_for(raw)]
     if require_trusted and not releases and not any(s.counts for s in signers):
         raise TrustError(untrusted_reason(cid, signers), hint=UNTRUSTED_HINT)
     # A release vouches for these bytes (its signed hashes are theirs): they may be

@@ -7,6 +7,7 @@ Which manifests count is decided by trust/gate.py, with a TrustStore as input.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -63,6 +64,14 @@ class Released:
     name: str  # ORG/MODEL
     version: str
     publisher: str  # whose root: the ORG of ``name``
+    # The target's signed SHA-256 and length of the manifest's bytes: a release whose
+    # CID names other bytes than its hashes vouches for neither.
+    sha256: str = ""
+    length: int = -1
+
+    def vouches_for(self, raw: bytes) -> bool:
+        """Whether the release's signed hashes are those of ``raw``."""
+        return len(raw) == self.length and hashlib.sha256(raw).hexdigest() == self.sha256
 
     def __str__(self) -> str:
         return f"{self.name}@{self.version}, released by {self.publisher}'s root"

@@ -36,9 +36,11 @@ from typing import Any, TypeVar
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from securesystemslib.exceptions import FormatError
 from securesystemslib.signer import CryptoSigner, Key, SSlibKey
+from securesystemslib.signer._utils import compute_default_keyid
 from tuf.api.metadata import Metadata, Root, Targets
-from tuf.api.serialization import DeserializationError
+from tuf.api.serialization import DeserializationError, SerializationError
 from tuf.api.serialization.json import JSONSerializer
 
 from sovnet.core.manifest import ORG_PATTERN
@@ -279,8 +281,10 @@ def problems(data: bytes, *, now: datetime.datetime) -> list[str]:
     for keyid, key in sorted(root.keys.items()):
         if (key.keytype, key.scheme) not in ACCEPTED_KEYS:
             found.append(
-                f"key {keyid[:16]} is {key.keytype}/{key.scheme}: Ed25519 or ECDSA P-256 only"
+                f"key {shown_id(keyid)} is {key.keytype}/{key.scheme}: Ed25519 or ECDSA P-256 only"
             )
+    found += key_problems(root.keys)
+    found += _role_problems(root)
     if root.version > MAX_VERSION:
         found.append(f"version {root.version} is above {MAX_VERSION}, the highest nodes serve")
     for name, role in sorted(root.roles.items()):
@@ -293,6 +297,64 @@ def problems(data: bytes, *, now: datetime.datetime) -> list[str]:
     if root.is_expired(now):
         found.append(f"it expired on {root.expires:%Y-%m-%d}")
     return found
+
+
+def key_problems(keys: Mapping[str, Key]) -> list[str]:
+    """Keys a person cannot take at their id: an id that is not its key's own (TUF's
+    default, the SHA-256 of the key), or one key under two ids. python-tuf takes ids
+    as given, so either would let one holder's signature count as another's, or
+    twice, while `publisher status` showed two holders (hostile tester's H3)."""
+    found = []
+    seen: dict[str, str] = {}
+    for keyid, key in sorted(keys.items()):
+        try:
+            own = compute_default_keyid(key.keytype, key.scheme, key.keyval)
+        except (FormatError, ValueError, TypeError):  # a key python-tuf parsed, unhashable
+            own = None
+        if own != keyid:
+            found.append(f"key id {shown_id(keyid)} is not its key's own id")
+        material = json.dumps(key.keyval, sort_keys=True)
+        if material in seen:
+            found.append(f"keys {shown_id(seen[material])} and {shown_id(keyid)} are one key twice")
+        seen.setdefault(material, keyid)
+    return found
+
+
+def _role_problems(root: Root) -> list[str]:
+    """Roles other than sovnet makes them (sovnet/trust/publisher_root.py's new_root):
+    the releases (targets) signed by the same keys and threshold as the root, which
+    `publisher status` shows; snapshot and timestamp by one online key set, any of
+    them alone (the publisher's node signs them by itself). A root drafted otherwise
+    showed "2 of 3" while one key signed releases (hostile tester's H2)."""
+    roles = root.roles
+    found = [
+        f"role {name} names key {shown_id(keyid)}, which the root does not hold"
+        for name, role in sorted(roles.items())
+        for keyid in role.keyids
+        if keyid not in root.keys
+    ]
+    offline, releases = roles["root"], roles["targets"]
+    if set(releases.keyids) != set(offline.keyids) or releases.threshold != offline.threshold:
+        found.append(
+            f"its releases (targets) are signed by {releases.threshold} of "
+            f"{len(releases.keyids)} keys, not by the root's {offline.threshold} of "
+            f"{len(offline.keyids)}"
+        )
+    snapshot, timestamp = roles["snapshot"], roles["timestamp"]
+    if set(snapshot.keyids) != set(timestamp.keyids) or {
+        snapshot.threshold,
+        timestamp.threshold,
+    } != {1}:
+        found.append("snapshot and timestamp are not signed by the same online key(s), one alone")
+    return found
+
+
+def shown_id(keyid: str) -> str:
+    """A key id for a person: its first 16 hex digits, or, if it is not hex (a root
+    can say anything), escaped: nothing from a file reaches the terminal raw."""
+    if re.fullmatch(r"[0-9a-f]{16,64}", keyid):
+        return keyid[:16]
+    return ascii(keyid[:32])
 
 
 def _set_offline_keys(root: Root, keys: Sequence[Key], threshold: int) -> None:
@@ -375,8 +437,13 @@ def load(data: bytes, kind: type[_T], *, max_bytes: int, what: str) -> Metadata[
         raise ManifestFormatError(f"{what} is at most {max_bytes // 1024} KiB")
     try:
         metadata = Metadata[kind].from_bytes(data)  # type: ignore[valid-type]
+        _ = metadata.signed_bytes  # what signatures cover: canonical JSON (no floats)
     except (DeserializationError, RecursionError) as exc:
         raise ManifestFormatError(f"not {what} in TUF's form: {exc.__cause__ or exc}") from None
+    except SerializationError as exc:
+        raise ManifestFormatError(
+            f"{what} that cannot be signed: not canonical JSON ({exc.__cause__ or exc})"
+        ) from None
     if not isinstance(metadata.signed, kind):
         raise ManifestFormatError(f"not {what} but {metadata.signed.type} metadata")
     return metadata

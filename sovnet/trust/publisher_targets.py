@@ -151,8 +151,8 @@ def resolve(lookup: Callable[[str], TargetFile | None], ref: str) -> Release | N
     if file is None:
         return None
     release_path = _custom(file).get("release")
-    if not isinstance(release_path, str):
-        return None
+    if not isinstance(release_path, str) or release_path.rpartition("/")[0] != name:
+        return None  # a channel of ORG/MODEL points at a version of ORG/MODEL only
     release = _release_at(lookup, release_path, org)
     released = lookup(release_path)
     if release is None or released is None or released.hashes != file.hashes:
@@ -474,6 +474,8 @@ def problems(targets: bytes, *, root: bytes, previous: bytes | None) -> list[str
             f"delegations: only the role {ADVISORIES_ROLE!r}, for "
             f"{ADVISORIES_PREFIX}/{org}/*/*, terminating"
         )
+    if delegations is not None and delegations.keys:
+        found += publisher_root.key_problems(delegations.keys)
     for path in sorted(files):
         ref = path if ":" in path else "@".join(path.rsplit("/", 1))
         if not path.startswith(f"{org}/") or resolve(files.get, ref) is None:
