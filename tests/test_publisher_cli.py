@@ -371,9 +371,15 @@ def test_a_damaged_pinned_root_is_named_and_can_be_unpinned(tmp_path: Path) -> N
     node("trust", "add", root, check=True)
     (node.state_dir / "roots" / "dupa").mkdir()
     (node.state_dir / "roots" / "dupa" / "root.json").write_text("garbage")
+    huge = node.state_dir / "roots" / "huge"
+    huge.mkdir()
+    with open(huge / "root.json", "wb") as sparse:  # read with a bound, not whole
+        sparse.truncate(4 << 30)
     listed = node("trust", "roots")
     assert listed.returncode == 0 and "acme" in listed.stdout
     assert "the pinned root of dupa" in listed.stderr and "damaged" in listed.stderr
+    assert "the pinned root of huge" in listed.stderr and "over" in listed.stderr
+    assert node("trust", "rm", "huge").returncode == 0
     assert node("trust", "rm", "dupa").returncode == 0
     assert "dupa" not in node("trust", "roots").stderr
     # A name that is both a key's and a root's is not guessed at.

@@ -36,6 +36,7 @@ from sovnet.errors import (
     TrustError,
 )
 from sovnet.store.atomicfile import write_atomic
+from sovnet.store.inputfile import read_input
 from sovnet.store.lockfile import exclusive_lock
 from sovnet.trust import publisher_advisories, publisher_root, publisher_targets
 from sovnet.trust.keys import Released
@@ -180,8 +181,10 @@ class RootFiles:
             path = directory / "root.json"
             if not path.is_file():
                 continue
-            data = path.read_bytes()
             try:
+                # Bounded: a root.json replaced by a link to /dev/zero or a FIFO is a
+                # damaged root, not a node out of memory or waiting for ever.
+                data = read_input(path, publisher_root.MAX_ROOT_BYTES, what="root")
                 found.append(_pinned(data, publisher_root.check(data)))
             except SovnetError as exc:
                 found.append(
