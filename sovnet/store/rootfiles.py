@@ -46,6 +46,8 @@ from sovnet.trust.publisher_targets import ADVISORIES_ROLE
 
 log = logging.getLogger(__name__)
 
+# The largest metadata file a node keeps (the releases' cap; a root's is smaller).
+MAX_METADATA_FILE = publisher_targets.MAX_TARGETS_BYTES
 _HISTORY = "root_history"  # python-tuf's name: its client keeps every root version there
 _HISTORY_NAME = re.compile(r"(\d{1,9})\.root\.json")
 _SERVED_NAME = re.compile(r"(?:([1-9]\d{0,8})\.(root|snapshot|targets|advisories)|timestamp)\.json")
@@ -199,10 +201,9 @@ class RootFiles:
         if not publisher_root.PUBLISHER_PATTERN.fullmatch(publisher):
             return None
         directory = self.metadata_dir(publisher)
-        try:
-            root = (directory / "root.json").read_bytes()
-            targets = (directory / "targets.json").read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+        root = _metadata(directory / "root.json")
+        targets = _metadata(directory / "targets.json")
+        if root is None or targets is None:
             return None
         return self._root_of(publisher, root, targets), targets
 
@@ -214,9 +215,8 @@ class RootFiles:
         if _verifies(targets, newest):
             return newest
         for _, path in sorted(self.history(publisher).items(), reverse=True):
-            try:
-                older = path.read_bytes()
-            except OSError:
+            older = _metadata(path)
+            if older is None:
                 continue
             if _verifies(targets, older):
                 return older
@@ -258,9 +258,8 @@ class RootFiles:
         found: list[Advisory] = []
         for directory in self._publisher_dirs():
             files = self.trusted(directory.name)
-            try:
-                data = (directory / f"{ADVISORIES_ROLE}.json").read_bytes()
-            except (FileNotFoundError, NotADirectoryError):
+            data = _metadata(directory / f"{ADVISORIES_ROLE}.json")
+            if data is None:
                 continue
             if files is None:
                 continue
@@ -277,14 +276,12 @@ class RootFiles:
         all there is."""
         directory = self.metadata_dir(publisher)
         try:
-            listed = json.loads((directory / "snapshot.json").read_bytes())["signed"]["meta"]
+            listed = json.loads(_metadata(directory / "snapshot.json") or b"")["signed"]["meta"]
             version = listed[f"{ADVISORIES_ROLE}.json"]["version"]
         except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
             return None
-        try:
-            here = claimed_version((directory / f"{ADVISORIES_ROLE}.json").read_bytes())
-        except (FileNotFoundError, NotADirectoryError):
-            here = None
+        advisories = _metadata(directory / f"{ADVISORIES_ROLE}.json")
+        here = claimed_version(advisories) if advisories is not None else None
         if isinstance(version, int) and (here is None or here < version):
             return (
                 f"{publisher} signed advisories version {version}, which this node has not "
@@ -334,6 +331,19 @@ class RootFiles:
             if match:
                 versions[int(match.group(1))] = path
         return versions
+
+
+def _metadata(path: Path) -> bytes | None:
+    """A metadata file this node's TUF client kept, read with a bound (a file replaced
+    by a huge one is not read whole at every command); None if it is not there, or
+    not one (said in the log)."""
+    try:
+        return read_input(path, MAX_METADATA_FILE, what="metadata file")
+    except NotFoundError:
+        return None
+    except SovnetError as exc:
+        log.warning("ignoring %s: %s", path, exc.message)
+        return None
 
 
 def _verifies(targets: bytes, root: bytes) -> bool:
