@@ -32,6 +32,27 @@ def test_metrics_listen_is_the_default_if_free_an_address_or_off() -> None:
         config.load(None, {}, HOME, {"metrics_listen": "nowhere"})
 
 
+def test_follow_names_publishers_and_optionally_models_and_channels() -> None:
+    toml = (
+        b'follow = ["acme", {publisher = "beta", models = ["beta/tiny"], channels = ["stable"]}]\n'
+    )
+    acme, beta = config.load(toml, {}, HOME).follow
+    assert acme == config.FollowRule("acme")
+    assert beta == config.FollowRule("beta", ("beta/tiny",), ("stable",))
+    assert beta.wants("beta/tiny", ("stable", "latest")) and not beta.wants("beta/tiny", ())
+    assert not beta.wants("beta/big", ("stable",)) and acme.wants("acme/x", ())
+    from_env = config.load(None, {"SOVNET_FOLLOW": "acme, beta"}, HOME).follow
+    assert [rule.publisher for rule in from_env] == ["acme", "beta"]
+    for bad in (
+        b'follow = ["../x"]',
+        b'follow = [{publisher = "beta", models = ["acme/tiny"]}]',
+        b'follow = [{publisher = "beta", channels = ["Not A Channel"]}]',
+        b'follow = [{publisher = "beta", keep = 3}]',
+    ):
+        with pytest.raises(ConfigError, match="'follow'"):
+            config.load(bad, {}, HOME)
+
+
 def test_flags_beat_environment_beat_file() -> None:
     toml = b'stall_timeout = 30\npeers = ["192.0.2.1:6880"]\nlog_level = "debug"\n'
     env = {"SOVNET_STALL_TIMEOUT": "20", "SOVNET_PEERS": "192.0.2.2:6880, 192.0.2.3:6880"}
@@ -107,3 +128,11 @@ def test_only_the_settings_asked_for_are_read_and_checked() -> None:
         config.load(None, {"SOVNET_REVOKED": "1"}, HOME, only=("revoked",))
     with pytest.raises(ConfigError):
         config.load(toml, {}, HOME)
+
+
+def test_the_mirror_example_config_loads() -> None:
+    example = Path(__file__).parents[1] / "systemd" / "mirror.toml"
+    loaded = config.load(example.read_bytes(), {}, HOME, source=str(example))
+    assert [rule.publisher for rule in loaded.follow] == ["acme", "beta"]
+    assert loaded.metrics_listen == PeerAddress("127.0.0.1", 9680)
+    assert loaded.log_format == "json"

@@ -26,6 +26,7 @@ from sovnet.api.messages import (
     FetchEvent,
     FetchResult,
     KnownPeer,
+    MirrorStatus,
     NodeStatus,
     PeerRemoved,
     PublishEvent,
@@ -172,6 +173,9 @@ class Client:
 
     def releases(self) -> Releases:
         return from_json(Releases, self._call("GET", "/v1/releases"))
+
+    def mirror_status(self) -> MirrorStatus:
+        return from_json(MirrorStatus, self._call("GET", "/v1/mirror"))
 
     def peers(self) -> list[KnownPeer]:
         value = self._call("GET", "/v1/peers")

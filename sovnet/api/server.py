@@ -39,6 +39,7 @@ from sovnet.api.messages import (
     FetchResult,
     KnownPeer,
     MalformedMessage,
+    MirrorStatus,
     NodeStatus,
     PeerRemoved,
     PublishEvent,
@@ -123,6 +124,8 @@ class NodeService(Protocol):
     def peers(self) -> list[KnownPeer]: ...
 
     async def releases(self) -> Releases: ...
+
+    def mirror_status(self) -> MirrorStatus: ...
 
     def add_peer(self, address: PeerAddress) -> KnownPeer: ...
 
@@ -219,6 +222,10 @@ def build_app(node: NodeService) -> web.Application:
     @routes.get("/v1/releases")
     async def releases(request: web.Request) -> web.Response:
         return _json(await node.releases())
+
+    @routes.get("/v1/mirror")
+    async def mirror(request: web.Request) -> web.Response:
+        return _json(node.mirror_status())
 
     @routes.get("/v1/peers")
     async def peers(request: web.Request) -> web.Response:

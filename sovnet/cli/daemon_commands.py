@@ -435,6 +435,51 @@ def network_show(ctx: Context, as_json: bool) -> None:
     click.echo(f"owner:       {'yes (this node holds the CA key)' if files.is_owner() else 'no'}")
 
 
+@click.group()
+def mirror() -> None:
+    """A mirror: the publishers sovnetd follows (`follow` in sovnetd.toml), fetching
+    and seeding their releases unasked."""
+
+
+@mirror.command("status")
+@json_option
+@pass_context
+def mirror_status(ctx: Context, as_json: bool) -> None:
+    """Each followed publisher: its releases metadata version, when it was last
+    refreshed, and its releases held, fetching and missing."""
+    use_json(ctx, as_json)
+    from sovnet.api.messages import to_json
+
+    found = ctx.client().mirror_status()
+    if as_json:
+        emit_json(to_json(found))
+        return
+    if not found.followed:
+        say('This node follows no publisher. In sovnetd.toml: follow = ["ORG"] (its root pinned).')
+        return
+    table(
+        ["PUBLISHER", "RELEASES", "REFRESHED", "HELD", "FETCHING", "MISSING"],
+        [
+            [
+                f.publisher
+                + (f" ({', '.join(f.models)})" if f.models else "")
+                + (f" :{',:'.join(f.channels)}" if f.channels else ""),
+                f"version {f.releases_version}" if f.releases_version else "-",
+                f.refreshed or "not yet",
+                f"{f.held} of {f.wanted}",
+                str(f.fetching),
+                str(f.missing),
+            ]
+            for f in found.followed
+        ],
+    )
+    for f in found.followed:
+        if f.problem:
+            say(f"{f.publisher}: {f.problem}")
+        for failed in f.failed:
+            say(f"{f.publisher}: fetch failed: {failed}")
+
+
 def register(cli: click.Group) -> None:
-    for command in (status, fetch, peers, network):
+    for command in (status, fetch, peers, network, mirror):
         cli.add_command(command)

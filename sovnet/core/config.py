@@ -37,6 +37,10 @@ The file (all keys optional)::
     log_format = "text"                  # SOVNET_LOG_FORMAT: text, or json (a line an object)
     revoked = "refuse"                   # SOVNET_REVOKED: run/serve/export of a release its
                                          # publisher's advisories revoked: refuse, or allow
+    # A mirror: the pinned publishers whose releases it fetches and seeds unasked
+    # (SOVNET_FOLLOW: "acme,beta", every release of each), each optionally only some
+    # models, or only what some channels point at:
+    follow = ["acme", {publisher = "beta", models = ["beta/tiny"], channels = ["stable"]}]
 
 Pure: the caller passes the file's bytes, the environment and the home
 directory; nothing here reads files or ``os.environ`` (store/configfile.py reads
@@ -46,6 +50,7 @@ the file, for sovnetd and for the settings the CLI applies itself, such as
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
@@ -55,6 +60,7 @@ from typing import Literal
 from sovnet.core.address import PeerAddress
 from sovnet.core.locations import expand_home
 from sovnet.core.locations import state_dir as default_state_dir
+from sovnet.core.manifest import CHANNEL_PATTERN, NAME_PATTERN, ORG_PATTERN
 from sovnet.errors import ConfigError, InvalidInputError
 
 CONFIG_NAME = "sovnetd.toml"
@@ -91,6 +97,23 @@ class DaemonConfig:
     log_level: str = "info"
     log_format: str = "text"
     revoked: str = "refuse"
+    follow: tuple[FollowRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class FollowRule:
+    """A publisher a mirror follows: every release, or those of ``models`` only, or
+    only those ``channels`` point at (both: both)."""
+
+    publisher: str
+    models: tuple[str, ...] = ()  # ORG/MODEL names; empty: all
+    channels: tuple[str, ...] = ()  # empty: every release, not only channels' ones
+
+    def wants(self, name: str, channels: tuple[str, ...]) -> bool:
+        """Whether a release of ``name``, which ``channels`` point at, is followed."""
+        return (not self.models or name in self.models) and (
+            not self.channels or bool(set(channels) & set(self.channels))
+        )
 
 
 def config_file(
@@ -194,6 +217,34 @@ def _log_format(value: object) -> str:
     return text
 
 
+def _follow(value: object) -> tuple[FollowRule, ...]:
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("expected a list of publishers (or tables of publisher, models, channels)")
+    rules: dict[str, FollowRule] = {}
+    for item in items:
+        table = {"publisher": item} if isinstance(item, str) else item
+        if not isinstance(table, dict) or set(table) - {"publisher", "models", "channels"}:
+            raise ValueError("each is a publisher name, or a table of publisher, models, channels")
+        publisher = table.get("publisher")
+        if not isinstance(publisher, str) or not ORG_PATTERN.fullmatch(publisher):
+            raise ValueError(f"{publisher!r} is not a publisher name")
+        models = _names(table.get("models", []), NAME_PATTERN, "models")
+        if any(m.split("/")[0] != publisher for m in models):
+            raise ValueError(f"models of {publisher} are named {publisher}/MODEL")
+        channels = _names(table.get("channels", []), CHANNEL_PATTERN, "channels")
+        rules[publisher] = FollowRule(publisher, models, channels)
+    return tuple(rules.values())
+
+
+def _names(value: object, pattern: re.Pattern[str], what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and pattern.fullmatch(v) for v in value
+    ):
+        raise ValueError(f"{what}: expected a list of names")
+    return tuple(dict.fromkeys(value))
+
+
 def _revoked(value: object) -> str:
     text = _text(value).lower()
     if text not in REVOKED_POLICIES:
@@ -225,6 +276,7 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "log_level": _level,
     "log_format": _log_format,
     "revoked": _revoked,
+    "follow": _follow,
 }
 assert set(_PARSERS) == {f.name for f in fields(DaemonConfig)}
 

@@ -40,6 +40,8 @@ MAX_GGUF_TENSORS = 1_000_000
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 ORG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # the ORG of ORG/MODEL: a publisher
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+# A publisher's channel (ORG/MODEL:CHANNEL): not a manifest field, named beside them.
+CHANNEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 DTYPE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,15}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_LICENSE_CHARS = 128

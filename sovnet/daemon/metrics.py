@@ -134,6 +134,16 @@ class NodeCollector(Collector):
         for rejected in status.rejected:
             refused.add_metric([rejected.plane, rejected.reason], rejected.count)
         yield refused
+        followed = GaugeMetricFamily(
+            "sovnet_followed_releases",
+            "Releases of followed publishers (a mirror), by state: held, fetching, missing "
+            "(missing: how far behind the newest metadata it trusts).",
+            labels=["publisher", "state"],
+        )
+        for publisher in node.mirror_status().followed:
+            for state in ("held", "fetching", "missing"):
+                followed.add_metric([publisher.publisher, state], getattr(publisher, state))
+        yield followed
         yield _gauge(
             "sovnet_publisher_alerts",
             "Publishers caught saying two things.",

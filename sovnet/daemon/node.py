@@ -31,6 +31,7 @@ from sovnet.api.messages import (
     Ban,
     FetchResult,
     KnownPeer,
+    MirrorStatus,
     NodeStatus,
     PeerRemoved,
     PublishRequest,
@@ -49,6 +50,7 @@ from sovnet.daemon import publisher
 from sovnet.daemon.fetcher import Emit, Fetcher
 from sovnet.daemon.fetchstate import Timings
 from sovnet.daemon.members import SwarmMembers
+from sovnet.daemon.mirror import Mirror
 from sovnet.daemon.publisher_metadata import PublisherMetadata
 from sovnet.daemon.publisher_upkeep import PublisherUpkeep
 from sovnet.daemon.seeder import Seeder
@@ -150,6 +152,8 @@ class Node:
             ),
             supervisor=supervisor,
         )
+        # A mirror: the publishers it follows, fetched and seeded unasked.
+        self.mirror = Mirror(config.state_dir, store, self.fetcher, config.follow)
 
     @classmethod
     async def start(
@@ -202,7 +206,9 @@ class Node:
             checker = PeerChecker(book, control.client, config.peer_timeout)
             supervisor.spawn(checker.run(), "checks of learned peers")
             supervisor.spawn(seeder.watch(config.check_interval), "checks of seeded files")
-            upkeep = PublisherUpkeep(config.state_dir, node.publishers, config.metadata_interval)
+            upkeep = PublisherUpkeep(
+                config.state_dir, node.publishers, config.metadata_interval, node.mirror.refreshed
+            )
             supervisor.spawn(upkeep.run(), "publishers' metadata")
             node.fetcher.resume_all()
         except BaseException:
@@ -234,6 +240,7 @@ class Node:
 
     async def close(self) -> None:
         """Stop fetches (keeping what they downloaded), save resume data, stop."""
+        await self.mirror.close()
         await self.fetcher.close()
         await self.supervisor.close()
         await self.swarm.close()
@@ -411,6 +418,9 @@ class Node:
             ),
             tuple(problems),
         )
+
+    def mirror_status(self) -> MirrorStatus:
+        return self.mirror.status()
 
     def peers(self) -> list[KnownPeer]:
         return [KnownPeer(str(p.address), p.source, p.name, p.state) for p in self.book.all()]

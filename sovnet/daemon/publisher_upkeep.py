@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from sovnet.daemon.publisher_metadata import PublisherMetadata
@@ -28,10 +29,17 @@ log = logging.getLogger(__name__)
 
 
 class PublisherUpkeep:
-    def __init__(self, state_dir: Path, metadata: PublisherMetadata, interval: float) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        metadata: PublisherMetadata,
+        interval: float,
+        refreshed: Callable[[str, str | None], None] = lambda publisher, problem: None,
+    ) -> None:
         self._state_dir = state_dir
         self._metadata = metadata
         self._interval = interval
+        self._refreshed = refreshed  # told of each refresh (a mirror follows it)
 
     async def run(self) -> None:
         """Rounds until cancelled: renewals at once (a publisher's node that was off
@@ -55,10 +63,13 @@ class PublisherUpkeep:
 
     async def refresh(self) -> None:
         for pinned in RootFiles(self._state_dir).pinned():
+            problem = None
             try:
                 await self._metadata.refresh(pinned.publisher)
             except SovnetError as exc:
                 log.warning("publisher %s: refresh failed: %s", pinned.publisher, exc.message)
+                problem = exc.message
+            self._refreshed(pinned.publisher, problem)
 
     def _renew(self, publisher: str) -> bool:
         online = publisher_root.signer(NodeFiles(self._state_dir).key_path.read_bytes())

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -49,11 +48,10 @@ from tuf.api.metadata import (
 )
 
 from sovnet.core.cid import CID
-from sovnet.core.manifest import NAME_PATTERN, VERSION_PATTERN, Manifest
+from sovnet.core.manifest import CHANNEL_PATTERN, NAME_PATTERN, VERSION_PATTERN, Manifest
 from sovnet.errors import InvalidCIDError, InvalidInputError, TrustError
 from sovnet.trust import publisher_root
 
-CHANNEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 TARGETS_LIFETIME = datetime.timedelta(days=90)
 SNAPSHOT_LIFETIME = datetime.timedelta(days=7)
 TIMESTAMP_LIFETIME = datetime.timedelta(days=1)
