@@ -159,7 +159,10 @@ def test_a_publisher_node_releases_what_holders_signed_and_a_tuf_client_verifies
         "--threshold", "2", "--online-key", uni_pub, "-o", root, check=True)  # fmt: skip
     for holder in (uni, lab):
         holder("publisher", "sign", root, check=True)
-    node("publisher", "install", root, check=True)
+    installed = node("publisher", "install", root, check=True).stderr
+    from sovnet.store.rootfiles import fingerprint
+
+    assert f"fingerprint {fingerprint(root.read_bytes())}" in installed  # to read out loud
 
     model = tmp_path / "model"
     write_tiny_gguf(model)
@@ -171,6 +174,7 @@ def test_a_publisher_node_releases_what_holders_signed_and_a_tuf_client_verifies
     signed = uni("publisher", "sign", release, check=True).stderr
     # A holder sees what they sign: the release, its CID, the channel moved.
     assert f"release acme/tiny@1.0 = {cid}" in signed, signed
+    assert "expires 20" in signed and "holders sign the next releases" in signed
     assert "channel acme/tiny:latest -> 1.0" in signed
     assert lab.json("publisher", "status", release, "--root", root)["says"] == [
         f"release acme/tiny@1.0 = {cid}",

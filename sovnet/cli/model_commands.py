@@ -435,6 +435,10 @@ def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
         released = report.opened.released_as
         if released:
             click.echo(f"ok    {released}")
+        from sovnet.run.admission import advisories_of
+
+        for advisory in advisories_of(ctx.store(), report.opened):  # intact, and advised
+            click.echo(f"NOTE  {advisory.describe()}")
         for signer in report.opened.signers:
             mark = "ok  " if signer.counts else "--  " if released and signer.valid else "FAIL"
             click.echo(f"{mark}  signed by {_signer_label(signer, released=bool(released))}")

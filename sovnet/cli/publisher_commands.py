@@ -404,9 +404,9 @@ def install(ctx: Context, path: Path, as_json: bool) -> None:
             f"this node's key ({own.key_id}) cannot sign {root.publisher}'s snapshot and "
             f"timestamp alone, as the publisher's node must; the root's online key is "
             f"{online_ids}: install the root on that key's node",
-            hint="or name this node in the next version: `sovnet publisher rotate ROOT "
-            "--online-key NODE.pub` (NODE.pub: `sovnet key show --public` here), signed "
-            "as a rotation",
+            hint="if this node is meant to be the publisher's node (not a holder's): "
+            "`sovnet publisher rotate ROOT --online-key NODE.pub` (NODE.pub: `sovnet key "
+            "show --public` here), signed as a rotation",
         )
     installed = PublisherFiles(ctx.state_dir, root.publisher).install_root(data)
     _show(installed, path, as_json)
@@ -504,7 +504,8 @@ def _check_signatures(
         raise TrustError(
             f"{path} is version {checked.version}: it is complete only with the signatures "
             f"of version {checked.version - 1}'s holders too, which only --previous checks",
-            hint=f"sovnet publisher finish {path} --previous {checked.version - 1}.root.json",
+            hint=f"sovnet publisher finish {path} --previous ROOT (version "
+            f"{checked.version - 1}, the root this one replaces)",
         )
     _show(checked, path, as_json)
 
@@ -718,6 +719,7 @@ def _show_targets(checked: TargetsCheck, path: Path, as_json: bool, what: str = 
                 "holders": _holders(checked.keys, checked.signed_by, checked.names),
                 "complete": checked.complete,
                 "says": said,
+                "expires": checked.expires.isoformat() if checked.expires else None,
             }
         )
         return
@@ -730,6 +732,12 @@ def _show_targets(checked: TargetsCheck, path: Path, as_json: bool, what: str = 
     say("  holders:")
     _say_holders(checked.keys, checked.signed_by, checked.names)
     say(f"  signed by {len(checked.signed_by)} (needs {checked.threshold}): {state}")
+    if checked.expires is not None:
+        say(
+            f"  expires {checked.expires:%Y-%m-%d}: before then the holders sign the next "
+            f"{kind} (`sovnet publisher {'advise' if kind == 'advisories' else 'release'}`; "
+            "the publisher's node renews only snapshot and timestamp)"
+        )
 
 
 _SAID_LINES = 30
@@ -794,7 +802,10 @@ def _show(checked: RootCheck, path: Path, as_json: bool) -> None:
             }
         )
         return
+    from sovnet.store.rootfiles import fingerprint
+
     say(f"{path}: root of publisher {checked.publisher}, version {checked.version}")
+    say(f"  fingerprint {fingerprint(_read(path))}: read it to those who pin this version")
     for keyid in checked.online_keys:
         name = checked.names.get(keyid, "(not an Ed25519 key)")
         shown = publisher_root.shown_id(keyid)

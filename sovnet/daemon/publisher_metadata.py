@@ -415,7 +415,8 @@ class PublisherMetadata:
                 f"publisher {publisher}'s metadata has expired ({said}): its node no longer "
                 "vouches for its newest releases (a freeze), so no new release is fetched",
                 hint="models already here still run; the publisher's sovnetd renews its "
-                "timestamp while it runs: ask the publisher",
+                "snapshot and timestamp while it runs, and its holders sign new releases "
+                "before the last expire: ask the publisher",
             ) from refused
         raise TrustError(
             f"publisher {publisher}'s metadata from peers was refused: {said}",

@@ -205,6 +205,7 @@ def check(data: bytes, *, targets: bytes) -> publisher_targets.TargetsCheck:
         tuple(sorted(result.signed)),
         keys=tuple(sorted(role.keyids)),
         names=publisher_root.holder_names(keys),
+        expires=metadata.signed.expires,
     )
 
 

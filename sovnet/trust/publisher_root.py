@@ -222,6 +222,12 @@ def sign(data: bytes, holder: CryptoSigner, *, previous: bytes | None = None) ->
     allowed = set(metadata.signed.roles["root"].keyids)
     if previous is not None:
         allowed |= set(load_root(previous).signed.roles["root"].keyids)
+    if keyid not in allowed and keyid in metadata.signed.roles["timestamp"].keyids:
+        raise TrustError(
+            f"key {keyid[:16]} is this root's online key (the publisher's node's): it signs "
+            "snapshot and timestamp, and only the holders of the root's keys sign the root",
+            hint="each holder signs on their own machine (or with --key THEIR.pem)",
+        )
     if keyid not in allowed:
         raise TrustError(
             f"key {keyid[:16]} is not one of this root's keys"

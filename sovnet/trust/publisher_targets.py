@@ -79,6 +79,7 @@ class TargetsCheck:
     signed_by: tuple[str, ...]
     keys: tuple[str, ...] = ()  # the TUF key ids of the role that signs it
     names: Mapping[str, str] = field(default_factory=dict)  # -> `key show`'s key id
+    expires: datetime.datetime | None = None  # after which nodes refresh nothing new
 
     @property
     def complete(self) -> bool:
@@ -235,6 +236,7 @@ def check(data: bytes, *, root: bytes) -> TargetsCheck:
         tuple(sorted(result.signed)),
         keys=tuple(sorted(role.keyids)),
         names=publisher_root.holder_names(trusted.keys),
+        expires=metadata.signed.expires,
     )
 
 

@@ -193,6 +193,8 @@ def test_a_revoked_release_is_refused_on_every_use_until_the_operator_allows_it(
     assert "exports it anyway" in exported.stderr  # the hint names what was refused
     shown = b.sovnet("show", "acme/tiny@1.0", check=True).stdout  # show says it too
     assert "ADVISORY:" in shown and REASON in shown, shown
+    verified = b.sovnet("verify", "acme/tiny@1.0", check=True).stdout  # intact, and noted
+    assert "NOTE  acme/tiny@1.0 is revoked" in verified, verified
     assert not list(hf_cache.glob("models--*"))
 
     # Nothing was deleted: the bytes are here, and verify.
