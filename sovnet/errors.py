@@ -219,6 +219,13 @@ class DiskFullError(TransferError):
     code = "disk-full"
 
 
+class StoreQuotaError(TransferError):
+    """A fetch that would break the store's budget (max_store_bytes, min_disk_free)
+    even after garbage collection: refused before it downloads anything."""
+
+    code = "quota"
+
+
 class FetchCancelledError(TransferError):
     """Another command (``sovnet rm``) stopped the fetch a client was following."""
 

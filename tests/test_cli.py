@@ -538,7 +538,9 @@ def test_rm_removes_model_and_frees_its_blobs(
     cid = sovnet_with_key.publish(tiny_gguf_dir)
     size = sum(p.stat().st_size for p in tiny_gguf_dir.iterdir())
     removed = sovnet_with_key.json("rm", cid)
-    assert removed == {"removed": cid, "freed_bytes": size, "blobs_removed": 3}
+    # Published by hard link (no --copy): the source files still hold the bytes, so
+    # the disk gets none back, and rm says so instead of counting them as freed.
+    assert removed == {"removed": cid, "freed_bytes": 0, "blobs_removed": 3, "held_bytes": size}
     assert _ls(sovnet_with_key) == []
     assert_store_empty(state_dir)
     assert sovnet_with_key("show", cid).returncode == 3
@@ -569,7 +571,7 @@ def test_rm_keeps_blob_shared_with_another_model(
 
     removed = sovnet_with_key.json("rm", cid_a)
     assert removed["blobs_removed"] == 1
-    assert removed["freed_bytes"] == files_a["sovnet-tiny.gguf"]["size"]
+    assert removed["held_bytes"] == files_a["sovnet-tiny.gguf"]["size"]  # first/ links it
     assert sorted(store_entries(state_dir)["blobs"]) == sorted(
         [shared, files_b["sovnet-tiny.gguf"]["blake3"]]
     )

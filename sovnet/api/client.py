@@ -25,6 +25,7 @@ from sovnet.api.messages import (
     STREAM_EVENTS,
     FetchEvent,
     FetchResult,
+    GcResult,
     KnownPeer,
     MirrorStatus,
     NodeStatus,
@@ -173,6 +174,9 @@ class Client:
 
     def releases(self) -> Releases:
         return from_json(Releases, self._call("GET", "/v1/releases"))
+
+    def gc(self, dry_run: bool) -> GcResult:
+        return from_json(GcResult, self._call("POST", "/v1/gc", {"dry_run": dry_run}))
 
     def mirror_status(self) -> MirrorStatus:
         return from_json(MirrorStatus, self._call("GET", "/v1/mirror"))

@@ -151,8 +151,9 @@ STREAM_EVENTS: dict[str, type[FetchEvent | PublishEvent]] = {
 @dataclass(frozen=True)
 class RemoveResult:
     removed: str
-    freed_bytes: int
+    freed_bytes: int  # the disk blocks that came back (what `df` sees)
     blobs_removed: int
+    held_bytes: int = 0  # bytes of removed blobs other links (an HF export) keep
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,29 @@ class RemoteRelease:
 class Releases:
     releases: tuple[RemoteRelease, ...]
     problems: tuple[str, ...]  # a publisher that could not be refreshed, and why
+
+
+@dataclass(frozen=True)
+class GcVictim:
+    cid: str
+    name: str
+    frees: int  # bytes its removal gives back, as planned
+    last_used: float  # Unix time
+
+
+@dataclass(frozen=True)
+class GcResult:
+    """What garbage collection removed (or would, with --dry-run) to keep the store
+    within its budget."""
+
+    planned: tuple[GcVictim, ...]
+    removed: tuple[RemoveResult, ...]
+    freed_bytes: int  # the disk blocks that came back (what `df` sees)
+    store_bytes: int  # before
+    max_store_bytes: int  # 0: no quota
+    min_disk_free: int  # 0: none
+    enough: bool
+    problem: str | None = _optional()
 
 
 @dataclass(frozen=True)

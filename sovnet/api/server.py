@@ -37,6 +37,7 @@ from aiohttp import web
 from sovnet.api.messages import (
     FetchEvent,
     FetchResult,
+    GcResult,
     KnownPeer,
     MalformedMessage,
     MirrorStatus,
@@ -126,6 +127,8 @@ class NodeService(Protocol):
     async def releases(self) -> Releases: ...
 
     def mirror_status(self) -> MirrorStatus: ...
+
+    async def gc(self, *, dry_run: bool = False) -> GcResult: ...
 
     def add_peer(self, address: PeerAddress) -> KnownPeer: ...
 
@@ -222,6 +225,11 @@ def build_app(node: NodeService) -> web.Application:
     @routes.get("/v1/releases")
     async def releases(request: web.Request) -> web.Response:
         return _json(await node.releases())
+
+    @routes.post("/v1/gc")
+    async def gc(request: web.Request) -> web.Response:
+        body = await _body(request)
+        return _json(await node.gc(dry_run=body.get("dry_run") is True))
 
     @routes.get("/v1/mirror")
     async def mirror(request: web.Request) -> web.Response:

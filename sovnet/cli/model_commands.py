@@ -19,7 +19,7 @@ from sovnet.core.sizes import human_size
 from sovnet.errors import InvalidInputError, SovnetError
 
 if TYPE_CHECKING:
-    from sovnet.api.messages import PublishResult
+    from sovnet.api.messages import GcResult, PublishResult
     from sovnet.core.cid import CID
     from sovnet.store.scan import ScanOptions
     from sovnet.trust.gate import OpenedManifest, SignerReport
@@ -487,13 +487,124 @@ def rm(ctx: Context, cid_text: str, as_json: bool) -> None:
         store.require(cid)  # before the lock, which would create the state directory
         with store.locked():
             result = store.remove(cid)
-        summary = RemoveResult(str(cid), result.freed_bytes, result.blobs_removed)
+        from sovnet.store.retention import Retention
+
+        Retention(store).forget(cid)
+        summary = RemoveResult(
+            str(cid), result.freed_bytes, result.blobs_removed, result.held_bytes
+        )
     if as_json:
         emit_json(to_json(summary))
         return
     say(f"Removed {cid}; freed {human_size(summary.freed_bytes)} ({summary.blobs_removed} blobs).")
+    if summary.held_bytes:
+        say(
+            f"  {human_size(summary.held_bytes)} more stay on the disk: other links hold "
+            "them (the files it was published from, or a `sovnet export`)"
+        )
+
+
+@click.command()
+@click.argument("cid_text", metavar="MODEL")
+@json_option
+@pass_context
+def pin(ctx: Context, cid_text: str, as_json: bool) -> None:
+    """Keep a model whatever the store's budget: garbage collection never removes it.
+
+    MODEL is a CID or a name, as for `sovnet show`."""
+    _set_pinned(ctx, cid_text, as_json, pinned=True)
+
+
+@click.command()
+@click.argument("cid_text", metavar="MODEL")
+@json_option
+@pass_context
+def unpin(ctx: Context, cid_text: str, as_json: bool) -> None:
+    """Let garbage collection remove a model again, when the store needs room."""
+    _set_pinned(ctx, cid_text, as_json, pinned=False)
+
+
+def _set_pinned(ctx: Context, cid_text: str, as_json: bool, *, pinned: bool) -> None:
+    from sovnet.store.retention import Retention
+
+    _use_json(ctx, as_json)
+    cid = _model_cid(ctx, cid_text)
+    store = ctx.store()
+    store.require(cid)
+    changed = Retention(store).set_pinned(cid, pinned)
+    if as_json:
+        emit_json({"cid": str(cid), "pinned": pinned, "changed": changed})
+        return
+    state = "pinned" if pinned else "not pinned"
+    say(f"{cid} is {state}{'' if changed else ' already'}.")
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@json_option
+@pass_context
+def gc(ctx: Context, dry_run: bool, as_json: bool) -> None:
+    """Remove unpinned models, least recently used first, until the store is within
+    its budget (max_store_bytes, min_disk_free in sovnetd.toml). Through sovnetd when
+    it runs (it stops seeding them first; models being fetched are kept)."""
+    from sovnet.api.messages import to_json
+
+    _use_json(ctx, as_json)
+    daemon = ctx.daemon()
+    result = _gc_here(ctx, dry_run) if daemon is None else daemon.gc(dry_run)
+    if as_json:
+        emit_json(to_json(result))
+        return
+    budget = []
+    if result.max_store_bytes:
+        budget.append(f"a quota of {human_size(result.max_store_bytes)}")
+    if result.min_disk_free:
+        budget.append(f"{human_size(result.min_disk_free)} kept free on its disk")
+    if not budget:
+        say("This store has no budget (max_store_bytes, min_disk_free in sovnetd.toml): "
+            "nothing to collect.")  # fmt: skip
+        return
+    say(f"The store holds {human_size(result.store_bytes)}, with {' and '.join(budget)}.")
+    for victim in result.planned:
+        verb = "would remove" if dry_run else "removed"
+        say(f"  {verb} {victim.cid} ({victim.name}, frees {human_size(victim.frees)})")
+    if not dry_run:
+        say(f"Freed {human_size(result.freed_bytes)}.")
+    if not result.enough and result.problem:
+        say(f"warning: still over budget: {result.problem}")
+
+
+def _gc_here(ctx: Context, dry_run: bool) -> GcResult:
+    """gc without sovnetd: the same plan, carried out on the store under its lock."""
+    from sovnet.api.messages import GcResult, GcVictim, RemoveResult
+    from sovnet.store.configfile import read_config
+    from sovnet.store.retention import Limits, Retention
+
+    config = read_config(os.environ, Path.home(), only=("max_store_bytes", "min_disk_free"))
+    limits = Limits(config.max_store_bytes, config.min_disk_free)
+    store = ctx.store()
+    retention = Retention(store)
+    with store.locked():
+        plan = retention.plan(limits)
+        removed = []
+        for victim in [] if dry_run else plan.victims:
+            done = store.remove(victim.cid)
+            retention.forget(victim.cid)
+            removed.append(
+                RemoveResult(str(done.cid), done.freed_bytes, done.blobs_removed, done.held_bytes)
+            )
+    return GcResult(
+        planned=tuple(GcVictim(str(v.cid), v.name, v.frees, v.last_used) for v in plan.victims),
+        removed=tuple(removed),
+        freed_bytes=sum(r.freed_bytes for r in removed),
+        store_bytes=plan.store_bytes,
+        max_store_bytes=limits.max_store_bytes,
+        min_disk_free=limits.min_disk_free,
+        enough=plan.enough,
+        problem=plan.problem,
+    )
 
 
 def register(cli: click.Group) -> None:
-    for command in (publish, ls, show, verify, rm):
+    for command in (publish, ls, show, verify, rm, pin, unpin, gc):
         cli.add_command(command)

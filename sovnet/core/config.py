@@ -17,6 +17,10 @@ The file (all keys optional)::
                                          # goes without), set, it must listen
     peers = ["192.0.2.7:6880"]           # SOVNET_PEERS (comma-separated): control addresses
     upload_rate_limit = 0                # SOVNET_UPLOAD_RATE_LIMIT: bytes/s, 0 = none
+    max_store_bytes = "500GiB"           # SOVNET_MAX_STORE_BYTES: the store's quota, 0 = none
+    min_disk_free = "20GiB"              # SOVNET_MIN_DISK_FREE: left free on its disk, 0 = none
+                                         # (garbage collection removes unpinned models, least
+                                         # recently used first, to keep both)
     download_rate_limit = 0              # SOVNET_DOWNLOAD_RATE_LIMIT
     stall_timeout = 120                  # SOVNET_STALL_TIMEOUT: s without progress -> fail
     peer_timeout = 10                    # SOVNET_PEER_TIMEOUT: s per control-plane request
@@ -81,6 +85,8 @@ class DaemonConfig:
     metrics_listen: MetricsListen = None
     peers: tuple[PeerAddress, ...] = ()
     upload_rate_limit: int = 0
+    max_store_bytes: int = 0
+    min_disk_free: int = 0
     download_rate_limit: int = 0
     stall_timeout: float = 120.0
     peer_timeout: float = 10.0
@@ -182,6 +188,23 @@ def _rate(value: object) -> int:
     return value
 
 
+_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+
+
+def _bytes(value: object) -> int:
+    """A size: a whole number of bytes, or text like "500GiB" or "2TB"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", value) if isinstance(value, str) else None
+    if match is None or match.group(2).lower() not in _UNITS:
+        raise ValueError('expected a size: bytes, or a number and a unit ("500GiB", "2TB")')
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
 def _seconds(value: object) -> float:
     if isinstance(value, str):
         try:
@@ -261,6 +284,8 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "peers": _peers,
     "upload_rate_limit": _rate,
     "download_rate_limit": _rate,
+    "max_store_bytes": _bytes,
+    "min_disk_free": _bytes,
     "stall_timeout": _seconds,
     "peer_timeout": _seconds,
     "refresh_interval": _seconds,

@@ -28,7 +28,7 @@ import contextlib
 import errno
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -81,6 +81,9 @@ from sovnet.trust.keys import TrustStore
 log = logging.getLogger(__name__)
 
 Emit = Callable[[FetchEvent], None]
+# Room in the store's budget for ``wanted`` more bytes of the fetch of CID (ORG/MODEL),
+# or StoreQuotaError.
+MakeRoom = Callable[[CID, str, int], Awaitable[None]]
 RECENT = 20  # fetches that ended, kept for `sovnet status`
 
 
@@ -133,6 +136,7 @@ class Fetcher:
         control_port: Callable[[], int],
         timings: Timings,
         supervisor: Supervisor,
+        make_room: MakeRoom | None = None,
     ) -> None:
         self._store = store
         self._load_trust = load_trust
@@ -145,6 +149,8 @@ class Fetcher:
         self._fetches: dict[CID, Fetch] = {}
         self._recent: list[RecentFetch] = []
         self.tally = FetchTally()
+        # The store's budget: models collected, or the fetch refused before it begins.
+        self._make_room = make_room
 
     # -- what the rest of the daemon asks -----------------------------------------------
 
@@ -399,6 +405,8 @@ class Fetcher:
         downloaded = 0
         ended = VerifiedDownload({}, None)
         if wanted:
+            if self._make_room is not None:
+                await self._make_room(fetch.cid, manifest.name, wanted)
             await asyncio.to_thread(self._check_room, fetch, skip, wanted, partial)
             # Room for the resume data of a disk that fills up (see _disk_filled).
             await asyncio.to_thread(partial.reserve, diskspace.resume_reserve(wanted))

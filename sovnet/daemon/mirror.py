@@ -23,6 +23,7 @@ from sovnet.core.cid import CID
 from sovnet.core.config import FollowRule
 from sovnet.daemon.fetcher import Fetcher
 from sovnet.errors import SovnetError
+from sovnet.store.retention import Retention
 from sovnet.store.rootfiles import RootFiles
 from sovnet.store.store import Store
 from sovnet.trust import publisher_targets
@@ -88,6 +89,7 @@ class Mirror:
             for a in self._roots.advisories()
             if a.kind == "revoked" and a.release.name.split("/")[0] == rule.publisher
         }
+        retention = Retention(self._store)
         wanted = []
         for item in publisher_targets.listing(files[1], root=files[0]):
             release = item.release
@@ -95,6 +97,10 @@ class Mirror:
                 continue
             if release.cid in revoked and not self._store.has(release.cid):
                 continue  # not fetched; what is here already stays
+            if retention.dropped(release.cid) and not self._store.has(release.cid):
+                # Removed here (`sovnet rm`, or collected for a newer one): fetched
+                # again, it would only push another out. `sovnet fetch` asks for it.
+                continue
             wanted.append(release.cid)
         return tuple(dict.fromkeys(wanted))
 

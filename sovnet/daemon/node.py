@@ -30,6 +30,8 @@ from tuf.api.exceptions import LengthOrHashMismatchError
 from sovnet.api.messages import (
     Ban,
     FetchResult,
+    GcResult,
+    GcVictim,
     KnownPeer,
     MirrorStatus,
     NodeStatus,
@@ -55,7 +57,7 @@ from sovnet.daemon.publisher_metadata import PublisherMetadata
 from sovnet.daemon.publisher_upkeep import PublisherUpkeep
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
-from sovnet.errors import SovnetError, TrustError
+from sovnet.errors import SovnetError, StoreQuotaError, TrustError
 from sovnet.net.control import AnnounceReply, ControlPlane, ManifestBytes, gather_bounded
 from sovnet.net.control_listener import ServerLimits
 from sovnet.net.control_plane import TlsControlPlane
@@ -74,6 +76,7 @@ from sovnet.store.keyfiles import NodeFiles
 from sovnet.store.networkfiles import NetworkFiles
 from sovnet.store.partial import PartialDownload
 from sovnet.store.publisherfiles import PublisherFiles
+from sovnet.store.retention import Limits, Retention
 from sovnet.store.rootfiles import RootFiles
 from sovnet.store.store import Store
 
@@ -151,7 +154,10 @@ class Node:
                 config.peer_timeout,
             ),
             supervisor=supervisor,
+            make_room=self.make_room,
         )
+        self.limits = Limits(config.max_store_bytes, config.min_disk_free)
+        self._gc_lock = asyncio.Lock()
         # A mirror: the publishers it follows, fetched and seeded unasked.
         self.mirror = Mirror(config.state_dir, store, self.fetcher, config.follow)
 
@@ -322,6 +328,7 @@ class Node:
     # -- the local API (NodeService) ------------------------------------------------------
 
     async def fetch(self, cid: CID, peers: Iterable[PeerAddress], emit: Emit) -> FetchResult:
+        Retention(self.store).undrop(cid)  # asked for: a mirror may keep it again
         return await self.fetcher.fetch(cid, peers, emit)
 
     async def fetch_release(
@@ -332,6 +339,7 @@ class Node:
         peers = list(peers)
         release, target = await self.publishers.resolve(ref, peers, self.store.has)
         log.info("%s is %s@%s, %s", ref, release.name, release.version, release.cid)
+        Retention(self.store).undrop(release.cid)
         result = await self.fetcher.fetch(release.cid, peers, emit)
         if (result.name, result.version) not in (
             (release.name, release.version),
@@ -375,7 +383,10 @@ class Node:
             with self.store.locked():
                 keep = PartialDownload.blobs_in_use(self.store, besides=cid)
                 result = self.store.remove(cid, keep=keep)
-            return RemoveResult(str(cid), result.freed_bytes, result.blobs_removed)
+            Retention(self.store).forget(cid)
+            return RemoveResult(
+                str(cid), result.freed_bytes, result.blobs_removed, result.held_bytes
+            )
 
         return await asyncio.to_thread(remove_locked)
 
@@ -418,6 +429,57 @@ class Node:
             ),
             tuple(problems),
         )
+
+    async def make_room(self, cid: CID, name: str, wanted: int) -> None:
+        """Room within the store's budget for ``wanted`` more bytes of ``cid``:
+        unpinned models not in use collected, least recently used first; or the
+        fetch refused before it downloads anything."""
+        if not self.limits.any:
+            return
+        plan = await self.gc(needed=wanted, protect={cid}, reason=f"room for {name}")
+        if not plan.enough:
+            raise StoreQuotaError(
+                f"fetching {name} ({cid}) would break this node's budget: {plan.problem}",
+                hint="raise max_store_bytes or min_disk_free in sovnetd.toml, unpin "
+                "models (`sovnet unpin`), or `sovnet rm` some",
+            )
+
+    async def gc(
+        self,
+        *,
+        needed: int = 0,
+        protect: Iterable[CID] = (),
+        dry_run: bool = False,
+        reason: str = "sovnet gc",
+    ) -> GcResult:
+        """Collect unpinned models, least recently used first, until the store is
+        within its budget with ``needed`` more bytes; never a pinned one, one being
+        fetched, nor ``protect``."""
+        async with self._gc_lock:
+            retention = Retention(self.store)
+            busy = {*protect, *self.fetcher.accepted_cids()}
+            plan = await asyncio.to_thread(retention.plan, self.limits, needed=needed, protect=busy)
+            removed = []
+            for victim in plan.victims:
+                if dry_run:
+                    continue
+                log.info(
+                    "gc: removing %s (%s, unpinned, least recently used) for %s",
+                    victim.cid, victim.name, reason,
+                )  # fmt: skip
+                removed.append(await self.remove(victim.cid))
+            return GcResult(
+                planned=tuple(
+                    GcVictim(str(v.cid), v.name, v.frees, v.last_used) for v in plan.victims
+                ),
+                removed=tuple(removed),
+                freed_bytes=sum(r.freed_bytes for r in removed),
+                store_bytes=plan.store_bytes,
+                max_store_bytes=self.limits.max_store_bytes,
+                min_disk_free=self.limits.min_disk_free,
+                enough=plan.enough,
+                problem=plan.problem,
+            )
 
     def mirror_status(self) -> MirrorStatus:
         return self.mirror.status()

@@ -165,6 +165,9 @@ def admit(
     reports = _header_reports(store, view, checked, verify_full, limits or Limits())
     for part, report in zip(checked, reports, strict=True):
         check_split_facts(part.path, report.facts.split_no, report.facts.split_count)
+    from sovnet.store.retention import Retention
+
+    Retention(store).touch(cid)  # used: the last a store's budget collects
     return Admission(
         cid=str(cid),
         name=manifest.name,

@@ -50,8 +50,9 @@ _TMP_NAME = re.compile(r"(\d+)-[0-9a-f]+(\..*)?")
 @dataclass(frozen=True)
 class RemoveResult:
     cid: CID
-    freed_bytes: int
+    freed_bytes: int  # the disk blocks that came back (what `df` sees)
     blobs_removed: int
+    held_bytes: int = 0  # of the blobs removed, bytes other links keep on the disk
 
 
 class Store:
@@ -291,22 +292,32 @@ class Store:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             (self.partial / str(cid) / "manifest").unlink()  # not resumed, if cut short
         shutil.rmtree(self.partial / str(cid), ignore_errors=True)
-        freed, count = 0, 0
+        freed, count, held = 0, 0, 0
         if manifest is not None:
             still_used = self._referenced_blobs() | keep
             for entry in manifest.files:
                 blob = self.blob_path(entry.blake3)
                 if entry.blake3 not in still_used and blob.exists():
-                    freed += blob.stat().st_size
+                    found = blob.stat()
+                    # What df sees come back: its blocks, unless another link (an
+                    # HF export's) keeps them.
+                    if found.st_nlink == 1:
+                        freed += found.st_blocks * 512
+                    else:
+                        held += found.st_size
                     stamps.drop(self.stamps, entry.blake3)
                     blob.unlink()
                     count += 1
-                    self._drop_layers(entry.blake3)
-        return RemoveResult(cid, freed, count)
+                    freed += self._drop_layers(entry.blake3)
+        return RemoveResult(cid, freed, count, held)
 
-    def _drop_layers(self, blake3: bytes) -> None:
+    def _drop_layers(self, blake3: bytes) -> int:
+        freed = 0
         for layer in self.layers.glob(f"{blake3.hex()}.*"):
-            layer.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                freed += layer.stat().st_blocks * 512
+                layer.unlink()
+        return freed
 
     def _referenced_blobs(self) -> set[bytes]:
         used: set[bytes] = set()

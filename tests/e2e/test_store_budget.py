@@ -1,0 +1,86 @@
+"""End to end: a store within its budget (issue #14). A mirror whose quota fits two
+models collects the least recently used unpinned one for a third release, never a
+pinned one; `rm` and `gc` report the bytes `df` sees come back (on a tmpfs of their
+own, so that nothing else writes to the disk measured)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Runner
+from tests.e2e.conftest import Cluster, make_model, wait_for
+from tests.e2e.test_disk_full import small_disk
+from tests.e2e.test_mirror import _publisher_root, _release
+
+MIB = 1024 * 1024
+
+
+def test_a_mirror_over_its_quota_collects_the_oldest_unpinned_release_never_a_pinned_one(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    p = cluster.node("p")
+    m = cluster.node("m", trust_first=False)
+    root = _publisher_root(p, tmp_path)
+    p.start()
+    first = _release(p, tmp_path, "1.0", seed=1)
+    m.sovnet("trust", "add", root, check=True)
+    # 2 MiB of weights a model: room for two, not three.
+    m.start(SOVNET_FOLLOW="acme", SOVNET_METADATA_INTERVAL="1", SOVNET_MAX_STORE_BYTES="5MiB")
+    m.sovnet("peers", "add", p.control, check=True)
+    wait_for("the mirror to hold 1.0", lambda: m.has(first), timeout=60)
+    assert "is pinned." in m.sovnet("pin", "acme/tiny@1.0", check=True).stderr
+    second = _release(p, tmp_path, "2.0", seed=2)
+    wait_for("the mirror to hold 2.0", lambda: m.has(second), timeout=60)
+    third = _release(p, tmp_path, "3.0", seed=3)
+    wait_for("the mirror to hold 3.0", lambda: m.has(third), timeout=60)
+    assert m.has(first) and not m.has(second)  # 2.0 collected; 1.0 is pinned
+    assert f"gc: removing {second} (acme/tiny, unpinned, least recently used)" in m.log_text()
+    # A fourth needs room only 1.0's removal could make: refused, and 1.0 stays.
+    m.sovnet("pin", third, check=True)
+    fourth = _release(p, tmp_path, "4.0", seed=4)
+    refused = m.sovnet("fetch", "acme/tiny@4.0")
+    assert refused.returncode == 8 and "would break this node's budget" in refused.stderr
+    assert m.has(first) and m.has(third) and not m.has(fourth)
+    [followed] = m.sovnet.json("mirror", "status")["followed"]
+    assert followed["missing"] == 1  # 4.0; 2.0, collected, is not fetched again unasked
+    assert not m.has(second)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs to measure df needs root")
+def test_rm_and_gc_report_the_bytes_df_sees_freed(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", 64) as disk:
+        node = Runner(disk / "node")
+        node("key", "gen", check=True)
+        cids = [
+            node.json(
+                "publish",
+                make_model(tmp_path / f"m{k}", 4, seed=k),
+                "--name",
+                "acme/tiny",
+                "--version",
+                str(k),
+            )["cid"]
+            for k in range(3)
+        ]
+
+        def free() -> int:
+            found = os.statvfs(disk)
+            return found.f_bavail * found.f_frsize
+
+        before = free()
+        removed = node.json("rm", cids[0])
+        assert abs((free() - before) - removed["freed_bytes"]) <= 16 * 1024, removed
+        assert removed["freed_bytes"] >= 4 * MIB
+
+        node.json("pin", cids[2])
+        before = free()
+        budget = {"SOVNET_MAX_STORE_BYTES": str(5 * MIB)}  # only one 4 MiB model fits
+        dry = node.json("gc", "--dry-run", env=budget)
+        assert [v["cid"] for v in dry["planned"]] == [cids[1]] and free() == before
+        collected = node.json("gc", env=budget)
+        assert [r["removed"] for r in collected["removed"]] == [cids[1]]
+        assert abs((free() - before) - collected["freed_bytes"]) <= 16 * 1024, collected
+        assert [row["cid"] for row in node.json("ls")] == [cids[2]]  # the pinned one
