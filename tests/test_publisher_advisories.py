@@ -12,7 +12,9 @@ and tests/e2e/test_publisher_release.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import json
 from pathlib import Path
 
 import pytest
@@ -634,6 +636,153 @@ def test_a_next_root_not_as_its_holders_were_shown_is_not_followed(
     served = PublisherFiles(hostile, "acme").directory
     (served / "2.root.json").write_bytes(pr.to_bytes(drafted))
     world.peers.serving = hostile
-    world.refresh()  # the rest of the publisher's metadata still refreshes
+    metadata = world.metadata()
+    asyncio.run(metadata.refresh("acme"))  # the rest of its metadata still refreshes
     assert RootFiles(world.node).pinned()[0].check.version == 1
-    assert "not following 2.root.json: its releases (targets) are signed by 1 of 1" in caplog.text
+    assert "root version 2 is signed by its holders but can never work (its releases " in (
+        caplog.text
+    )
+    assert "this node stays on version 1" in caplog.text
+    assert any("can never work" in alert for alert in metadata.alerts)  # sovnet status
+
+
+def _thief_peer(world: World, targets: bytes, root2: bytes | None = None) -> None:
+    """A peer asked before the honest one, serving the publisher's files but these."""
+    import shutil
+
+    served = world.publisher.parent / "thief" / "publishers" / "acme"
+    served.mkdir(parents=True)
+    for path in world.files.directory.iterdir():
+        shutil.copy(path, served / path.name)
+    (served / f"{pt.version_of(targets)}.targets.json").write_bytes(targets)
+    if root2 is not None:
+        (served / "2.root.json").write_bytes(root2)
+    world.peers.others[PeerAddress.parse("127.0.0.1:7")] = served.parents[1]
+
+
+def _stolen_releases(world: World, version: int) -> tuple[bytes, object]:
+    """Releases ``version`` as a thief of HOLDERS[0] and [1] signs them: acme/model@666."""
+    from tuf.api.metadata import TargetFile, Targets
+
+    from sovnet.core.cid import CID
+
+    forged = Metadata[Targets].from_bytes(world.files.file("2.targets.json"))
+    forged.signed.version = version
+    model = forged.signed.targets["acme/model/2"]
+    cid = CID.of(b"the thief's manifest")
+    forged.signed.targets["acme/model/666"] = TargetFile(
+        model.length, dict(model.hashes), "acme/model/666", {"custom": {"cid": str(cid)}}
+    )
+    forged.signatures.clear()
+    for holder in HOLDERS[:2]:
+        forged.sign(holder, append=True)
+    return pr.to_bytes(forged), cid
+
+
+def _rotate_out_two(world: World) -> tuple[pr.CryptoSigner, object]:
+    """Root version 2 without HOLDERS[0] and [1] (stolen), and releases under it."""
+    new = [
+        pr.CryptoSigner(ed25519.Ed25519PrivateKey.from_private_bytes(bytes([k]) * 32))
+        for k in (41, 42)
+    ]
+    stolen = [h.public_key.keyid for h in HOLDERS[:2]]
+    rotated = pr.rotate(world.root, remove=stolen, add=[k.public_key for k in new], now=NOW)
+    for holder in (*HOLDERS, new[0]):
+        rotated = pr.sign(rotated, holder, previous=world.root)
+    world.files.install_root(rotated)
+    world.root = rotated
+    cid = publish_model(world.node, world.publisher.parent / "m4", 4096, "4")
+    world.install(world.release("4", Store(world.node).manifest_bytes(cid)), HOLDERS[2], new[0])
+    return new[0], cid
+
+
+def test_unsigned_junk_for_the_next_root_does_not_keep_a_node_on_the_old_one(
+    world: World,
+) -> None:
+    """Hostile tester's second round: the 'not followed if it can never work' rule ran
+    on unverified bytes, so a peer's junk 2.root.json (with a 'problem') froze the node
+    on root 1, whose stolen keys then signed releases. Junk is python-tuf's to refuse,
+    and the peer's to be blamed for; the real next root is followed."""
+    world.refresh()
+    _, honest = _rotate_out_two(world)
+    junk = json.loads(world.files.file("2.root.json") or b"")
+    junk["signed"]["roles"]["targets"]["threshold"] = 1  # a 'problem'; signatures broken
+    forged, _ = _stolen_releases(world, pt.version_of(world.targets()))
+    _thief_peer(world, forged, json.dumps(junk).encode())
+    world.refresh()
+    roots = RootFiles(world.node)
+    assert roots.pinned()[0].check.version == 2
+    assert roots.resolve("acme/model@666") is None
+    found = roots.resolve("acme/model@4")
+    assert found is not None and found.cid == honest
+
+
+def test_a_split_view_signed_by_stolen_keys_ends_with_the_rotation_that_removes_them(
+    world: World,
+) -> None:
+    """A thief of two releases keys shows a node its own releases (acme/model@666).
+    The publisher rotates the keys out and releases again: the node follows the new
+    root, and the thief's releases, signed by keys it no longer names, bind nothing
+    (a refused 'equivocation' committed nothing, not even the new root)."""
+    world.refresh()
+    cid3 = publish_model(world.node, world.publisher.parent / "m3", 4096, "3")
+    world.install(world.release("3", Store(world.node).manifest_bytes(cid3)))
+    forged, planted = _stolen_releases(world, pt.version_of(world.targets()))
+    _thief_peer(world, forged)
+    world.refresh()
+    roots = RootFiles(world.node)
+    stolen = roots.resolve("acme/model@666")
+    assert stolen is not None and stolen.cid == planted  # TUF's limit, keys stolen
+    world.peers.others.clear()  # the thief is gone
+    _, honest = _rotate_out_two(world)
+    world.refresh()
+    assert roots.pinned()[0].check.version == 2
+    assert roots.resolve("acme/model@666") is None
+    found = roots.resolve("acme/model@4")
+    assert found is not None and found.cid == honest
+
+
+def test_one_key_spelled_two_ways_is_one_key(world: World) -> None:
+    """Upper-case hex is the same Ed25519 key, with another 'own' id: a root naming a
+    holder twice that way could be completed by that holder alone."""
+    from securesystemslib.signer import SSlibKey
+
+    doubled = Metadata.from_bytes(pr.rotate(world.root, now=NOW))
+    key = HOLDERS[0].public_key
+    twin = SSlibKey.from_dict(
+        "x", {"keytype": key.keytype, "scheme": key.scheme,
+              "keyval": {"public": key.keyval["public"].upper()}}
+    )  # fmt: skip
+    from securesystemslib.signer._utils import compute_default_keyid
+
+    twin.keyid = compute_default_keyid(twin.keytype, twin.scheme, twin.keyval)
+    doubled.signed.add_key(twin, "root")
+    found = pr.problems(pr.to_bytes(doubled), now=NOW)
+    assert any("is not written the one way sovnet writes it" in line for line in found), found
+
+
+@pytest.mark.parametrize("change", ["unpin", "replace"])
+def test_an_operator_s_trust_change_during_a_refresh_stands(world: World, change: str) -> None:
+    """`trust rm` or `trust add --replace` while the daemon refreshes: the refresh's
+    commit crashed sovnetd (a directory gone) or put the old root back."""
+    world.refresh()
+    roots = RootFiles(world.node)
+    other = pr.new_root("acme", [HOLDERS[2].public_key], 1, now=NOW, online=ONLINE.public_key)
+    other = pr.sign(other, HOLDERS[2])
+    ask = world.peers.publisher_file
+
+    async def meanwhile(peer: PeerAddress, publisher: str, name: str) -> bytes | None:
+        if name == "timestamp.json" and roots.is_pinned("acme"):
+            if change == "unpin":
+                roots.unpin("acme")
+            elif roots.pinned()[0].check.keys != (HOLDERS[2].public_key.keyid,):
+                roots.pin(other, replace=True)
+        return await ask(peer, publisher, name)
+
+    world.peers.publisher_file = meanwhile  # type: ignore[method-assign]
+    with contextlib.suppress(SovnetError):  # refused or not: no crash, and it stands
+        world.refresh()
+    if change == "unpin":
+        assert not roots.is_pinned("acme")
+    else:
+        assert roots.pinned()[0].check.keys == (HOLDERS[2].public_key.keyid,)

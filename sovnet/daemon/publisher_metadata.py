@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import datetime
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -44,7 +44,7 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
-from sovnet.errors import NotFoundError, SovnetError, TransferError, TrustError
+from sovnet.errors import LocalStateError, NotFoundError, SovnetError, TransferError, TrustError
 from sovnet.net.control import (
     MAX_METADATA_BYTES,
     METADATA_NAME,
@@ -52,7 +52,7 @@ from sovnet.net.control import (
     PeerRequestError,
 )
 from sovnet.store.atomicfile import write_atomic
-from sovnet.store.rootfiles import RootFiles
+from sovnet.store.rootfiles import RootFiles, read_metadata
 from sovnet.trust import publisher_root, publisher_targets
 from sovnet.trust.publisher_targets import ADVISORIES_PREFIX, ADVISORIES_ROLE
 
@@ -83,6 +83,8 @@ class PeerMetadata(FetcherInterface):
         # Peers that could not be asked (silent, unreachable, too much sent), and why:
         # not asked again in this refresh, so a silent peer costs one timeout, not one a file.
         self.unreachable: dict[PeerAddress, str] = {}
+        self.directory: Path | None = None  # the client's (a copy's): its root versions
+        self.broken_root: str | None = None  # a next root, well signed, that can never work
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         publisher, _, name = url.removeprefix(SCHEME).partition("/")
@@ -106,19 +108,33 @@ class PeerMetadata(FetcherInterface):
             404,
         )
 
-    @staticmethod
-    def _follow_only_sound(publisher: str, name: str, data: bytes) -> None:
-        """A next root version that is not what its holders were shown (a key under
-        another's id, releases signed by fewer keys than the root) or can never work
-        is not followed, however well signed: the node stays on the version it has,
-        as if there were no newer one, and says why."""
+    def _follow_only_sound(self, publisher: str, name: str, data: bytes) -> None:
+        """A next root version, chained (signed by enough keys of the version before
+        and of its own), that is not what its holders were shown (a key under
+        another's id, releases signed by fewer keys than the root) or can never work,
+        is not followed: the node stays on the version it has, as if there were no
+        newer one, and says why (the log, `sovnet status`). One not chained is left to
+        python-tuf, which refuses it and blames the peer: a hostile peer's unsigned
+        junk must not stop a node from following the publisher's real next root."""
+        version = publisher_root.claimed_version(data)
+        before = (
+            read_metadata(self.directory / "root_history" / f"{version - 1}.root.json")
+            if self.directory is not None and version is not None and version > 1
+            else None
+        )
         try:
+            chained = before is not None and publisher_root.check(data, previous=before).complete
             wrong = publisher_root.problems(data, now=datetime.datetime.now(datetime.UTC))
         except SovnetError:
             return  # malformed: python-tuf refuses it, and the peer is excluded
         wrong = [w for w in wrong if not w.startswith("it expired")]
-        if wrong:
-            log.warning("publisher %s: not following %s: %s", publisher, name, "; ".join(wrong))
+        if chained and wrong and version is not None:
+            self.broken_root = (
+                f"publisher {publisher}'s root version {version} is signed by its holders but "
+                f"can never work ({'; '.join(wrong[:3])}): this node stays on version "
+                f"{version - 1}"
+            )
+            log.error("%s", self.broken_root)
             raise DownloadHTTPError(f"{publisher}'s {name} is not followed: {wrong[0]}", 404)
 
     def _first(
@@ -179,7 +195,26 @@ def _staging_copy(directory: Path) -> Path:
     (beside it, so that its files are moved, not copied, into place)."""
     staging = directory.with_name(f".{directory.name}.refreshing")
     shutil.rmtree(staging, ignore_errors=True)  # a refresh a crash cut short
-    shutil.copytree(directory, staging, symlinks=True)
+    (staging / "root_history").mkdir(parents=True)
+    # Only the files the client keeps, each read with a bound: one replaced by a link
+    # to /dev/zero (or a huge file) is left out, and the client fetches it again.
+    history = directory / "root_history"
+    for path in sorted(history.iterdir()) if history.is_dir() else []:
+        data = read_metadata(path) if _ROOT_VERSION.fullmatch(path.name) else None
+        if data is not None:
+            (staging / "root_history" / path.name).write_bytes(data)
+    for name in _Trusted.NAMES:
+        data = read_metadata(directory / name)
+        if data is not None:
+            (staging / name).write_bytes(data)
+    root = directory / "root.json"
+    link = os.readlink(root) if root.is_symlink() else None
+    if link is not None and _ROOT_LINK.fullmatch(link):
+        (staging / "root.json").symlink_to(link)
+    else:
+        data = read_metadata(root)
+        if data is not None:
+            (staging / "root.json").write_bytes(data)
     return staging
 
 
@@ -218,21 +253,34 @@ def _move(source: Path, target: Path) -> None:
         target.unlink(missing_ok=True)
 
 
+_ROOT_VERSION = re.compile(r"[1-9][0-9]{0,8}\.root\.json")
+_ROOT_LINK = re.compile(r"root_history/[1-9][0-9]{0,8}\.root\.json")
+
+
+def _verifies(targets: bytes, root: bytes) -> bool:
+    try:
+        return publisher_targets.check(targets, root=root).complete
+    except SovnetError:
+        return False
+
+
 class _Trusted:
     """The metadata files a node's TUF client trusted, kept to be put back."""
 
     NAMES = ("timestamp.json", "snapshot.json", "targets.json", f"{ADVISORIES_ROLE}.json")
 
-    def __init__(self, files: dict[str, bytes]) -> None:
+    def __init__(self, files: dict[str, bytes], root: bytes | None = None) -> None:
         self.files = files
+        self.root = root  # the root.json pinned when it was read
 
     @classmethod
     def read(cls, directory: Path) -> _Trusted:
         files = {}
         for name in cls.NAMES:
-            with contextlib.suppress(FileNotFoundError):
-                files[name] = (directory / name).read_bytes()
-        return cls(files)
+            data = read_metadata(directory / name)
+            if data is not None:
+                files[name] = data
+        return cls(files, read_metadata(directory / "root.json"))
 
     def restore(self, directory: Path) -> None:
         for name in self.NAMES:
@@ -335,20 +383,43 @@ class PublisherMetadata:
                 self._timeout,
             )
             before = _Trusted.read(directory)
-            staging = await asyncio.to_thread(_staging_copy, directory)
+            try:
+                staging = await asyncio.to_thread(_staging_copy, directory)
+            except OSError as exc:
+                raise LocalStateError(f"cannot refresh {publisher}: {exc}") from exc
+            fetcher.directory = staging
             try:
                 updater = await asyncio.to_thread(self._refresh, publisher, staging, fetcher)
             finally:
                 for peer in fetcher.unreachable:  # not waited for again until it answers
                     self._failed(peer)
+                if fetcher.broken_root is not None:
+                    self._alert(fetcher.broken_root)
                 try:
                     # Also when the refresh failed: the client may have kept new versions
-                    # (their rollback protection) before a later step failed.
+                    # (their rollback protection) before a later step failed. Root
+                    # versions it verified are kept even when the releases are refused.
                     await asyncio.to_thread(self._check_releases_stay, publisher, staging, before)
-                    await asyncio.to_thread(_commit, staging, directory)
                 finally:
-                    await asyncio.to_thread(shutil.rmtree, staging, True)
+                    try:
+                        await asyncio.to_thread(self._commit, publisher, staging, before)
+                    finally:
+                        await asyncio.to_thread(shutil.rmtree, staging, True)
             return updater
+
+    def _commit(self, publisher: str, staging: Path, before: _Trusted) -> None:
+        """The copy's files into the live directory, under the pinned roots' lock;
+        not if the root pinned there changed meanwhile (`trust rm`, `trust add
+        --replace`): the operator's decision stands over a refresh begun before it."""
+        directory = self._roots.metadata_dir(publisher)
+        try:
+            with self._roots.locked():
+                if read_metadata(directory / "root.json") != before.root:
+                    log.info("publisher %s: its pinned root changed during a refresh", publisher)
+                    return
+                _commit(staging, directory)
+        except OSError as exc:
+            raise LocalStateError(f"cannot keep {publisher}'s refreshed metadata: {exc}") from exc
 
     def _check_releases_stay(self, publisher: str, staging: Path, before: _Trusted) -> None:
         """A release, once trusted, names its CID for ever. Metadata that changes or
@@ -362,6 +433,17 @@ class PublisherMetadata:
         changed = publisher_targets.changed_releases(after, previous=earlier)
         if not changed:
             return
+        root = read_metadata(staging / "root.json")
+        if root is not None and not _verifies(earlier, root):
+            # What the releases trusted before said was signed by keys the root no
+            # longer names (rotated out, perhaps stolen): it binds nothing now.
+            log.warning(
+                "publisher %s: releases version %s, signed by keys its root has since "
+                "rotated out, are replaced by version %s (%s)",
+                publisher, publisher_targets.version_of(earlier),
+                publisher_targets.version_of(after), "; ".join(changed[:3]),
+            )  # fmt: skip
+            return
         before.restore(staging)
         alert = (
             f"publisher {publisher} equivocates: its releases version "
@@ -370,12 +452,15 @@ class PublisherMetadata:
             f"{f'; and {len(changed) - 3} more' if len(changed) > 3 else ''}); refused"
         )
         log.error("%s", alert)
-        self.alerts.append(f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%SZ} {alert}")
+        self._alert(alert)
         raise TrustError(
             alert,
             hint="its keys signed two histories: ask the publisher (a stolen key is rotated "
             "out); this node keeps trusting what it trusted before",
         )
+
+    def _alert(self, alert: str) -> None:
+        self.alerts.append(f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%SZ} {alert}")
 
     def _refresh(self, publisher: str, directory: Path, fetcher: PeerMetadata) -> Updater:
         """A refreshed client. A peer whose file is refused is asked no more in this

@@ -19,6 +19,7 @@ pinned replaces it only when asked.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -121,6 +122,10 @@ class RootFiles:
             raise LocalStateError(f"cannot pin the root in {directory}: {exc.strerror}") from exc
         return pinned
 
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The pinned roots' lock: `trust add`/`rm` and a refresh's commit take turns."""
+        return exclusive_lock(self._lock, what="the pinned roots")
+
     def _publisher_dirs(self) -> list[Path]:
         """The pinned publishers' directories, by name (not the copies a refresh works
         in, ``.ORG.refreshing``: no publisher name begins with a dot)."""
@@ -201,8 +206,8 @@ class RootFiles:
         if not publisher_root.PUBLISHER_PATTERN.fullmatch(publisher):
             return None
         directory = self.metadata_dir(publisher)
-        root = _metadata(directory / "root.json")
-        targets = _metadata(directory / "targets.json")
+        root = read_metadata(directory / "root.json")
+        targets = read_metadata(directory / "targets.json")
         if root is None or targets is None:
             return None
         return self._root_of(publisher, root, targets), targets
@@ -215,7 +220,7 @@ class RootFiles:
         if _verifies(targets, newest):
             return newest
         for _, path in sorted(self.history(publisher).items(), reverse=True):
-            older = _metadata(path)
+            older = read_metadata(path)
             if older is None:
                 continue
             if _verifies(targets, older):
@@ -258,7 +263,7 @@ class RootFiles:
         found: list[Advisory] = []
         for directory in self._publisher_dirs():
             files = self.trusted(directory.name)
-            data = _metadata(directory / f"{ADVISORIES_ROLE}.json")
+            data = read_metadata(directory / f"{ADVISORIES_ROLE}.json")
             if data is None:
                 continue
             if files is None:
@@ -276,11 +281,11 @@ class RootFiles:
         all there is."""
         directory = self.metadata_dir(publisher)
         try:
-            listed = json.loads(_metadata(directory / "snapshot.json") or b"")["signed"]["meta"]
+            listed = json.loads(read_metadata(directory / "snapshot.json") or b"")["signed"]["meta"]
             version = listed[f"{ADVISORIES_ROLE}.json"]["version"]
         except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
             return None
-        advisories = _metadata(directory / f"{ADVISORIES_ROLE}.json")
+        advisories = read_metadata(directory / f"{ADVISORIES_ROLE}.json")
         here = claimed_version(advisories) if advisories is not None else None
         if isinstance(version, int) and (here is None or here < version):
             return (
@@ -314,9 +319,8 @@ class RootFiles:
             return None
         version, role = match.group(1), match.group(2) or "timestamp"
         path = directory / _HISTORY / name if role == "root" else directory / f"{role}.json"
-        try:
-            data = path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+        data = read_metadata(path)  # bounded: served to any peer that asks
+        if data is None:
             return None
         if version is not None and role != "root" and claimed_version(data) != int(version):
             return None
@@ -333,7 +337,7 @@ class RootFiles:
         return versions
 
 
-def _metadata(path: Path) -> bytes | None:
+def read_metadata(path: Path) -> bytes | None:
     """A metadata file this node's TUF client kept, read with a bound (a file replaced
     by a huge one is not read whole at every command); None if it is not there, or
     not one (said in the log)."""

@@ -319,11 +319,41 @@ def key_problems(keys: Mapping[str, Key]) -> list[str]:
             own = None
         if own != keyid:
             found.append(f"key id {shown_id(keyid)} is not its key's own id")
-        material = json.dumps(key.keyval, sort_keys=True)
+        material = _material(key)
+        if material is None:
+            found.append(
+                f"key {shown_id(keyid)} is not written the one way sovnet writes it "
+                "(lower-case hex; PEM as `sovnet key show` and OpenSSL write it)"
+            )
+            continue
         if material in seen:
             found.append(f"keys {shown_id(seen[material])} and {shown_id(keyid)} are one key twice")
         seen.setdefault(material, keyid)
     return found
+
+
+def _material(key: Key) -> str | None:
+    """The key's public bytes (hex), if its ``keyval`` is written the one canonical
+    way: two spellings of one key (upper-case hex, PEM wrapped otherwise) would hash
+    to two "own" ids and let one holder count twice (hostile tester's second round)."""
+    public = key.keyval.get("public")
+    if not isinstance(public, str):
+        return None
+    if key.keytype == "ed25519":
+        return public if re.fullmatch(r"[0-9a-f]{64}", public) else None
+    try:
+        loaded = serialization.load_pem_public_key(public.encode())
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+    canonical = loaded.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    if canonical != public:
+        return None
+    der = loaded.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der.hex()
 
 
 def _role_problems(root: Root) -> list[str]:
