@@ -434,15 +434,22 @@ class PublisherMetadata:
         if not changed:
             return
         root = read_metadata(staging / "root.json")
-        if root is not None and not _verifies(earlier, root):
-            # What the releases trusted before said was signed by keys the root no
-            # longer names (rotated out, perhaps stolen): it binds nothing now.
-            log.warning(
-                "publisher %s: releases version %s, signed by keys its root has since "
-                "rotated out, are replaced by version %s (%s)",
-                publisher, publisher_targets.version_of(earlier),
-                publisher_targets.version_of(after), "; ".join(changed[:3]),
-            )  # fmt: skip
+        if (
+            root is not None
+            and not _verifies(earlier, root)
+            and all(line.endswith(", missing now") for line in changed)
+        ):
+            # Releases that the current root's keys never vouched for (a thief's, shown
+            # before the keys it stole were rotated out) may go: they are dropped,
+            # never changed. A CID that a release named is never replaced by another,
+            # whoever signs the rotation (a thief of enough keys can sign one too).
+            alert = (
+                f"publisher {publisher}: releases that its current root does not vouch for "
+                f"(version {publisher_targets.version_of(earlier)}) are dropped by version "
+                f"{publisher_targets.version_of(after)}: {'; '.join(changed[:3])}"
+            )
+            log.warning("%s", alert)
+            self._alert(alert)
             return
         before.restore(staging)
         alert = (
@@ -460,6 +467,10 @@ class PublisherMetadata:
         )
 
     def _alert(self, alert: str) -> None:
+        """Said in `sovnet status`, once: the same alert at every refresh would push
+        the others out."""
+        if any(seen.endswith(f"Z {alert}") for seen in self.alerts):
+            return
         self.alerts.append(f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%SZ} {alert}")
 
     def _refresh(self, publisher: str, directory: Path, fetcher: PeerMetadata) -> Updater:
@@ -526,7 +537,9 @@ class PublisherMetadata:
     def _client(publisher: str, directory: Path, fetcher: PeerMetadata) -> Updater:
         config = UpdaterConfig(
             max_root_rotations=MAX_ROOT_ROTATIONS,
-            root_max_length=MAX_METADATA_BYTES,
+            # sovnet's own checks read a root up to this size: python-tuf takes no
+            # bigger one, or a root too big to judge would be followed unjudged.
+            root_max_length=publisher_root.MAX_ROOT_BYTES,
             timestamp_max_length=MAX_METADATA_BYTES,
             snapshot_max_length=MAX_METADATA_BYTES,
             targets_max_length=MAX_METADATA_BYTES,
