@@ -570,7 +570,7 @@ def test_advisories_a_rotated_out_key_signed_are_renewed_before_the_next_release
 
 
 def test_a_revocation_heard_stays_heard_across_a_rotation_of_the_releases_keys(
-    world: World,
+    world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A rotation that retires a releases key makes the releases and advisories this
     node trusted unverifiable under the new root. Until the next releases arrive (a
@@ -581,8 +581,10 @@ def test_a_revocation_heard_stays_heard_across_a_rotation_of_the_releases_keys(
     world.refresh()
     assert world.heard() == {"acme/model@1": "revoked"}
     _rotated_out(world, HOLDERS[1])  # no new releases under version 2 yet
+    caplog.set_level("INFO")
     with pytest.raises(TrustError, match="targets was signed by 1/2 keys"):
         world.refresh()  # the releases served are version 1's, signed under root 1
+    assert "publisher acme: followed its root to version 2 (fingerprint " in caplog.text
     roots = RootFiles(world.node)
     assert roots.pinned()[0].check.version == 2  # the node followed the rotation
     assert world.heard() == {"acme/model@1": "revoked"}

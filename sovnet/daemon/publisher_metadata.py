@@ -52,7 +52,7 @@ from sovnet.net.control import (
     PeerRequestError,
 )
 from sovnet.store.atomicfile import write_atomic
-from sovnet.store.rootfiles import RootFiles, read_metadata
+from sovnet.store.rootfiles import RootFiles, fingerprint, read_metadata
 from sovnet.trust import publisher_root, publisher_targets
 from sovnet.trust.publisher_targets import ADVISORIES_PREFIX, ADVISORIES_ROLE
 
@@ -418,6 +418,13 @@ class PublisherMetadata:
                     log.info("publisher %s: its pinned root changed during a refresh", publisher)
                     return
                 _commit(staging, directory)
+            after = read_metadata(directory / "root.json")
+            if after is not None and after != before.root:
+                version = publisher_root.claimed_version(after)
+                log.info(
+                    "publisher %s: followed its root to version %s (fingerprint %s)",
+                    publisher, version, fingerprint(after),
+                )  # fmt: skip
         except OSError as exc:
             raise LocalStateError(f"cannot keep {publisher}'s refreshed metadata: {exc}") from exc
 
