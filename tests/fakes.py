@@ -35,6 +35,7 @@ from sovnet.net.swarm import (
     Finished,
     HashFailed,
     PeerBanned,
+    RateLimits,
     ResumeSaved,
     SwarmEvent,
     TransferStatus,
@@ -93,6 +94,12 @@ class FakeSwarm:
     @property
     def listen_problem(self) -> str | None:
         return None  # the fake network has no ports to be taken
+
+    def set_limits(self, limits: RateLimits) -> None:
+        self._limits = limits
+
+    def limits(self) -> RateLimits:
+        return getattr(self, "_limits", RateLimits())
 
     def totals(self) -> tuple[int, int]:
         statuses = self.statuses().values()

@@ -136,3 +136,15 @@ def test_the_mirror_example_config_loads() -> None:
     assert [rule.publisher for rule in loaded.follow] == ["acme", "beta"]
     assert loaded.metrics_listen == PeerAddress("127.0.0.1", 9680)
     assert loaded.log_format == "json"
+
+
+def test_sizes_and_local_networks() -> None:
+    toml = b'max_store_bytes = "2GiB"\nmin_disk_free = "1TB"\nlocal_networks = ["10.0.0.0/8"]\n'
+    loaded = config.load(toml, {}, HOME)
+    assert (loaded.max_store_bytes, loaded.min_disk_free) == (2 * 1024**3, 10**12)
+    assert loaded.local_networks == ("10.0.0.0/8",)
+    env = {"SOVNET_LOCAL_NETWORKS": "192.168.1.7/24, fd00::/8"}
+    assert config.load(None, env, HOME).local_networks == ("192.168.1.0/24", "fd00::/8")
+    for bad in (b'max_store_bytes = "2 parsecs"\n', b'local_networks = ["10.0.0.0/33"]\n'):
+        with pytest.raises(ConfigError):
+            config.load(bad, {}, HOME)

@@ -27,6 +27,7 @@ from sovnet.api.messages import (
     FetchResult,
     GcResult,
     KnownPeer,
+    Limits,
     MirrorStatus,
     NodeStatus,
     PeerRemoved,
@@ -177,6 +178,12 @@ class Client:
 
     def gc(self, dry_run: bool) -> GcResult:
         return from_json(GcResult, self._call("POST", "/v1/gc", {"dry_run": dry_run}))
+
+    def limits(self) -> Limits:
+        return from_json(Limits, self._call("GET", "/v1/limits"))
+
+    def set_limits(self, changes: dict[str, JSON]) -> Limits:
+        return from_json(Limits, self._call("POST", "/v1/limits", changes))
 
     def mirror_status(self) -> MirrorStatus:
         return from_json(MirrorStatus, self._call("GET", "/v1/mirror"))

@@ -247,6 +247,19 @@ class Releases:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The swarm's rate limits in force, bytes/s (0: none): to and from peers on the
+    local networks, and everyone else."""
+
+    upload: int
+    download: int
+    local_upload: int
+    local_download: int
+    local_networks: tuple[str, ...] = ()
+    persisted: bool = False  # set by `sovnet limits set`, kept over sovnetd.toml's
+
+
+@dataclass(frozen=True)
 class GcVictim:
     cid: str
     name: str

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -39,6 +39,7 @@ from sovnet.api.messages import (
     FetchResult,
     GcResult,
     KnownPeer,
+    Limits,
     MalformedMessage,
     MirrorStatus,
     NodeStatus,
@@ -127,6 +128,10 @@ class NodeService(Protocol):
     async def releases(self) -> Releases: ...
 
     def mirror_status(self) -> MirrorStatus: ...
+
+    def limits(self) -> Limits: ...
+
+    def set_limits(self, changes: Mapping[str, int]) -> Limits: ...
 
     async def gc(self, *, dry_run: bool = False) -> GcResult: ...
 
@@ -230,6 +235,14 @@ def build_app(node: NodeService) -> web.Application:
     async def gc(request: web.Request) -> web.Response:
         body = await _body(request)
         return _json(await node.gc(dry_run=body.get("dry_run") is True))
+
+    @routes.get("/v1/limits")
+    async def limits(request: web.Request) -> web.Response:
+        return _json(node.limits())
+
+    @routes.post("/v1/limits")
+    async def set_limits(request: web.Request) -> web.Response:
+        return _json(node.set_limits(await _body(request)))
 
     @routes.get("/v1/mirror")
     async def mirror(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from sovnet.core.sizes import human_size
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from sovnet.api.messages import FetchEvent, FetchResult
+    from sovnet.api.messages import FetchEvent, FetchResult, Limits
     from sovnet.core.address import PeerAddress
 
 # The API's messages are imported where a command uses them: ``sovnet --help`` and
@@ -480,6 +480,83 @@ def mirror_status(ctx: Context, as_json: bool) -> None:
             say(f"{f.publisher}: fetch failed: {failed}")
 
 
+_RATE_HELP = "bytes/s, or with a unit (2MiB); 0 = no limit"
+
+
+@click.group(invoke_without_command=True)
+@json_option
+@pass_context
+@click.pass_context
+def limits(click_ctx: click.Context, ctx: Context, as_json: bool) -> None:
+    """The swarm's rate limits on the running sovnetd: for peers on the local
+    networks (loopback, local_networks) and for everyone else."""
+    if click_ctx.invoked_subcommand is None:
+        use_json(ctx, as_json)
+        _show_limits(ctx.client().limits(), as_json)
+
+
+@limits.command("set")
+@click.option("--upload", help=f"To everyone else: {_RATE_HELP}.")
+@click.option("--download", help=f"From everyone else: {_RATE_HELP}.")
+@click.option("--local-upload", help=f"To peers on the local networks: {_RATE_HELP}.")
+@click.option("--local-download", help=f"From peers on the local networks: {_RATE_HELP}.")
+@json_option
+@pass_context
+def limits_set(
+    ctx: Context,
+    upload: str | None,
+    download: str | None,
+    local_upload: str | None,
+    local_download: str | None,
+    as_json: bool,
+) -> None:
+    """Change rate limits on the running sovnetd at once, without a restart; kept
+    (over sovnetd.toml's) until changed again."""
+    from sovnet.core.config import parse_size
+    from sovnet.errors import InvalidInputError
+
+    use_json(ctx, as_json)
+    given = {
+        "upload": upload,
+        "download": download,
+        "local_upload": local_upload,
+        "local_download": local_download,
+    }
+    changes: dict[str, object] = {}
+    for name, text in given.items():
+        if text is None:
+            continue
+        try:
+            changes[name] = parse_size(text)
+        except ValueError as exc:
+            raise InvalidInputError(f"--{name.replace('_', '-')} {text!r}: {exc}") from None
+    if not changes:
+        raise InvalidInputError(
+            "nothing to change",
+            hint="give --upload, --download, --local-upload or --local-download",
+        )
+    _show_limits(ctx.client().set_limits(changes), as_json)
+
+
+def _show_limits(found: Limits, as_json: bool) -> None:
+    from sovnet.api.messages import to_json
+
+    if as_json:
+        emit_json(to_json(found))
+        return
+
+    def rate(value: int) -> str:
+        return f"{human_size(value)}/s" if value else "no limit"
+
+    click.echo(f"everyone else:   up {rate(found.upload)}, down {rate(found.download)}")
+    click.echo(
+        f"local networks:  up {rate(found.local_upload)}, down {rate(found.local_download)}"
+        f"  ({', '.join(found.local_networks)})"
+    )
+    if found.persisted:
+        say("Set by `sovnet limits set` (kept over sovnetd.toml's).")
+
+
 def register(cli: click.Group) -> None:
-    for command in (status, fetch, peers, network, mirror):
+    for command in (status, fetch, peers, network, mirror, limits):
         cli.add_command(command)

@@ -17,6 +17,9 @@ The file (all keys optional)::
                                          # goes without), set, it must listen
     peers = ["192.0.2.7:6880"]           # SOVNET_PEERS (comma-separated): control addresses
     upload_rate_limit = 0                # SOVNET_UPLOAD_RATE_LIMIT: bytes/s, 0 = none
+    local_upload_rate_limit = 0          # bytes/s to peers on local_networks, a budget of their
+    local_download_rate_limit = 0        # own (left out: the same as upload/download_rate_limit)
+    local_networks = ["10.0.0.0/8"]      # CIDRs whose peers are local; loopback always is
     max_store_bytes = "500GiB"           # SOVNET_MAX_STORE_BYTES: the store's quota, 0 = none
     min_disk_free = "20GiB"              # SOVNET_MIN_DISK_FREE: left free on its disk, 0 = none
                                          # (garbage collection removes unpinned models, least
@@ -85,6 +88,10 @@ class DaemonConfig:
     metrics_listen: MetricsListen = None
     peers: tuple[PeerAddress, ...] = ()
     upload_rate_limit: int = 0
+    # None: as upload/download_rate_limit (a budget of their own, of that size)
+    local_upload_rate_limit: int | None = None
+    local_download_rate_limit: int | None = None
+    local_networks: tuple[str, ...] = ()
     max_store_bytes: int = 0
     min_disk_free: int = 0
     download_rate_limit: int = 0
@@ -195,7 +202,19 @@ _UNITS = {
 }  # fmt: skip
 
 
-def _bytes(value: object) -> int:
+def _networks(value: object) -> tuple[str, ...]:
+    import ipaddress
+
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        raise ValueError('expected a list of networks ("192.168.0.0/16", "fd00::/8")')
+    try:
+        return tuple(str(ipaddress.ip_network(v, strict=False)) for v in items)
+    except ValueError as exc:
+        raise ValueError(f"not a network: {exc}") from None
+
+
+def parse_size(value: object) -> int:
     """A size: a whole number of bytes, or text like "500GiB" or "2TB"."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
@@ -284,8 +303,11 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "peers": _peers,
     "upload_rate_limit": _rate,
     "download_rate_limit": _rate,
-    "max_store_bytes": _bytes,
-    "min_disk_free": _bytes,
+    "local_upload_rate_limit": _rate,
+    "local_download_rate_limit": _rate,
+    "local_networks": _networks,
+    "max_store_bytes": parse_size,
+    "min_disk_free": parse_size,
     "stall_timeout": _seconds,
     "peer_timeout": _seconds,
     "refresh_interval": _seconds,

@@ -17,12 +17,15 @@ download area in store/partial.py, who is in which swarm in members.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuf.api.exceptions import LengthOrHashMismatchError
@@ -33,6 +36,7 @@ from sovnet.api.messages import (
     GcResult,
     GcVictim,
     KnownPeer,
+    Limits,
     MirrorStatus,
     NodeStatus,
     PeerRemoved,
@@ -57,7 +61,7 @@ from sovnet.daemon.publisher_metadata import PublisherMetadata
 from sovnet.daemon.publisher_upkeep import PublisherUpkeep
 from sovnet.daemon.seeder import Seeder
 from sovnet.daemon.supervisor import Supervisor
-from sovnet.errors import SovnetError, StoreQuotaError, TrustError
+from sovnet.errors import InvalidInputError, SovnetError, StoreQuotaError, TrustError
 from sovnet.net.control import AnnounceReply, ControlPlane, ManifestBytes, gather_bounded
 from sovnet.net.control_listener import ServerLimits
 from sovnet.net.control_plane import TlsControlPlane
@@ -67,16 +71,19 @@ from sovnet.net.rejections import Rejections
 from sovnet.net.swarm import (
     HashFailed,
     PeerBanned,
+    RateLimits,
     ResumeSaved,
     Swarm,
     SwarmSettings,
     TorrentFailed,
 )
+from sovnet.store.atomicfile import write_atomic
 from sovnet.store.keyfiles import NodeFiles
 from sovnet.store.networkfiles import NetworkFiles
 from sovnet.store.partial import PartialDownload
 from sovnet.store.publisherfiles import PublisherFiles
-from sovnet.store.retention import Limits, Retention
+from sovnet.store.retention import Limits as Budget
+from sovnet.store.retention import Retention
 from sovnet.store.rootfiles import RootFiles
 from sovnet.store.store import Store
 
@@ -156,7 +163,7 @@ class Node:
             supervisor=supervisor,
             make_room=self.make_room,
         )
-        self.limits = Limits(config.max_store_bytes, config.min_disk_free)
+        self.budget = Budget(config.max_store_bytes, config.min_disk_free)
         self._gc_lock = asyncio.Lock()
         # A mirror: the publishers it follows, fetched and seeded unasked.
         self.mirror = Mirror(config.state_dir, store, self.fetcher, config.follow)
@@ -200,6 +207,9 @@ class Node:
         )
         try:
             await swarm.start()
+            saved = saved_limits(config.state_dir)
+            if saved is not None:  # `sovnet limits set` decided them after sovnetd.toml
+                swarm.set_limits(saved)
             node.control_port = await control.serve(node, config.control_listen)
             book.exclude_self(node._own_control_addresses())
             for cid in store.cids():
@@ -434,7 +444,7 @@ class Node:
         """Room within the store's budget for ``wanted`` more bytes of ``cid``:
         unpinned models not in use collected, least recently used first; or the
         fetch refused before it downloads anything."""
-        if not self.limits.any:
+        if not self.budget.any:
             return
         plan = await self.gc(needed=wanted, protect={cid}, reason=f"room for {name}")
         if not plan.enough:
@@ -458,7 +468,7 @@ class Node:
         async with self._gc_lock:
             retention = Retention(self.store)
             busy = {*protect, *self.fetcher.accepted_cids()}
-            plan = await asyncio.to_thread(retention.plan, self.limits, needed=needed, protect=busy)
+            plan = await asyncio.to_thread(retention.plan, self.budget, needed=needed, protect=busy)
             removed = []
             for victim in plan.victims:
                 if dry_run:
@@ -475,11 +485,42 @@ class Node:
                 removed=tuple(removed),
                 freed_bytes=sum(r.freed_bytes for r in removed),
                 store_bytes=plan.store_bytes,
-                max_store_bytes=self.limits.max_store_bytes,
-                min_disk_free=self.limits.min_disk_free,
+                max_store_bytes=self.budget.max_store_bytes,
+                min_disk_free=self.budget.min_disk_free,
                 enough=plan.enough,
                 problem=plan.problem,
             )
+
+    def limits(self) -> Limits:
+        found = self.swarm.limits()
+        return Limits(
+            found.upload,
+            found.download,
+            found.local_upload,
+            found.local_download,
+            ("127.0.0.0/8", "::1/128", *self.config.local_networks),
+            (self.config.state_dir / LIMITS_FILE).is_file(),
+        )
+
+    def set_limits(self, changes: Mapping[str, int]) -> Limits:
+        """Apply new rate limits at once and keep them (``<state>/limits.json``, over
+        sovnetd.toml's at the next start)."""
+        fields = {"upload", "download", "local_upload", "local_download"}
+        if not set(changes) <= fields or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31
+            for v in changes.values()
+        ):
+            raise InvalidInputError(
+                "limits are upload, download, local_upload, local_download: bytes/s, 0 = none"
+            )
+        limits = dataclasses.replace(self.swarm.limits(), **changes)
+        self.swarm.set_limits(limits)
+        write_atomic(
+            self.config.state_dir / LIMITS_FILE,
+            json.dumps(dataclasses.asdict(limits), sort_keys=True).encode(),
+        )
+        log.info("rate limits now %s (sovnet limits set)", dataclasses.asdict(limits))
+        return self.limits()
 
     def mirror_status(self) -> MirrorStatus:
         return self.mirror.status()
@@ -539,6 +580,27 @@ class Node:
         return stats
 
 
+LIMITS_FILE = "limits.json"
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def saved_limits(state_dir: Path) -> RateLimits | None:
+    """The limits `sovnet limits set` kept, if any (a damaged file is said and left)."""
+    try:
+        value = json.loads((state_dir / LIMITS_FILE).read_bytes())
+        return RateLimits(**{k: int(value[k]) for k in (
+            "upload", "download", "local_upload", "local_download"
+        )})  # fmt: skip
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("ignoring %s: %s", state_dir / LIMITS_FILE, exc)
+        return None
+
+
 def _version() -> str:
     try:
         return version("sovnet")
@@ -559,6 +621,13 @@ def server_limits(config: DaemonConfig) -> ServerLimits:
 def swarm_settings(config: DaemonConfig) -> SwarmSettings:
     return SwarmSettings(
         listen=config.swarm_listen,
-        upload_rate_limit=config.upload_rate_limit,
-        download_rate_limit=config.download_rate_limit,
+        limits=RateLimits(
+            config.upload_rate_limit,
+            config.download_rate_limit,
+            # Left out, the local class gets the same limits (a budget of its own): a
+            # limit set for uploads limits them on a LAN and on loopback too.
+            _or(config.local_upload_rate_limit, config.upload_rate_limit),
+            _or(config.local_download_rate_limit, config.download_rate_limit),
+        ),
+        local_networks=("127.0.0.0/8", "::1/128", *config.local_networks),
     )

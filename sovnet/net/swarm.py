@@ -23,10 +23,22 @@ from sovnet.core.torrent import TorrentSpec
 
 
 @dataclass(frozen=True)
+class RateLimits:
+    """Payload bytes a second, 0 = none: for peers on the local networks, and for
+    everyone else (each class its own budget, over all torrents)."""
+
+    upload: int = 0
+    download: int = 0
+    local_upload: int = 0
+    local_download: int = 0
+
+
+@dataclass(frozen=True)
 class SwarmSettings:
     listen: PeerAddress
-    upload_rate_limit: int = 0  # bytes/s over all torrents, 0 = none
-    download_rate_limit: int = 0
+    limits: RateLimits = RateLimits()
+    # Peers in these networks (CIDR) are "local": limited by the local_* rates.
+    local_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,14 @@ class Swarm(Protocol):
     def listen_problem(self) -> str | None:
         """Why the swarm does not listen now (its port is another process's: it
         tries again), or None."""
+        ...
+
+    def set_limits(self, limits: RateLimits) -> None:
+        """Apply ``limits`` at once, to every torrent and connection."""
+        ...
+
+    def limits(self) -> RateLimits:
+        """The limits in force (as the swarm reports them)."""
         ...
 
     def totals(self) -> tuple[int, int]:

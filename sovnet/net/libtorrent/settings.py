@@ -73,8 +73,9 @@ def session_settings(settings: SwarmSettings) -> lt.settings_pack:
         # Peers come from the control plane and are few and known: retry a failed
         # one after seconds, not libtorrent's default minute.
         "min_reconnect_time": 2,
-        "upload_rate_limit": settings.upload_rate_limit,
-        "download_rate_limit": settings.download_rate_limit,
+        # The global peer class: everyone not on a local network (peer_class_filter).
+        "upload_rate_limit": settings.limits.upload,
+        "download_rate_limit": settings.limits.download,
         # A mirror seeds hundreds of models: no queueing of torrents.
         "active_limit": 100_000,
         "active_seeds": 100_000,
@@ -85,12 +86,21 @@ def session_settings(settings: SwarmSettings) -> lt.settings_pack:
     }
 
 
-def every_peer_filter() -> lt.ip_filter:
-    """Rate limits for every peer: libtorrent exempts peers on the local network by
-    default, which would leave a LAN mirror (and tests on loopback) unlimited."""
-    every_ip = lt.ip_filter()
-    every_ip.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
-    every_ip.add_rule(
-        "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1 << lt.session.global_peer_class_id
-    )
-    return every_ip
+def peer_class_filter(local_networks: tuple[str, ...]) -> lt.ip_filter:
+    """Every peer in one class: the local class (its own limits) for the networks
+    named local, the global class for everyone else. libtorrent's own default exempts
+    the local network from limits, which would leave a LAN mirror unlimited."""
+    import ipaddress
+
+    classes = lt.ip_filter()
+    everyone = 1 << lt.session.global_peer_class_id
+    classes.add_rule("0.0.0.0", "255.255.255.255", everyone)
+    classes.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", everyone)
+    for cidr in local_networks:
+        network = ipaddress.ip_network(cidr, strict=False)
+        classes.add_rule(
+            str(network.network_address),
+            str(network.broadcast_address),
+            1 << lt.session.local_peer_class_id,
+        )
+    return classes

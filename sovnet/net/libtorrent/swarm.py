@@ -34,12 +34,13 @@ from sovnet.net.libtorrent.convert import (
     leaves_from_resume,
     transfer_status,
 )
-from sovnet.net.libtorrent.settings import every_peer_filter, session_settings
+from sovnet.net.libtorrent.settings import peer_class_filter, session_settings
 from sovnet.net.rejections import SWARM, Rejections, handshake_reason
 from sovnet.net.swarm import (
     Finished,
     HashFailed,
     PeerBanned,
+    RateLimits,
     ResumeSaved,
     SwarmEvent,
     SwarmSettings,
@@ -108,6 +109,28 @@ class LibtorrentSwarm:
     def listen_problem(self) -> str | None:
         return self._listen_problem
 
+    def set_limits(self, limits: RateLimits) -> None:
+        self._session.apply_settings(
+            {"upload_rate_limit": limits.upload, "download_rate_limit": limits.download}
+        )
+        self._set_local_limits(limits)
+
+    def _set_local_limits(self, limits: RateLimits) -> None:
+        self._session.set_peer_class(
+            lt.session.local_peer_class_id,
+            {"upload_limit": limits.local_upload, "download_limit": limits.local_download},
+        )
+
+    def limits(self) -> RateLimits:
+        settings = self._session.get_settings()
+        local = self._session.get_peer_class(lt.session.local_peer_class_id)
+        return RateLimits(
+            upload=int(settings["upload_rate_limit"]),
+            download=int(settings["download_rate_limit"]),
+            local_upload=int(local["upload_limit"]),
+            local_download=int(local["download_limit"]),
+        )
+
     def totals(self) -> tuple[int, int]:
         down, up = self._retired
         for torrent in self._torrents.values():
@@ -125,7 +148,8 @@ class LibtorrentSwarm:
         reader.setblocking(False)
         writer.setblocking(False)
         self._session = lt.session(session_settings(self._settings))
-        self._session.set_peer_class_filter(every_peer_filter())
+        self._session.set_peer_class_filter(peer_class_filter(self._settings.local_networks))
+        self._set_local_limits(self._settings.limits)
         loop.add_reader(reader.fileno(), self._on_alerts)
         self._session.set_alert_fd(writer.fileno())
         self._on_alerts()  # alerts posted before the fd was set
