@@ -155,6 +155,16 @@ class NodeCollector(Collector):
             pass  # /readyz says why
         else:
             yield _gauge("sovnet_store_free_bytes", "Free bytes on the store's disk.", free)
+        yield _gauge(
+            "sovnet_store_bytes",
+            "Bytes the store's models (and downloads under way) take on its disk.",
+            node.store_bytes(),
+        )
+        yield _gauge(
+            "sovnet_store_quota_bytes",
+            "The store's quota, max_store_bytes (0: none).",
+            node.budget.max_store_bytes,
+        )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -93,6 +93,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BANS = 100  # bans kept for `sovnet status`
+STORE_BYTES_EVERY = 10.0  # s: how stale the store's size in /metrics may be
 
 
 class SwarmHealth:
@@ -165,6 +166,7 @@ class Node:
         )
         self.budget = Budget(config.max_store_bytes, config.min_disk_free)
         self._gc_lock = asyncio.Lock()
+        self._store_bytes: tuple[float, int] | None = None  # (when, bytes)
         # A mirror: the publishers it follows, fetched and seeded unasked.
         self.mirror = Mirror(config.state_dir, store, self.fetcher, config.follow)
 
@@ -521,6 +523,14 @@ class Node:
         )
         log.info("rate limits now %s (sovnet limits set)", dataclasses.asdict(limits))
         return self.limits()
+
+    def store_bytes(self) -> int:
+        """The store's size on disk, measured at most every 10 s (a mirror's store is
+        thousands of files: a scrape must not walk them each time)."""
+        now = time.monotonic()
+        if self._store_bytes is None or now - self._store_bytes[0] > STORE_BYTES_EVERY:
+            self._store_bytes = (now, Retention(self.store).store_bytes())
+        return self._store_bytes[1]
 
     def mirror_status(self) -> MirrorStatus:
         return self.mirror.status()

@@ -57,6 +57,8 @@ def test_metrics_parse_and_their_counters_move_as_a_fetch_runs(
     assert before[("sovnet_swarm_listening", ())] == 1
     assert before[("sovnet_models_seeded", ())] == 0
     assert ("process_resident_memory_bytes", ()) in before  # the usual process metrics
+    assert before[("sovnet_store_quota_bytes", ())] == 0  # no budget set
+    assert ("sovnet_store_bytes", ()) in before
     info = [k for k in before if k[0] == "sovnet_info"]
     assert info and ("node", "b") in info[0][1], info
     assert _scrape(a)[("sovnet_models_seeded", ())] == 1
