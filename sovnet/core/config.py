@@ -40,6 +40,7 @@ The file (all keys optional)::
     control_max_connections = 512        # connections to the control plane at once
     control_max_connections_per_peer = 64  # of them from one address
     rejection_log_interval = 60          # s: refused connections, one log line a source
+    summary_interval = 300               # s: one log line of what was uploaded and downloaded
     log_level = "info"                   # SOVNET_LOG_LEVEL: debug, info, warning, error
     log_format = "text"                  # SOVNET_LOG_FORMAT: text, or json (a line an object)
     revoked = "refuse"                   # SOVNET_REVOKED: run/serve/export of a release its
@@ -107,6 +108,7 @@ class DaemonConfig:
     control_max_connections: int = 512
     control_max_connections_per_peer: int = 64
     rejection_log_interval: float = 60.0
+    summary_interval: float = 300.0
     log_level: str = "info"
     log_format: str = "text"
     revoked: str = "refuse"
@@ -320,6 +322,7 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "control_max_connections": _count,
     "control_max_connections_per_peer": _count,
     "rejection_log_interval": _seconds,
+    "summary_interval": _seconds,
     "log_level": _level,
     "log_format": _log_format,
     "revoked": _revoked,

@@ -52,6 +52,7 @@ from sovnet.core.address import PeerAddress
 from sovnet.core.cid import CID
 from sovnet.core.config import DaemonConfig
 from sovnet.core.network import Membership
+from sovnet.core.sizes import human_size
 from sovnet.daemon import publisher
 from sovnet.daemon.fetcher import Emit, Fetcher
 from sovnet.daemon.fetchstate import Timings
@@ -221,6 +222,7 @@ class Node:
                     seeder.damaged[str(cid)] = exc.message
                     log.error("not seeding %s: %s", cid, exc.message)
             supervisor.spawn(node._route_events(), "swarm events")
+            supervisor.spawn(node._summaries(config.summary_interval), "transfer summaries")
             checker = PeerChecker(book, control.client, config.peer_timeout)
             supervisor.spawn(checker.run(), "checks of learned peers")
             supervisor.spawn(seeder.watch(config.check_interval), "checks of seeded files")
@@ -255,6 +257,33 @@ class Node:
                 # the next round of checks.
                 self.seeder.damaged[str(cid)] = event.message
                 self.supervisor.spawn(self.seeder.check(cid), f"check {cid}")
+
+    async def _summaries(self, interval: float) -> None:
+        """One log line an interval in which bytes moved: what was uploaded (and to
+        how many connections, the busiest models first) and downloaded."""
+        last_down, last_up = self.swarm.totals()
+        last: dict[bytes, int] = {}
+        while True:
+            await asyncio.sleep(interval)
+            down, up = self.swarm.totals()
+            if (down, up) == (last_down, last_up):
+                continue
+            statuses = self.swarm.statuses()
+            moved = {k: s.session_uploaded - last.get(k, 0) for k, s in statuses.items()}
+            last = {k: s.session_uploaded for k, s in statuses.items()}
+            busiest = sorted((v, k) for k, v in moved.items() if v > 0)[::-1][:3]
+            names = []
+            for sent, key in busiest:
+                cid = self.seeder.cid_of(key)
+                names.append(f"{cid} {human_size(sent)}")
+            log.info(
+                "in the last %.0f s: uploaded %s to %d connection(s)%s; downloaded %s",
+                interval, human_size(up - last_up),
+                sum(s.peers for s in statuses.values()),
+                f" ({', '.join(names)})" if names else "",
+                human_size(down - last_down),
+            )  # fmt: skip
+            last_down, last_up = down, up
 
     async def close(self) -> None:
         """Stop fetches (keeping what they downloaded), save resume data, stop."""

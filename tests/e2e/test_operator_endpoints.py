@@ -44,7 +44,8 @@ def test_metrics_parse_and_their_counters_move_as_a_fetch_runs(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     a, b = cluster.node("a"), cluster.node("b")
-    a.start(SOVNET_UPLOAD_RATE_LIMIT=str(8 * MIB))  # a fetch of seconds, to scrape during
+    # A fetch of seconds, to scrape during; a summary of what moved every second.
+    a.start(SOVNET_UPLOAD_RATE_LIMIT=str(8 * MIB), SOVNET_SUMMARY_INTERVAL="1")
     b.start()
     model = make_model(tmp_path / "m", megabytes=24)
     cid = a.sovnet.json("publish", model, "--name", "acme/big")["cid"]
@@ -99,6 +100,7 @@ def test_metrics_parse_and_their_counters_move_as_a_fetch_runs(
     log = b.log_text()
     assert f"fetch {cid} started" in log
     assert f"fetch {cid} done: acme/big verified and seeding" in log, log[-2000:]
+    assert "in the last 1 s: uploaded" in a.log_text() and cid in a.log_text()
 
     # A fetch that fails is counted by why.
     missing = "bafkr4iauqeduauv2vts4spip7cisgg2pf6onw45jehxhdton3o7cclfpqa"  # nobody's
