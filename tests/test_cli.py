@@ -186,6 +186,28 @@ def test_verify_after_flipping_a_blob_byte_exits_5_and_names_the_file(
     assert by_path["config.json"] == {"path": "config.json", "ok": True, "problem": None}
 
 
+def test_verify_all_checks_every_model_and_names_the_damaged_one(
+    sovnet_with_key: Runner, tmp_path: Path, state_dir: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_tiny_gguf(first, seed=1)
+    write_tiny_gguf(second, seed=2)
+    cid_a = sovnet_with_key.publish(first, "acme/first", "--copy")
+    cid_b = sovnet_with_key.publish(second, "acme/second", "--copy")
+    assert sovnet_with_key("verify", "--all").returncode == 0
+    entry = _files_by_path(sovnet_with_key, cid_b)["sovnet-tiny.gguf"]
+    flip_byte(state_dir / "blobs" / str(entry["blake3"]), 1000)
+    result = sovnet_with_key("verify", "--all")
+    assert result.returncode == 5, result.stderr
+    assert f"ok    {cid_a}  acme/first" in result.stdout
+    assert f"FAIL  {cid_b}  acme/second: sovnet-tiny.gguf" in result.stdout
+    assert "1 of 2 models intact and trusted." in result.stderr
+    rows = json.loads(sovnet_with_key("verify", "--all", "--json").stdout)
+    assert [(r["cid"], r["ok"]) for r in rows] == sorted([(cid_a, True), (cid_b, False)])
+    both = sovnet_with_key("verify", cid_a, "--all")
+    assert both.returncode == 4 and "a MODEL or --all" in both.stderr
+
+
 # -- 4. trust decides whether verify passes ------------------------------------------
 
 

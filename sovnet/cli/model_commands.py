@@ -392,20 +392,29 @@ def show(ctx: Context, cid_text: str, raw: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("cid_text", metavar="MODEL")
+@click.argument("cid_text", metavar="MODEL", required=False)
+@click.option("--all", "every", is_flag=True, help="Every model in the store, one line each.")
 @json_option
 @pass_context
-def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
+def verify(ctx: Context, cid_text: str | None, every: bool, as_json: bool) -> None:
     """Re-hash every file of a stored model and check its signatures.
 
     Exits 0 only if every file matches and a trusted key signed (or a pinned
     publisher root released it). MODEL is a CID or a name, as for `sovnet show`.
+    With --all, every model in the store: exit 5 if any differs, 6 if any is not
+    trusted.
     """
     from sovnet.errors import IntegrityError, TrustError
     from sovnet.store.verify import verify as do_verify
     from sovnet.trust.gate import UNTRUSTED_HINT, untrusted_reason
 
     _use_json(ctx, as_json)
+    if every == (cid_text is not None):
+        raise InvalidInputError("give a MODEL or --all", hint="`sovnet verify --all`")
+    if every:
+        _verify_all(ctx, as_json)
+        return
+    assert cid_text is not None
     cid = _model_cid(ctx, cid_text)
     store = ctx.store()
     trust_store = ctx.node_files().load_trust()
@@ -463,6 +472,66 @@ def verify(ctx: Context, cid_text: str, as_json: bool) -> None:
         return
     if as_json:
         sys.exit(error.exit_code)  # the report above already says why, as JSON
+    raise error
+
+
+def _verify_all(ctx: Context, as_json: bool) -> None:
+    """Every model re-hashed: a line each, and the worst outcome as the exit code."""
+    from sovnet.errors import IntegrityError, TrustError
+    from sovnet.store.verify import verify as do_verify
+
+    store = ctx.store()
+    trust_store = ctx.node_files().load_trust()
+    rows: list[dict[str, object]] = []
+    cids = store.cids()
+    with byte_progress("verifying", enabled=not as_json) as bar:
+        sizes = {}
+        for cid in cids:
+            try:
+                sizes[cid] = store.open(cid, trust_store, require_trusted=False).manifest.total_size
+            except SovnetError:
+                sizes[cid] = 0
+        bar.start(sum(sizes.values()))
+        for cid in cids:
+            try:
+                report = do_verify(store, cid, trust_store, progress=bar.advance)
+            except SovnetError as exc:
+                rows.append({"cid": str(cid), "ok": False, "intact": False, "trusted": False,
+                             "problem": exc.message})  # fmt: skip
+                continue
+            bad = [f"{f.path}: {f.problem}" for f in report.files if not f.ok]
+            rows.append(
+                {
+                    "cid": str(cid),
+                    "name": report.opened.manifest.name,
+                    "version": report.opened.manifest.version,
+                    "ok": report.ok,
+                    "intact": report.intact,
+                    "trusted": report.opened.trusted,
+                    "problem": "; ".join(bad) or (None if report.opened.trusted else "not trusted"),
+                }
+            )
+    if as_json:
+        emit_json(rows)
+    else:
+        for row in rows:
+            mark = "ok  " if row["ok"] else "FAIL"
+            label = f"{row.get('name') or ''} {row.get('version') or ''}".strip()
+            problem = f": {row['problem']}" if row["problem"] else ""
+            click.echo(f"{mark}  {row['cid']}  {label}{problem}")
+        bad_count = sum(1 for row in rows if not row["ok"])
+        say(f"{len(rows) - bad_count} of {len(rows)} models intact and trusted.")
+    if any(not row["intact"] for row in rows):
+        error: SovnetError = IntegrityError(
+            "some models differ from their manifests (FAIL above)",
+            hint="`sovnet fetch CID` repairs one from peers (with sovnetd running)",
+        )
+    elif any(not row["ok"] for row in rows):
+        error = TrustError("some models are not trusted (FAIL above)")
+    else:
+        return
+    if as_json:
+        sys.exit(error.exit_code)
     raise error
 
 
