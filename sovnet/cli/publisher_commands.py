@@ -49,24 +49,23 @@ _TARGETS_HELP = (
 )
 
 
-def _root_option(for_what: str = "") -> Callable[[_F], _F]:
-    """--root, for a command that reads one kind of file (for_what empty) or any kind."""
+def _against_option(name: str, what: str, for_what: str = "") -> Callable[[_F], _F]:
+    """--root or --targets (``name``): the file ``what`` describes, for a command that
+    reads one kind of file (``for_what`` empty) or any kind."""
     return click.option(
-        "--root",
-        "root_path",
+        f"--{name}",
+        f"{name}_path",
         type=click.Path(dir_okay=False, path_type=Path),
-        help=f"For {for_what}: {_ROOT_HELP}" if for_what else _ROOT_HELP.capitalize(),
+        help=f"For {for_what}: {what}" if for_what else what.capitalize(),
     )
+
+
+def _root_option(for_what: str = "") -> Callable[[_F], _F]:
+    return _against_option("root", _ROOT_HELP, for_what)
 
 
 def _targets_option(for_what: str = "") -> Callable[[_F], _F]:
-    """--targets, as --root."""
-    return click.option(
-        "--targets",
-        "targets_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help=f"For {for_what}: {_TARGETS_HELP}" if for_what else _TARGETS_HELP.capitalize(),
-    )
+    return _against_option("targets", _TARGETS_HELP, for_what)
 
 
 _ROOT_OPTION = _root_option("a release file")
