@@ -84,3 +84,21 @@ def test_rm_and_gc_report_the_bytes_df_sees_freed(tmp_path: Path) -> None:
         assert [r["removed"] for r in collected["removed"]] == [cids[1]]
         assert abs((free() - before) - collected["freed_bytes"]) <= 16 * 1024, collected
         assert [row["cid"] for row in node.json("ls")] == [cids[2]]  # the pinned one
+
+
+def test_a_quota_smaller_than_one_model_refuses_its_fetch_before_any_download(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a, b = cluster.node("a"), cluster.node("b")
+    a.start()
+    b.start(SOVNET_MAX_STORE_BYTES="1MiB")
+    cid = a.sovnet.json("publish", make_model(tmp_path / "m", 4), "--name", "acme/big")["cid"]
+    b.sovnet("peers", "add", a.control, check=True)
+    refused = b.sovnet("fetch", cid)
+    assert refused.returncode == 8, refused.stderr
+    assert "would break this node's budget" in refused.stderr and "quota of 1.0 MiB" in (
+        refused.stderr
+    )
+    assert "raise max_store_bytes" in refused.stderr  # the hint says what to do
+    assert not b.has(cid)
+    assert b.status()["recent_fetches"] == [] and not list((b.state / "blobs").iterdir())
