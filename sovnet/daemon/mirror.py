@@ -54,10 +54,6 @@ class Mirror:
         self._followed = {rule.publisher: _Followed(rule) for rule in rules}
         self._tasks: dict[CID, asyncio.Task[None]] = {}
 
-    @property
-    def publishers(self) -> list[str]:
-        return list(self._followed)
-
     def refreshed(self, publisher: str, problem: str | None) -> None:
         """Its metadata was just refreshed (``problem``: why that failed): follow it."""
         followed = self._followed.get(publisher)
@@ -109,8 +105,6 @@ class Mirror:
             await asyncio.shield(self._fetcher.start(cid).outcome)
         except SovnetError as exc:
             followed.failed[cid] = exc.message
-        except asyncio.CancelledError:
-            raise
         else:
             followed.failed.pop(cid, None)
         finally:

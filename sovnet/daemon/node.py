@@ -70,6 +70,7 @@ from sovnet.net.peerbook import PeerBook
 from sovnet.net.peerprobe import PeerChecker
 from sovnet.net.rejections import Rejections
 from sovnet.net.swarm import (
+    LOOPBACK_NETWORKS,
     HashFailed,
     PeerBanned,
     RateLimits,
@@ -501,9 +502,7 @@ class Node:
             busy = {*protect, *self.fetcher.accepted_cids()}
             plan = await asyncio.to_thread(retention.plan, self.budget, needed=needed, protect=busy)
             removed = []
-            for victim in plan.victims:
-                if dry_run:
-                    continue
+            for victim in () if dry_run else plan.victims:
                 log.info(
                     "gc: removing %s (%s, unpinned, least recently used) for %s",
                     victim.cid, victim.name, reason,
@@ -529,15 +528,14 @@ class Node:
             found.download,
             found.local_upload,
             found.local_download,
-            ("127.0.0.0/8", "::1/128", *self.config.local_networks),
+            swarm_settings(self.config).local_networks,
             (self.config.state_dir / LIMITS_FILE).is_file(),
         )
 
     def set_limits(self, changes: Mapping[str, int]) -> Limits:
         """Apply new rate limits at once and keep them (``<state>/limits.json``, over
         sovnetd.toml's at the next start)."""
-        fields = {"upload", "download", "local_upload", "local_download"}
-        if not set(changes) <= fields or not all(
+        if not set(changes) <= set(_LIMIT_FIELDS) or not all(
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**31
             for v in changes.values()
         ):
@@ -620,6 +618,7 @@ class Node:
 
 
 LIMITS_FILE = "limits.json"
+_LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(RateLimits))
 
 
 def _or(value: int | None, default: int) -> int:
@@ -630,9 +629,7 @@ def saved_limits(state_dir: Path) -> RateLimits | None:
     """The limits `sovnet limits set` kept, if any (a damaged file is said and left)."""
     try:
         value = json.loads((state_dir / LIMITS_FILE).read_bytes())
-        return RateLimits(**{k: int(value[k]) for k in (
-            "upload", "download", "local_upload", "local_download"
-        )})  # fmt: skip
+        return RateLimits(**{k: int(value[k]) for k in _LIMIT_FIELDS})
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -668,5 +665,5 @@ def swarm_settings(config: DaemonConfig) -> SwarmSettings:
             _or(config.local_upload_rate_limit, config.upload_rate_limit),
             _or(config.local_download_rate_limit, config.download_rate_limit),
         ),
-        local_networks=("127.0.0.0/8", "::1/128", *config.local_networks),
+        local_networks=(*LOOPBACK_NETWORKS, *config.local_networks),
     )

@@ -229,11 +229,8 @@ def _commit(staging: Path, directory: Path) -> None:
         if not target.is_file() or target.read_bytes() != data:
             target.parent.mkdir(exist_ok=True)
             write_atomic(target, data)
-    for name in (*_Trusted.NAMES[::-1], "root.json"):  # advisories, targets, snapshot, ...
-        if name == "timestamp.json":
-            continue
+    for name in _COMMIT_ORDER:
         _move(staging / name, directory / name)
-    _move(staging / "timestamp.json", directory / "timestamp.json")
 
 
 def _move(source: Path, target: Path) -> None:
@@ -253,15 +250,17 @@ def _move(source: Path, target: Path) -> None:
         target.unlink(missing_ok=True)
 
 
+# What the root versions verify first, the root.json that names the newest next, the
+# timestamp (which says there is something new) last.
+_COMMIT_ORDER = (
+    f"{ADVISORIES_ROLE}.json",
+    "targets.json",
+    "snapshot.json",
+    "root.json",
+    "timestamp.json",
+)
 _ROOT_VERSION = re.compile(r"[1-9][0-9]{0,8}\.root\.json")
 _ROOT_LINK = re.compile(r"root_history/[1-9][0-9]{0,8}\.root\.json")
-
-
-def _verifies(targets: bytes, root: bytes) -> bool:
-    try:
-        return publisher_targets.check(targets, root=root).complete
-    except SovnetError:
-        return False
 
 
 class _Trusted:
@@ -443,7 +442,7 @@ class PublisherMetadata:
         root = read_metadata(staging / "root.json")
         if (
             root is not None
-            and not _verifies(earlier, root)
+            and not publisher_targets.verifies(earlier, root=root)
             and all(line.endswith(", missing now") for line in changed)
         ):
             # Releases that the current root's keys never vouched for (a thief's, shown

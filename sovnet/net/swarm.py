@@ -33,12 +33,16 @@ class RateLimits:
     local_download: int = 0
 
 
+# Always local: a node's own machine.
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+
 @dataclass(frozen=True)
 class SwarmSettings:
     listen: PeerAddress
     limits: RateLimits = RateLimits()
     # Peers in these networks (CIDR) are "local": limited by the local_* rates.
-    local_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    local_networks: tuple[str, ...] = LOOPBACK_NETWORKS
 
 
 @dataclass(frozen=True)

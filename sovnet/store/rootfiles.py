@@ -217,13 +217,13 @@ class RootFiles:
         changed the releases keys since. Until the publisher's next releases arrive,
         what this node trusted stays trusted, its advisories (a revocation) included,
         instead of falling silent (hostile tester's H4 on #13)."""
-        if _verifies(targets, newest):
+        if publisher_targets.verifies(targets, root=newest):
             return newest
         for _, path in sorted(self.history(publisher).items(), reverse=True):
             older = read_metadata(path)
             if older is None:
                 continue
-            if _verifies(targets, older):
+            if publisher_targets.verifies(targets, root=older):
                 return older
         return newest
 
@@ -241,8 +241,9 @@ class RootFiles:
             except SovnetError as exc:
                 log.warning("ignoring the releases of %s: %s", directory.name, exc.message)
                 continue
+            targets = publisher_targets.target_files(files[1])  # parsed once, not a release
             for r in releases:
-                target = publisher_targets.target(files[1], r.path)
+                target = targets.get(r.path)
                 digest = target.hashes.get("sha256", "") if target is not None else ""
                 length = target.length if target is not None else -1
                 found.append(Released(r.cid, r.name, r.version, directory.name, digest, length))
@@ -283,7 +284,7 @@ class RootFiles:
         try:
             listed = json.loads(read_metadata(directory / "snapshot.json") or b"")["signed"]["meta"]
             version = listed[f"{ADVISORIES_ROLE}.json"]["version"]
-        except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # none there, or not a snapshot's shape
             return None
         advisories = read_metadata(directory / f"{ADVISORIES_ROLE}.json")
         here = claimed_version(advisories) if advisories is not None else None
@@ -348,13 +349,6 @@ def read_metadata(path: Path) -> bytes | None:
     except SovnetError as exc:
         log.warning("ignoring %s: %s", path, exc.message)
         return None
-
-
-def _verifies(targets: bytes, root: bytes) -> bool:
-    try:
-        return publisher_targets.check(targets, root=root).complete
-    except SovnetError:
-        return False
 
 
 def _pinned(data: bytes, checked: RootCheck) -> PinnedRoot:

@@ -49,7 +49,7 @@ from tuf.api.metadata import (
 
 from sovnet.core.cid import CID
 from sovnet.core.manifest import CHANNEL_PATTERN, NAME_PATTERN, VERSION_PATTERN, Manifest
-from sovnet.errors import InvalidCIDError, InvalidInputError, TrustError
+from sovnet.errors import InvalidCIDError, InvalidInputError, SovnetError, TrustError
 from sovnet.trust import publisher_root
 
 TARGETS_LIFETIME = datetime.timedelta(days=90)
@@ -414,7 +414,21 @@ def version_of(targets: bytes) -> int:
 
 def target(targets: bytes, path: str) -> TargetFile | None:
     """The target at ``path`` in ``targets`` itself (not in a role it delegates to)."""
-    return _parse(targets).signed.targets.get(path)
+    return target_files(targets).get(path)
+
+
+def target_files(targets: bytes) -> Mapping[str, TargetFile]:
+    """Every target of ``targets`` itself, by path: parsed once for many lookups."""
+    return _parse(targets).signed.targets
+
+
+def verifies(targets: bytes, *, root: bytes) -> bool:
+    """Whether the root's releases keys signed ``targets`` (False if either is not
+    metadata at all)."""
+    try:
+        return check(targets, root=root).complete
+    except SovnetError:
+        return False
 
 
 def releases(targets: bytes, *, root: bytes) -> list[Release]:
