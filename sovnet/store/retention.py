@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -158,10 +159,15 @@ class Retention:
         bytes fit within ``limits``; pinned ones and ``protect`` never."""
         store_bytes = self.store_bytes()
         free = diskspace.free_bytes(self._store.root)
-        kept = set(self._store.cids())
+        kept = self._store.cids()
         never = self.pinned() | set(protect)
-        candidates = sorted((c for c in kept if c not in never), key=self.last_used)
+        used = {cid: self.last_used(cid) for cid in kept if cid not in never}
+        candidates = sorted(used, key=used.__getitem__)
         manifests = {cid: self._manifest(cid) for cid in kept}
+        # How many models kept use each blob: a blob frees space when none is left.
+        users: Counter[bytes] = Counter(
+            blake3 for m in manifests.values() if m is not None for blake3 in _blobs(m)
+        )
         victims: list[Victim] = []
         freed = 0
 
@@ -176,9 +182,9 @@ class Retention:
             manifest = manifests[cid]
             if manifest is None:
                 continue  # damaged: `sovnet ls` names it; not guessed at here
-            kept.discard(cid)
-            frees = self._frees(manifest, [manifests[k] for k in kept])
-            victims.append(Victim(cid, manifest.name, frees, self.last_used(cid)))
+            users.subtract(_blobs(manifest))
+            frees = self._frees(manifest, {b for b in _blobs(manifest) if users[b] <= 0})
+            victims.append(Victim(cid, manifest.name, frees, used[cid]))
             freed += frees
         enough = fits()
         problem = None
@@ -202,22 +208,22 @@ class Retention:
         except (SovnetError, OSError):
             return None
 
-    def _frees(self, manifest: Manifest, others: Iterable[Manifest | None]) -> int:
-        """What removing ``manifest``'s model gives back: its blobs that no model in
-        ``others`` uses and no other link holds."""
-        shared = {f.blake3 for other in others if other is not None for f in other.files}
-        views: dict[bytes, int] = {}  # the model's own view links each blob this often
-        for entry in manifest.files:
-            views[entry.blake3] = views.get(entry.blake3, 0) + 1
+    def _frees(self, manifest: Manifest, unused: set[bytes]) -> int:
+        """What removing ``manifest``'s model gives back: the blocks of its blobs that
+        no model kept uses (``unused``) and no other link holds."""
+        views = Counter(f.blake3 for f in manifest.files)  # its own view's links
         total = 0
-        for blake3, links in views.items():
-            if blake3 in shared:
-                continue
+        for blake3 in unused:
+            links = views[blake3]
             with contextlib.suppress(OSError):
                 found = self._store.blob_path(blake3).stat()
                 if found.st_nlink <= 1 + links:  # no link but the store's own
                     total += found.st_blocks * 512
         return total
+
+
+def _blobs(manifest: Manifest) -> set[bytes]:
+    return {f.blake3 for f in manifest.files}
 
 
 def _size(size: int) -> str:
