@@ -281,7 +281,7 @@ class LoopbackControlPlane:
     ) -> AnnounceReply | None:
         service = self._service(peer)
         service.learn_peer(PeerAddress("127.0.0.1", control_port), "peer")
-        return service.announce(cid, PeerAddress("127.0.0.1", swarm_port))
+        return await service.announce(cid, PeerAddress("127.0.0.1", swarm_port))
 
     async def peers(self, peer: PeerAddress) -> list[PeerAddress]:
         return self._service(peer).known_peers()

@@ -45,7 +45,7 @@ class Holder:
     def manifest(self, cid: CID) -> ManifestBytes | None:
         return ManifestBytes(self.raw, b"", True) if cid == self.cid else None
 
-    def announce(self, cid: CID, member: PeerAddress) -> AnnounceReply | None:
+    async def announce(self, cid: CID, member: PeerAddress) -> AnnounceReply | None:
         return None
 
     def known_peers(self) -> list[PeerAddress]:

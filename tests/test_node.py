@@ -46,6 +46,7 @@ class Cluster:
     nodes: list[Node] = field(default_factory=list)
     stall_timeout: float = 5.0
     peer_timeout: float = 10.0
+    active_seeds: int = 1000
 
     def state(self, name: str) -> Path:
         return self.root / name
@@ -75,6 +76,7 @@ class Cluster:
             peer_timeout=self.peer_timeout,
             refresh_interval=0.2,
             resume_interval=0.2,
+            active_seeds=self.active_seeds,
         )
         node = await Node.start(config, FakeSwarm(self.network), Supervisor(), self.control())
         self.nodes.append(node)
@@ -400,3 +402,24 @@ async def test_kill_9_at_any_step_of_the_commit_loses_no_download(
         assert (b.store.model_dir(cid) / entry.path).read_bytes() == files[entry.blake3]
     assert b.seeder.is_seeding(cid)
     assert not (b.store.partial / str(cid)).exists()
+
+
+async def test_over_active_seeds_the_least_recently_wanted_idle_torrent_leaves_the_swarm(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sovnet.daemon.seeder.STAY", 0.0)  # idle at once, not in 2 minutes
+    cluster.active_seeds = 1
+    a_state = cluster.prepare("a")
+    b_state = cluster.prepare("b", owner=a_state, trusts=a_state)
+    cids = [publish_model(a_state, tmp_path / str(i), size=256 * 1024) for i in range(3)]
+    a = await cluster.start(a_state)
+    b = await cluster.start(b_state, control(a))
+    for cid in reversed(cids):  # the last in store order first: not the one joined at start
+        result = await b.fetch(cid, [], lambda event: None)
+        assert result.cid == str(cid)
+        assert a.seeder.joined() == 1  # the one just asked for; the others left
+        assert a.status().in_swarm == 1
+    assert a.status().seeding == 3  # all still seeded: one that left joins again if asked
+    c = await cluster.start(cluster.prepare("c", owner=a_state, trusts=a_state), control(a))
+    assert (await c.fetch(cids[-1], [], lambda event: None)).cid == str(cids[-1])
+    assert a.seeder.joined() == 1

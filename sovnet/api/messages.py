@@ -206,6 +206,8 @@ class NodeStatus:
     publisher_alerts: tuple[str, ...] = ()
     swarm_problem: str | None = _optional()  # why the swarm does not listen now
     metrics: str | None = _optional()  # HOST:PORT of /metrics, /healthz, /readyz
+    # Seeded models whose torrent is in the swarm now (the others join when asked).
+    in_swarm: int | None = _optional()
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,12 @@ def status(ctx: Context, as_json: bool) -> None:
         click.echo(f"NOT READY:   {info.swarm_problem} (trying again)")
     if info.metrics:
         click.echo(f"metrics:     http://{info.metrics}/metrics (/healthz, /readyz)")
-    click.echo(f"seeding:     {info.seeding} model(s), {human_size(info.uploaded)} uploaded")
+    waiting = ""
+    if info.in_swarm is not None and info.in_swarm < info.seeding:
+        waiting = f" ({info.in_swarm} in the swarm now, the others join when a peer asks)"
+    click.echo(
+        f"seeding:     {info.seeding} model(s){waiting}, {human_size(info.uploaded)} uploaded"
+    )
     click.echo(f"peers:       {info.peers} known")
     for fetch in info.fetches:
         where = f"{human_size(fetch.done or 0)} of {human_size(fetch.total)}" if fetch.total else ""

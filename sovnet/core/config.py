@@ -30,6 +30,8 @@ The file (all keys optional)::
     refresh_interval = 5                 # SOVNET_REFRESH_INTERVAL: s between peer rounds
     resume_interval = 5                  # SOVNET_RESUME_INTERVAL: s between resume saves
     check_interval = 60                  # SOVNET_CHECK_INTERVAL: s between checks of seeded files
+    active_seeds = 1000                  # SOVNET_ACTIVE_SEEDS: seeded models in the swarm at
+                                         # once (the rest join when a peer asks for one)
     metadata_interval = 600              # SOVNET_METADATA_INTERVAL: s between refreshes of the
                                          # pinned publishers' metadata (and renewals of this
                                          # node's own publishers' timestamps)
@@ -101,6 +103,7 @@ class DaemonConfig:
     refresh_interval: float = 5.0
     resume_interval: float = 5.0
     check_interval: float = 60.0
+    active_seeds: int = 1000
     metadata_interval: float = 600.0
     control_handshake_timeout: float = 10.0
     control_header_timeout: float = 10.0
@@ -315,6 +318,7 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "refresh_interval": _seconds,
     "resume_interval": _seconds,
     "check_interval": _seconds,
+    "active_seeds": _count,
     "metadata_interval": _seconds,
     "control_handshake_timeout": _seconds,
     "control_header_timeout": _seconds,

@@ -71,6 +71,12 @@ class NodeCollector(Collector):
         seeded = node.seeder.seeding()
         yield _gauge("sovnet_models_seeded", "Models this node seeds.", len(seeded))
         yield _gauge(
+            "sovnet_models_in_swarm",
+            "Seeded models whose torrent is in the swarm now (at most active_seeds; the "
+            "others join when a peer asks).",
+            node.seeder.joined(),
+        )
+        yield _gauge(
             "sovnet_seeded_bytes",
             "Bytes of the models this node seeds.",
             sum(spec.manifest.total_size for spec in seeded.values()),
@@ -155,11 +161,14 @@ class NodeCollector(Collector):
             pass  # /readyz says why
         else:
             yield _gauge("sovnet_store_free_bytes", "Free bytes on the store's disk.", free)
-        yield _gauge(
-            "sovnet_store_bytes",
-            "Bytes the store's models (and downloads under way) take on its disk.",
-            node.store_bytes(),
-        )
+        measured = node.store_bytes()
+        if measured is not None:
+            yield _gauge(
+                "sovnet_store_bytes",
+                "Bytes the store's models (and downloads under way) take on its disk "
+                "(measured every 10 s).",
+                measured,
+            )
         yield _gauge(
             "sovnet_store_quota_bytes",
             "The store's quota, max_store_bytes (0: none).",

@@ -168,7 +168,7 @@ class Node:
         )
         self.budget = Budget(config.max_store_bytes, config.min_disk_free)
         self._gc_lock = asyncio.Lock()
-        self._store_bytes: tuple[float, int] | None = None  # (when, bytes)
+        self._store_bytes: int | None = None  # measured by _measure_store
         # A mirror: the publishers it follows, fetched and seeded unasked.
         self.mirror = Mirror(config.state_dir, store, self.fetcher, config.follow)
 
@@ -189,7 +189,9 @@ class Node:
             await asyncio.to_thread(store.repair, keep=PartialDownload.blobs_in_use(store))
         network = NetworkFiles(config.state_dir)
         membership = network.membership()
-        seeder = Seeder(store, swarm, network.identity(), network.ca_pem())
+        seeder = Seeder(
+            store, swarm, network.identity(), network.ca_pem(), active_seeds=config.active_seeds
+        )
         book = PeerBook(
             config.state_dir / "peers.json", config.peers, retry_after=config.refresh_interval
         )
@@ -218,12 +220,15 @@ class Node:
             book.exclude_self(node._own_control_addresses())
             for cid in store.cids():
                 try:
-                    await seeder.seed(cid)
+                    await seeder.seed(cid, join=False)
                 except SovnetError as exc:
                     seeder.damaged[str(cid)] = exc.message
                     log.error("not seeding %s: %s", cid, exc.message)
             supervisor.spawn(node._route_events(), "swarm events")
+            # In the background: the API answers while thousands of torrents join.
+            supervisor.spawn(seeder.join_all(), "seeds joining the swarm")
             supervisor.spawn(node._summaries(config.summary_interval), "transfer summaries")
+            supervisor.spawn(node._measure_store(), "the store's size")
             checker = PeerChecker(book, control.client, config.peer_timeout)
             supervisor.spawn(checker.run(), "checks of learned peers")
             supervisor.spawn(seeder.watch(config.check_interval), "checks of seeded files")
@@ -344,8 +349,12 @@ class Node:
             return ManifestBytes(accepted.opened.raw, accepted.bundle.to_bytes(), False)
         return None
 
-    def announce(self, cid: CID, member: PeerAddress) -> AnnounceReply | None:
-        complete = self.seeder.is_seeding(cid)
+    async def announce(self, cid: CID, member: PeerAddress) -> AnnounceReply | None:
+        try:
+            complete = await self.seeder.join(cid)  # answered once the swarm takes peers
+        except SovnetError as exc:
+            log.error("not seeding %s: %s", cid, exc.message)
+            complete = False
         if not complete and self.fetcher.accepted(cid) is None:
             return None
         others = self._members.announce(cid, member, time.monotonic())
@@ -551,13 +560,17 @@ class Node:
         log.info("rate limits now %s (sovnet limits set)", dataclasses.asdict(limits))
         return self.limits()
 
-    def store_bytes(self) -> int:
-        """The store's size on disk, measured at most every 10 s (a mirror's store is
-        thousands of files: a scrape must not walk them each time)."""
-        now = time.monotonic()
-        if self._store_bytes is None or now - self._store_bytes[0] > STORE_BYTES_EVERY:
-            self._store_bytes = (now, Retention(self.store).store_bytes())
-        return self._store_bytes[1]
+    def store_bytes(self) -> int | None:
+        """The store's size on disk as last measured (None: not yet)."""
+        return self._store_bytes
+
+    async def _measure_store(self) -> None:
+        """Measure the store's size every few seconds, off the loop (runs until
+        cancelled): a mirror's store is thousands of files, which a scrape must not
+        walk (measured: 100 ms at 5,000 models, the whole budget of a scrape)."""
+        while True:
+            self._store_bytes = await asyncio.to_thread(Retention(self.store).store_bytes)
+            await asyncio.sleep(STORE_BYTES_EVERY)
 
     def mirror_status(self) -> MirrorStatus:
         return self.mirror.status()
@@ -588,7 +601,9 @@ class Node:
             control_port=self.control_port,
             control_host=self.config.control_listen.host,
             seeding=len(self.seeder.seeding()),
-            uploaded=sum(s.session_uploaded for s in statuses.values()),
+            in_swarm=self.seeder.joined(),
+            # Since start, the torrents taken out of the swarm too.
+            uploaded=self.swarm.totals()[1],
             upload_rate=sum(s.upload_rate for s in statuses.values()),
             download_rate=sum(s.download_rate for s in statuses.values()),
             peers=len(self.book.all()),

@@ -25,14 +25,28 @@ from sovnet.store.store import Store
 
 log = logging.getLogger(__name__)
 
+# Seconds a joined torrent stays in the swarm after it was last wanted (joined, or
+# a peer connected), however many there are: a fetch's peers may come and go.
+STAY = 120.0
+
 
 class Seeder:
-    def __init__(self, store: Store, swarm: Swarm, identity: TlsIdentity, ca_pem: bytes) -> None:
+    def __init__(
+        self,
+        store: Store,
+        swarm: Swarm,
+        identity: TlsIdentity,
+        ca_pem: bytes,
+        active_seeds: int = 1000,
+    ) -> None:
         self._store = store
         self._swarm = swarm
         self.identity = identity  # this node's certificate, for every torrent it joins
         self._ca_pem = ca_pem
+        self._active_seeds = active_seeds
         self._seeding: dict[CID, torrent.TorrentSpec] = {}
+        self._joined: dict[CID, float] = {}  # in the swarm: when last wanted (monotonic)
+        self._joining: dict[CID, asyncio.Future[None]] = {}
         self._by_hash: dict[bytes, CID] = {}
         self.damaged: dict[str, str] = {}  # CID: why it is not seeded
 
@@ -51,27 +65,88 @@ class Seeder:
     def is_seeding(self, cid: CID) -> bool:
         return cid in self._seeding
 
-    async def seed(self, cid: CID) -> None:
-        """Seed a committed model (nothing to do if it is seeded already)."""
-        if cid in self._seeding:
-            return
-        manifest = Manifest.from_bytes(self._store.manifest_bytes(cid))
-        for entry in manifest.files:
-            if not self._store.blob_path(entry.blake3).is_file():
-                raise IntegrityError(f"{entry.path} is missing from the store")
-        spec = self.derive(cid, manifest)
-        self._seeding[cid] = spec  # first: a second call while this one works does nothing
+    def joined(self) -> int:
+        """How many seeded models are in the swarm now."""
+        return len(self._joined)
+
+    async def seed(self, cid: CID, *, join: bool = True) -> None:
+        """Seed a committed model (nothing to do if it is seeded already); in the
+        swarm at once with ``join``, else when a peer asks for it."""
+        if cid not in self._seeding:
+            manifest = self._store.manifest(cid)
+            if manifest is None:
+                raise IntegrityError(f"the stored manifest of {cid} is damaged")
+            for entry in manifest.files:
+                if not self._store.blob_path(entry.blake3).is_file():
+                    raise IntegrityError(f"{entry.path} is missing from the store")
+            self._seeding[cid] = self.derive(cid, manifest)
+            self.damaged.pop(str(cid), None)
+        if join:
+            await self.join(cid)
+
+    async def join(self, cid: CID) -> bool:
+        """Put a seeded model's torrent in the swarm, if it is not there; False if
+        the model is not seeded. A model whose blob turns out damaged is unseeded,
+        listed as damaged, and raised."""
+        spec = self._seeding.get(cid)
+        if spec is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        if cid in self._joined or not spec.has_payload:  # (no torrent can carry nothing)
+            self._joined[cid] = now
+            return True
+        joining = self._joining.get(cid)
+        if joining is not None:  # another caller is adding it: its outcome
+            await asyncio.shield(joining)
+            return cid in self._joined
+        done = self._joining[cid] = asyncio.get_running_loop().create_future()
         try:
-            if spec.has_payload:
-                layers = await asyncio.to_thread(self._layers, manifest)
-                paths = {k: self._store.blob_path(f.blake3) for k, f in enumerate(spec.files)}
-                await self._swarm.add(
-                    spec, identity=self.identity, paths=paths, seeding=True, layers=layers
-                )
-        except BaseException:
-            del self._seeding[cid]
+            layers = await asyncio.to_thread(self._layers, spec.manifest)
+            paths = {k: self._store.blob_path(f.blake3) for k, f in enumerate(spec.files)}
+            await self._swarm.add(
+                spec, identity=self.identity, paths=paths, seeding=True, layers=layers
+            )
+        except SovnetError as exc:
+            self._seeding.pop(cid, None)
+            self.damaged[str(cid)] = exc.message
             raise
-        self.damaged.pop(str(cid), None)
+        finally:
+            del self._joining[cid]
+            done.set_result(None)
+        if cid not in self._seeding:  # unseeded while it was being added
+            await self._swarm.remove(spec.info_hash)
+            return False
+        self._joined[cid] = now
+        await self.leave_idle()
+        return True
+
+    async def join_all(self) -> None:
+        """Join the swarm with as many seeded models as it may hold (at start: the
+        daemon answers before all are in)."""
+        for cid in list(self._seeding):
+            if len(self._joined) >= self._active_seeds:
+                return
+            try:
+                await self.join(cid)
+            except SovnetError as exc:
+                log.error("not seeding %s: %s", cid, exc.message)
+
+    async def leave_idle(self) -> None:
+        """Over ``active_seeds``, take out of the swarm the torrents without peers
+        that were not wanted for :data:`STAY` seconds, least recently wanted first."""
+        if len(self._joined) <= self._active_seeds:
+            return
+        now = asyncio.get_running_loop().time()
+        statuses = self._swarm.statuses()
+        for cid in self._joined:
+            status = statuses.get(self._seeding[cid].info_hash)
+            if status is not None and status.peers:
+                self._joined[cid] = now
+        idle = sorted((t, c) for c, t in self._joined.items() if now - t >= STAY)
+        for _, cid in idle[: len(self._joined) - self._active_seeds]:
+            leaving = self._seeding.get(cid)
+            if self._joined.pop(cid, None) is not None and leaving is not None:
+                await self._swarm.remove(leaving.info_hash)
 
     async def check(self, cid: CID) -> dict[bytes, str]:
         """Re-check a held model's blobs whose stat changed since they were verified;
@@ -85,7 +160,7 @@ class Seeder:
         if not found and str(cid) in self.damaged and cid not in self._seeding:
             # Put right (the publisher undid an edit): seeded again.
             try:
-                await self.seed(cid)
+                await self.seed(cid, join=False)
             except SovnetError as exc:
                 self.damaged[str(cid)] = exc.message
             else:
@@ -106,10 +181,11 @@ class Seeder:
             await asyncio.sleep(interval)
             for cid in [*self._seeding, *map(CID.parse, self.damaged)]:
                 await self.check(cid)
+            await self.leave_idle()
 
     async def unseed(self, cid: CID) -> None:
         spec = self._seeding.pop(cid, None)
-        if spec is not None and spec.has_payload:
+        if spec is not None and self._joined.pop(cid, None) is not None:
             await self._swarm.remove(spec.info_hash)
 
     def _layers(self, manifest: Manifest) -> dict[bytes, bytes]:

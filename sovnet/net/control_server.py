@@ -93,7 +93,7 @@ def build_app(service: PeerService, listener: GatedListener | None = None) -> we
             service.learn_peer(PeerAddress(host, control_port), _peer_name(request))
         except InvalidInputError:
             raise web.HTTPBadRequest(text="bad address") from None
-        reply = service.announce(cid, member)
+        reply = await service.announce(cid, member)
         if reply is None:
             raise web.HTTPNotFound(text="not here")
         return web.json_response(

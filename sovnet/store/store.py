@@ -68,6 +68,9 @@ class Store:
         self.partial = root / "partial"
         self.tmp = root / "tmp"
         self.lock_path = root / "store.lock"
+        # Committed manifests parsed once: a CID names its bytes for ever, and a
+        # mirror's store of thousands would otherwise be parsed again at every rm.
+        self._parsed: dict[CID, Manifest] = {}
 
     # -- set-up -------------------------------------------------------------
 
@@ -153,6 +156,17 @@ class Store:
         """Raise NotFoundError unless ``cid`` is committed here."""
         if not self.has(cid):
             raise _not_here(cid)
+
+    def manifest(self, cid: CID) -> Manifest | None:
+        """The committed manifest of ``cid``, parsed once; None if its bytes are not
+        the CID's (damaged: repair's business). NotFoundError if not here."""
+        found = self._parsed.get(cid)
+        if found is None:
+            raw = self.manifest_bytes(cid)
+            if CID.of(raw) != cid:
+                return None
+            found = self._parsed[cid] = Manifest.from_bytes(raw)
+        return found
 
     def manifest_bytes(self, cid: CID) -> bytes:
         try:
@@ -283,8 +297,8 @@ class Store:
     def remove(self, cid: CID, *, keep: frozenset[bytes] = frozenset()) -> RemoveResult:
         """Forget a model, then delete the blobs no other model uses, nor ``keep`` lists
         (the blobs downloads under way need: PartialDownload.blobs_in_use)."""
-        raw = self.manifest_bytes(cid)
-        manifest = Manifest.from_bytes(raw) if CID.of(raw) == cid else None
+        manifest = self.manifest(cid)
+        self._parsed.pop(cid, None)
         self.manifest_path(cid).unlink()
         fsync_dir(self.manifests)
         self.bundle_path(cid).unlink(missing_ok=True)
@@ -322,9 +336,10 @@ class Store:
     def _referenced_blobs(self) -> set[bytes]:
         used: set[bytes] = set()
         for other in self.cids():
-            raw = self.manifest_path(other).read_bytes()
-            if CID.of(raw) == other:
-                used.update(f.blake3 for f in Manifest.from_bytes(raw).files)
+            with contextlib.suppress(NotFoundError):  # removed meanwhile
+                manifest = self.manifest(other)
+                if manifest is not None:
+                    used.update(f.blake3 for f in manifest.files)
         return used
 
     def repair(self, *, keep: frozenset[bytes] = frozenset()) -> None:

@@ -79,6 +79,8 @@ class _Pending:
     # add()), and those add() left paused until it does.
     startable: set[bytes] = field(default_factory=set)
     waiting_to_start: dict[bytes, Any] = field(default_factory=dict)
+    # Seeding torrents add() waits for until they are resumed (accept peers).
+    started: dict[bytes, asyncio.Future[None]] = field(default_factory=dict)
 
 
 class LibtorrentSwarm:
@@ -252,17 +254,32 @@ class LibtorrentSwarm:
             identity.key_pem.decode("ascii"),
             identity.dh_pem.decode("ascii"),
         )
+        self._torrents[key] = _Torrent(handle, indexes, downloading=not seeding)
         if key in self._pending.startable:
             self._pending.startable.discard(key)
             handle.resume()
+        elif seeding:
+            # A seed joins when a peer's announce asks for it (seeder.py): the
+            # announce is answered once the torrent takes connections, or the
+            # asker's first connection is refused and retried seconds later.
+            started = self._pending.started[key] = asyncio.get_running_loop().create_future()
+            self._pending.waiting_to_start[key] = handle
+            try:
+                await asyncio.wait_for(started, 30)
+            except TimeoutError:
+                log.warning("libtorrent did not start seeding %s", key.hex()[:16])
+            finally:
+                self._pending.started.pop(key, None)
         else:
             self._pending.waiting_to_start[key] = handle
-        self._torrents[key] = _Torrent(handle, indexes, downloading=not seeding)
 
     async def remove(self, info_hash: bytes) -> None:
         torrent = self._torrents.pop(info_hash, None)
         self._pending.startable.discard(info_hash)
         self._pending.waiting_to_start.pop(info_hash, None)
+        started = self._pending.started.get(info_hash)
+        if started is not None and not started.done():
+            started.set_result(None)  # add() waits no more for a torrent removed
         if torrent is None:
             return
         if torrent.status is not None:
@@ -422,6 +439,9 @@ class LibtorrentSwarm:
             waiting = self._pending.waiting_to_start.pop(key, None)
             if waiting is not None:
                 waiting.resume()
+                started = self._pending.started.get(key)
+                if started is not None and not started.done():
+                    started.set_result(None)
             elif key in self._pending.adds:
                 self._pending.startable.add(key)
         elif kind == "torrent_finished_alert":
