@@ -286,6 +286,9 @@ class LoopbackControlPlane:
     async def peers(self, peer: PeerAddress) -> list[PeerAddress]:
         return self._service(peer).known_peers()
 
+    async def hint(self, peer: PeerAddress, publisher: str, version: int) -> None:
+        self._service(peer).hint(publisher, version)
+
     async def publisher_file(self, peer: PeerAddress, publisher: str, name: str) -> bytes | None:
         # The route's own check (control_server.py): a name it refuses is never served.
         if not (ORG_PATTERN.fullmatch(publisher) and METADATA_NAME.fullmatch(name)):

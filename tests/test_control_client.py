@@ -35,6 +35,7 @@ class Holder:
         self.raw = raw
         self.cid = CID.of(raw)
         self.metadata: dict[str, bytes] = {}  # a publisher's files, by "ORG/NAME"
+        self.hints: list[tuple[str, int]] = []
 
     def node_info(self) -> dict[str, object]:
         return {"name": "holder", "swarm_port": 1, "control_port": 2, "version": "0"}
@@ -50,6 +51,9 @@ class Holder:
 
     def known_peers(self) -> list[PeerAddress]:
         return []
+
+    def hint(self, publisher: str, version: int) -> None:
+        self.hints.append((publisher, version))
 
     def learn_peer(self, address: PeerAddress, name: str) -> None:
         pass
@@ -219,3 +223,29 @@ async def test_a_peer_that_redirects_is_a_failed_request_never_followed(
     finally:
         await runner.cleanup()
     assert asked == ["/v1/node"]
+
+
+async def test_a_hint_reaches_the_service_and_a_malformed_one_is_refused(
+    network: NetworkFiles, client: PeerClient
+) -> None:
+    holder = Holder(b"{}")
+    server, address = await _serving(network, holder)
+    try:
+        await client.hint(address, "acme", 7)
+        assert holder.hints == [("acme", 7)]
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_context(network.tls_files()))
+        ) as session:
+            for path, body in [
+                ("/v1/hints/acme", b'{"version": "7"}'),
+                ("/v1/hints/acme", b'{"version": true}'),
+                ("/v1/hints/acme", b'{"version": 0}'),
+                ("/v1/hints/acme", b"[" * 5000 + b"]" * 5000),
+                ("/v1/hints/ac%2Fme", b'{"version": 7}'),
+                ("/v1/hints/-acme", b'{"version": 7}'),
+            ]:
+                async with session.post(f"https://{address}{path}", data=body) as response:
+                    assert response.status in (400, 404), (path, body)
+    finally:
+        await server.close()
+    assert holder.hints == [("acme", 7)]  # nothing malformed reached the service

@@ -292,13 +292,14 @@ class FollowedPublisher:
     models: tuple[str, ...]  # followed models (empty: all)
     channels: tuple[str, ...]  # only what these channels point at (empty: every release)
     releases_version: int | None  # of the releases metadata trusted here (None: none yet)
-    refreshed: str | None  # when its metadata was last refreshed (ISO 8601, UTC)
+    refreshed: str | None  # when its metadata was last refreshed successfully (ISO 8601, UTC)
     problem: str | None  # why the last refresh failed: what is held stays held
     wanted: int  # releases followed, in the newest metadata trusted
     held: int  # of them here
     fetching: int
     missing: int  # wanted and not here: how far behind the newest it has seen
     failed: tuple[str, ...] = ()  # fetches that failed last round, "CID: why"
+    stale: bool = False  # the last refresh failed: nothing new is fetched until one works
 
 
 @dataclass(frozen=True)

@@ -451,7 +451,8 @@ def mirror() -> None:
 @pass_context
 def mirror_status(ctx: Context, as_json: bool) -> None:
     """Each followed publisher: its releases metadata version, when it was last
-    refreshed, and its releases held, fetching and missing."""
+    refreshed (STALE: the last refresh failed, and nothing new is fetched until one
+    works), and its releases held, fetching and missing."""
     use_json(ctx, as_json)
     from sovnet.api.messages import to_json
 
@@ -470,7 +471,7 @@ def mirror_status(ctx: Context, as_json: bool) -> None:
                 + (f" ({', '.join(f.models)})" if f.models else "")
                 + (f" :{',:'.join(f.channels)}" if f.channels else ""),
                 f"version {f.releases_version}" if f.releases_version else "-",
-                f.refreshed or "not yet",
+                (f.refreshed or "not yet") + (" STALE" if f.stale else ""),
                 f"{f.held} of {f.wanted}",
                 str(f.fetching),
                 str(f.missing),

@@ -104,6 +104,7 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
         notify("STOPPING=1")
         log.info("stopping")
     finally:
+        node.stopping = True
         await api.close()
         await node.close()
         await endpoints.close()

@@ -146,10 +146,22 @@ class NodeCollector(Collector):
             "(missing: how far behind the newest metadata it trusts).",
             labels=["publisher", "state"],
         )
+        stale = GaugeMetricFamily(
+            "sovnet_followed_stale",
+            "1 while a followed publisher's last refresh failed (nothing new is fetched).",
+            labels=["publisher"],
+        )
         for publisher in node.mirror_status().followed:
             for state in ("held", "fetching", "missing"):
                 followed.add_metric([publisher.publisher, state], getattr(publisher, state))
+            stale.add_metric([publisher.publisher], publisher.stale)
         yield followed
+        yield stale
+        yield _counter(
+            "sovnet_hinted_refreshes",
+            "Refreshes of publishers' metadata that peers' hints started.",
+            node.upkeep.hinted_refreshes,
+        )
         yield _gauge(
             "sovnet_publisher_alerts",
             "Publishers caught saying two things.",

@@ -8,6 +8,11 @@ is not fetched (one already here stays: nothing is deleted remotely). At most
 :data:`MAX_FOLLOW_FETCHES` run at once, so a publisher of a thousand releases does
 not start a thousand fetches; the next round starts the rest. A fetch that fails
 is tried again at the next round, from where it stopped.
+
+A publisher whose refresh failed (its metadata expired, or the peers offered only
+older or badly signed metadata) is stale: the mirror keeps and seeds what it holds
+but starts no fetch for it until a refresh succeeds, since its last trusted
+metadata may no longer be what the publisher vouches for.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class _Followed:
     rule: FollowRule
     refreshed: str | None = None  # when its metadata was last refreshed, ISO 8601 UTC
     problem: str | None = None  # why the last refresh or follow failed
+    stale: bool = False  # the last refresh failed: nothing new is fetched
     wanted: tuple[CID, ...] = ()  # the releases it follows, newest metadata's
     failed: dict[CID, str] = field(default_factory=dict)  # last failure of a fetch
 
@@ -59,12 +65,25 @@ class Mirror:
         followed = self._followed.get(publisher)
         if followed is None:
             return
-        followed.refreshed = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        if problem is None:
+            now = datetime.datetime.now(datetime.UTC)
+            followed.refreshed = now.isoformat(timespec="seconds")
+            if followed.stale:
+                log.info("mirror: %s refreshed again: following it", publisher)
+        elif not followed.stale:
+            log.warning(
+                "mirror: %s is stale (%s): keeping what is here, fetching nothing new "
+                "from it until a refresh succeeds",
+                publisher, problem,
+            )  # fmt: skip
+        followed.stale = problem is not None
         followed.problem = problem
         try:
             followed.wanted = self._wanted(followed.rule)
         except SovnetError as exc:
             followed.problem = exc.message
+            return
+        if followed.stale:
             return
         missing = [cid for cid in followed.wanted if not self._store.has(cid)]
         for cid in missing:
@@ -136,6 +155,7 @@ class Mirror:
                     releases_version=version,
                     refreshed=followed.refreshed,
                     problem=problem,
+                    stale=followed.stale,
                     wanted=len(followed.wanted),
                     held=len(held),
                     fetching=len(fetching),

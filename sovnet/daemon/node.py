@@ -168,9 +168,17 @@ class Node:
         )
         self.budget = Budget(config.max_store_bytes, config.min_disk_free)
         self._gc_lock = asyncio.Lock()
+        self.stopping = False  # SIGTERM came: long work (a gc) ends at its next step
         self._store_bytes: int | None = None  # measured by _measure_store
         # A mirror: the publishers it follows, fetched and seeded unasked.
         self.mirror = Mirror(config.state_dir, store, self.fetcher, config.follow)
+        self.upkeep = PublisherUpkeep(
+            config.state_dir,
+            self.publishers,
+            config.metadata_interval,
+            refreshed=self.mirror.refreshed,
+            tell_peers=self._hint_peers,
+        )
 
     @classmethod
     async def start(
@@ -232,10 +240,8 @@ class Node:
             checker = PeerChecker(book, control.client, config.peer_timeout)
             supervisor.spawn(checker.run(), "checks of learned peers")
             supervisor.spawn(seeder.watch(config.check_interval), "checks of seeded files")
-            upkeep = PublisherUpkeep(
-                config.state_dir, node.publishers, config.metadata_interval, node.mirror.refreshed
-            )
-            supervisor.spawn(upkeep.run(), "publishers' metadata")
+            supervisor.spawn(node.upkeep.run(), "publishers' metadata")
+            supervisor.spawn(node.upkeep.hint_peers(), "hints to peers")
             node.fetcher.resume_all()
         except BaseException:
             await node.close()
@@ -294,6 +300,7 @@ class Node:
     async def close(self) -> None:
         """Stop fetches (keeping what they downloaded), save resume data, stop."""
         await self.mirror.close()
+        await self.upkeep.close()
         await self.fetcher.close()
         await self.supervisor.close()
         await self.swarm.close()
@@ -364,6 +371,20 @@ class Node:
 
     def known_peers(self) -> list[PeerAddress]:
         return self.book.listed()
+
+    def hint(self, publisher: str, version: int) -> None:
+        self.upkeep.hinted(publisher, version)
+
+    async def _hint_peers(self, publisher: str, version: int) -> None:
+        """Tell every known peer that this node hands on ``version`` of
+        ``publisher``'s timestamp (what fails is only logged: a hint is a nudge)."""
+        peers = self.book.listed()
+        answers = await gather_bounded(
+            [functools.partial(self._control.client.hint, p, publisher, version) for p in peers]
+        )
+        for peer, answer in zip(peers, answers, strict=True):
+            if isinstance(answer, Exception):
+                log.debug("hint to %s not taken: %s", peer, answer)
 
     def learn_peer(self, address: PeerAddress, name: str) -> None:
         self.book.learn(address, name)
@@ -510,8 +531,14 @@ class Node:
             retention = Retention(self.store)
             busy = {*protect, *self.fetcher.accepted_cids()}
             plan = await asyncio.to_thread(retention.plan, self.budget, needed=needed, protect=busy)
-            removed = []
+            removed: list[RemoveResult] = []
             for victim in () if dry_run else plan.victims:
+                if self.stopping:  # each removal is whole; the rest waits for the next gc
+                    log.info(
+                        "gc: stopped after %d of %d removal(s): sovnetd is stopping",
+                        len(removed), len(plan.victims),
+                    )  # fmt: skip
+                    break
                 log.info(
                     "gc: removing %s (%s, unpinned, least recently used) for %s",
                     victim.cid, victim.name, reason,

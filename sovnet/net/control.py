@@ -105,6 +105,11 @@ class PeerService(Protocol):
 
     def learn_peer(self, address: PeerAddress, name: str) -> None: ...
 
+    def hint(self, publisher: str, version: int) -> None:
+        """A peer hands on ``version`` of ``publisher``'s timestamp now (a nudge to
+        refresh; never trusted)."""
+        ...
+
     def publisher_file(self, publisher: str, name: str) -> bytes | None:
         """A file of a publisher's TUF metadata (``N.root.json``, ``timestamp.json``,
         ``N.snapshot.json``, ``N.targets.json``) this node holds, unverified by the
@@ -129,6 +134,10 @@ class PeerQueries(Protocol):
 
     async def publisher_file(self, peer: PeerAddress, publisher: str, name: str) -> bytes | None:
         """A publisher's metadata file from ``peer`` (None: it has none by that name)."""
+        ...
+
+    async def hint(self, peer: PeerAddress, publisher: str, version: int) -> None:
+        """Tell ``peer`` this node hands on ``version`` of ``publisher``'s timestamp."""
         ...
 
     async def models(self, peer: PeerAddress) -> list[tuple[CID, bool]]:

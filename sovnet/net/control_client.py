@@ -163,6 +163,9 @@ class PeerClient:
             "GET", peer, f"/v1/publishers/{publisher}/{name}", MAX_METADATA_BYTES
         )
 
+    async def hint(self, peer: PeerAddress, publisher: str, version: int) -> None:
+        await self._request("POST", peer, f"/v1/hints/{publisher}", 64, {"version": version})
+
     async def models(self, peer: PeerAddress) -> list[tuple[CID, bool]]:
         value = await self._json("GET", peer, "/v1/models")
         held: list[tuple[CID, bool]] = []

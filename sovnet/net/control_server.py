@@ -115,6 +115,20 @@ def build_app(service: PeerService, listener: GatedListener | None = None) -> we
             raise web.HTTPNotFound(text="not here")
         return web.Response(body=body, content_type="application/json")
 
+    @routes.post("/v1/hints/{publisher}")
+    async def hint(request: web.Request) -> web.Response:
+        publisher = request.match_info["publisher"]
+        try:
+            version = (await request.json())["version"]
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise ValueError("version")
+        except (ValueError, KeyError, TypeError, RecursionError):  # a member may send anything
+            raise web.HTTPBadRequest(text="expected {version}") from None
+        if not ORG_PATTERN.fullmatch(publisher):
+            raise web.HTTPBadRequest(text="expected /v1/hints/ORG")
+        service.hint(publisher, version)
+        return web.Response(status=200)
+
     @routes.get("/v1/peers")
     async def peers(request: web.Request) -> web.Response:
         listed = service.known_peers()[:MAX_LISTED_PEERS]

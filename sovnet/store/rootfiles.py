@@ -126,6 +126,10 @@ class RootFiles:
         """The pinned roots' lock: `trust add`/`rm` and a refresh's commit take turns."""
         return exclusive_lock(self._lock, what="the pinned roots")
 
+    def names(self) -> list[str]:
+        """The publishers pinned here, by name (their roots not read)."""
+        return [d.name for d in self._publisher_dirs() if (d / "root.json").is_file()]
+
     def _publisher_dirs(self) -> list[Path]:
         """The pinned publishers' directories, by name (not the copies a refresh works
         in, ``.ORG.refreshing``: no publisher name begins with a dot)."""

@@ -10,6 +10,7 @@ stopped at the end of the test, whatever happened.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -17,14 +18,18 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sovnet.core.address import PeerAddress
+from sovnet.trust import publisher_root, publisher_targets
 from tests.conftest import SOVNETD, Runner, write_safetensors, write_tiny_gguf
 
 START_TIMEOUT = 20.0
@@ -110,6 +115,26 @@ class Node:
         result: dict[str, Any] = self.sovnet.json("status")
         return result
 
+    def get_metrics(self, path: str) -> tuple[int, str]:
+        """GET ``path`` on the daemon's metrics listener: the status and the body."""
+        url = f"http://{self.status()['metrics']}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """/metrics, parsed by prometheus_client's own parser: each sample's value by
+        its name and labels."""
+        code, text = self.get_metrics("/metrics")
+        assert code == 200, text
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
     @property
     def control(self) -> str:
         return str(PeerAddress(self.host, int(self.status()["control_port"])))
@@ -172,6 +197,27 @@ def cluster() -> Iterator[Cluster]:
             if path.is_dir() and not path.is_symlink():
                 path.chmod(0o700)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def expire_timestamp(node: Node, publisher: Node) -> None:
+    """Replace the timestamp ``node`` (stopped) trusts for acme by the same version
+    signed two days ago with the online key of ``publisher``, acme's node: as if
+    ``publisher`` had been off since."""
+    trusted = node.state / "roots" / "acme" / "timestamp.json"
+    signed = json.loads(trusted.read_bytes())["signed"]
+    targets = max(
+        (publisher.state / "publishers" / "acme").glob("*.targets.json"),
+        key=lambda path: int(path.name.split(".")[0]),
+    )
+    _, expired = publisher_targets.online_metadata(
+        targets.read_bytes(),
+        snapshot_version=signed["meta"]["snapshot.json"]["version"],
+        timestamp_version=signed["version"],
+        online=publisher_root.signer((publisher.state / "keys" / "publisher.pem").read_bytes()),
+        now=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2),
+    )
+    trusted.unlink()
+    trusted.write_bytes(expired)
 
 
 def make_model(directory: Path, megabytes: int, seed: int = 1) -> Path:

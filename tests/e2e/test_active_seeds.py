@@ -30,6 +30,8 @@ def test_a_node_over_active_seeds_serves_every_model_it_seeds(
         "(2 in the swarm now, the others join when a peer asks)"
         in a.sovnet("status", check=True).stdout
     )
+    assert a.scrape()[("sovnet_models_in_swarm", ())] == 2
+    assert a.scrape()[("sovnet_models_seeded", ())] == 4
 
     b.start()
     b.sovnet("peers", "add", a.control, check=True)

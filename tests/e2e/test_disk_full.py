@@ -17,6 +17,7 @@ import pytest
 
 from sovnet.store.diskspace import free_bytes
 from tests.e2e.conftest import Cluster, make_model, same_files, wait_for
+from tests.e2e.test_mirror import _publisher_root, _release
 from tests.e2e.test_swarm import MIB, _fetch_in_background
 
 pytestmark = pytest.mark.skipif(
@@ -157,3 +158,46 @@ def test_on_a_full_disk_commands_say_so_and_rm_still_frees_room(
         filler.unlink()
         assert b.sovnet("fetch", second["cid"]).returncode == 0
         b.stop()
+
+
+def test_a_mirror_whose_disk_fills_during_a_follow_fetch_resumes_it_once_there_is_room(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    p = cluster.node("p")
+    root = _publisher_root(p, tmp_path)
+    p.start(SOVNET_UPLOAD_RATE_LIMIT=str(4 * MIB))
+    with small_disk(cluster.root / "m", 64) as disk:
+        m = cluster.node("m", trust_first=False)
+        c = cluster.node("c", trust_first=False)
+        m.sovnet("trust", "add", root, check=True)
+        cid = _release(p, tmp_path, "1.0", seed=1, megabytes=40)
+        m.start(SOVNET_FOLLOW="acme", SOVNET_METADATA_INTERVAL="1", SOVNET_RESUME_INTERVAL="0.5")
+        m.sovnet("peers", "add", p.control, check=True)
+
+        def under_way() -> bool:
+            return any(f.get("resumable", 0) >= 8 * MIB for f in m.status()["fetches"])
+
+        wait_for("the mirror's fetch to be under way", under_way, timeout=60, every=0.2)
+        filler = _fill(disk, leave=1 * MIB)
+
+        def failed() -> list[str]:
+            return list(m.sovnet.json("mirror", "status")["followed"][0]["failed"])
+
+        [why] = wait_for("the mirror's fetch to fail", failed, timeout=120)
+        assert "disk" in why, why
+        # Nothing half-written is served: not listed, not offered to peers as held.
+        assert not m.has(cid)
+        c.sovnet("trust", "add", root, check=True)
+        c.start()
+        c.sovnet("peers", "add", m.control, check=True)
+        held = c.sovnet.json("ls", "--remote")
+        assert all(m.control not in r.get("holders", []) for r in held["releases"]), held
+        assert "Traceback" not in m.log_text()
+
+        filler.unlink()  # room again: the next round resumes the fetch
+        wait_for("the mirror to hold 1.0", lambda: m.has(cid), timeout=120)
+        assert m.sovnet("verify", cid).returncode == 0
+        [followed] = m.sovnet.json("mirror", "status")["followed"]
+        assert (followed["held"], followed["failed"]) == (1, []), followed
+        m.stop()
+        c.stop()

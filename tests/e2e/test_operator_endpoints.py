@@ -9,35 +9,13 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import urllib.error
-import urllib.request
+import threading
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.conftest import SOVNET, cli_env
-from tests.e2e.conftest import Cluster, Node, make_model, wait_for
+from tests.e2e.conftest import Cluster, make_model, wait_for
 
 MIB = 1024 * 1024
-
-
-def _get(node: Node, path: str) -> tuple[int, str]:
-    url = f"http://{node.status()['metrics']}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def _scrape(node: Node) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    code, text = _get(node, "/metrics")
-    assert code == 200, text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def test_metrics_parse_and_their_counters_move_as_a_fetch_runs(
@@ -52,17 +30,18 @@ def test_metrics_parse_and_their_counters_move_as_a_fetch_runs(
     size = sum(p.stat().st_size for p in model.iterdir())
     b.sovnet("peers", "add", a.control, check=True)
 
-    before = _scrape(b)
+    before = b.scrape()
     assert before[("sovnet_fetches_started_total", ())] == 0
     assert before[("sovnet_downloaded_bytes_total", ())] == 0
     assert before[("sovnet_swarm_listening", ())] == 1
     assert before[("sovnet_models_seeded", ())] == 0
     assert ("process_resident_memory_bytes", ()) in before  # the usual process metrics
     assert before[("sovnet_store_quota_bytes", ())] == 0  # no budget set
-    assert ("sovnet_store_bytes", ()) in before
+    # Measured off the loop, as sovnetd starts: there within moments.
+    wait_for("the store's size in /metrics", lambda: ("sovnet_store_bytes", ()) in b.scrape())
     info = [k for k in before if k[0] == "sovnet_info"]
     assert info and ("node", "b") in info[0][1], info
-    assert _scrape(a)[("sovnet_models_seeded", ())] == 1
+    assert a.scrape()[("sovnet_models_seeded", ())] == 1
 
     follower = subprocess.Popen(
         [str(SOVNET), "fetch", cid, "--json"],
@@ -75,7 +54,7 @@ def test_metrics_parse_and_their_counters_move_as_a_fetch_runs(
         during = wait_for(
             "a scrape while the fetch has bytes but is not done",
             lambda: (
-                m if 0 < (m := _scrape(b))[("sovnet_downloaded_bytes_total", ())] < size else None
+                m if 0 < (m := b.scrape())[("sovnet_downloaded_bytes_total", ())] < size else None
             ),
             timeout=60,
             every=0.2,
@@ -89,7 +68,7 @@ def test_metrics_parse_and_their_counters_move_as_a_fetch_runs(
     assert follower.returncode == 0, err
     assert json.loads(out.splitlines()[-1])["cid"] == cid
 
-    after = _scrape(b)
+    after = b.scrape()
     assert after[("sovnet_fetches_ended_total", (("result", "ok"),))] == 1
     assert after[("sovnet_fetches_under_way", ())] == 0
     assert after[("sovnet_downloaded_bytes_total", ())] >= size * 0.9  # the safetensors, most
@@ -99,7 +78,7 @@ def test_metrics_parse_and_their_counters_move_as_a_fetch_runs(
     # catches up within a few seconds of the end.
     wait_for(
         "a's uploaded bytes to count the model",
-        lambda: _scrape(a)[("sovnet_uploaded_bytes_total", ())] >= size * 0.9,
+        lambda: a.scrape()[("sovnet_uploaded_bytes_total", ())] >= size * 0.9,
         timeout=10,
     )
     # One line a fetch for the operator, as it starts and ends.
@@ -111,7 +90,7 @@ def test_metrics_parse_and_their_counters_move_as_a_fetch_runs(
     # A fetch that fails is counted by why.
     missing = "bafkr4iauqeduauv2vts4spip7cisgg2pf6onw45jehxhdton3o7cclfpqa"  # nobody's
     assert b.sovnet("fetch", missing).returncode == 3
-    failed = _scrape(b)
+    failed = b.scrape()
     assert failed[("sovnet_fetches_ended_total", (("result", "not-found"),))] == 1
     assert f"fetch {missing} failed after" in b.log_text()
 
@@ -123,8 +102,8 @@ def test_readyz_is_not_ready_while_the_swarm_cannot_listen(cluster: Cluster) -> 
         holder.listen()
         port = holder.getsockname()[1]
         a.start(swarm_port=port)
-        assert _get(a, "/healthz") == (200, "ok\n")
-        code, body = _get(a, "/readyz")
+        assert a.get_metrics("/healthz") == (200, "ok\n")
+        code, body = a.get_metrics("/readyz")
         assert code == 503, body
         ready = json.loads(body)
         assert not ready["ready"]
@@ -132,9 +111,9 @@ def test_readyz_is_not_ready_while_the_swarm_cannot_listen(cluster: Cluster) -> 
         assert ready["checks"]["store"] == "ok" and ready["checks"]["keys"] == "ok"
         shown = a.sovnet("status", check=True).stdout
         assert "NOT READY:" in shown and "trying again" in shown, shown
-        assert _scrape(a)[("sovnet_swarm_listening", ())] == 0
+        assert a.scrape()[("sovnet_swarm_listening", ())] == 0
     # The port is free now: the swarm takes it on its next try, without a restart.
-    wait_for("/readyz to say ready", lambda: _get(a, "/readyz")[0] == 200, timeout=30)
+    wait_for("/readyz to say ready", lambda: a.get_metrics("/readyz")[0] == 200, timeout=30)
     assert a.status()["swarm_port"] == port
     assert "swarm_problem" not in a.status()
     assert "listening on port" in a.log_text()
@@ -148,3 +127,62 @@ def test_log_format_json_is_one_object_a_line(cluster: Cluster) -> None:
     messages = [line["message"] for line in lines]
     assert any(m.startswith("ready; API on") for m in messages), messages
     assert {line["level"] for line in lines} <= {"debug", "info", "warning", "error"}
+
+
+def test_metrics_scraped_through_a_storm_of_fetches_answer_and_never_go_back(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a, b = cluster.node("a"), cluster.node("b")
+    a.start(SOVNET_UPLOAD_RATE_LIMIT=str(16 * MIB))
+    b.start()
+    cids = [
+        a.sovnet.json("publish", make_model(tmp_path / f"m{i}", 2, seed=i), "--name", f"acme/m{i}")[
+            "cid"
+        ]
+        for i in range(10)
+    ]
+    b.sovnet("peers", "add", a.control, check=True)
+    counters = [
+        ("sovnet_fetches_started_total", ()),
+        ("sovnet_downloaded_bytes_total", ()),
+        ("sovnet_fetches_ended_total", (("result", "ok"),)),
+    ]
+    scrapes: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = []
+    stop = threading.Event()
+
+    def scrape_until_stopped() -> None:
+        while not stop.is_set():
+            scrapes.append(b.scrape())  # asserts a 200 and parses it
+
+    scraper = threading.Thread(target=scrape_until_stopped)
+    scraper.start()
+    fetches = [
+        subprocess.Popen(
+            [str(SOVNET), "fetch", cid, "--json"],
+            env=cli_env(b.state),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for cid in cids
+    ]
+    try:
+        for fetch in fetches:
+            _, err = fetch.communicate(timeout=180)
+            assert fetch.returncode == 0, err
+    finally:
+        for fetch in fetches:
+            fetch.kill()
+        stop.set()
+        scraper.join(timeout=60)
+    scrapes.append(b.scrape())
+    assert len(scrapes) >= 10
+    for counter in counters:  # a counter never goes back, whatever ran meanwhile
+        values = [s.get(counter, 0.0) for s in scrapes]
+        assert values == sorted(values), (counter, values)
+    assert max(s[("sovnet_fetches_under_way", ())] for s in scrapes) >= 2
+    last = scrapes[-1]
+    assert last[("sovnet_fetches_started_total", ())] == 10
+    assert last[("sovnet_fetches_ended_total", (("result", "ok"),))] == 10
+    assert last[("sovnet_fetches_under_way", ())] == 0
+    assert last[("sovnet_models_seeded", ())] == 10

@@ -15,7 +15,6 @@ a tiny real GGUF model that llama.cpp runs.
 
 from __future__ import annotations
 
-import datetime
 import json
 import shutil
 from pathlib import Path
@@ -23,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from sovnet.trust import publisher_root, publisher_targets
+from sovnet.trust import publisher_root
 from tests.conftest import Runner, write_tiny_gguf
-from tests.e2e.conftest import Cluster, Node
+from tests.e2e.conftest import Cluster, Node, expire_timestamp
 
 REASON = "its tokenizer leaks the system prompt: stop using it"
 PROMPT = ("-p", "Once upon a time", "-n", "8", "--seed", "1")  # prints a few tokens
@@ -243,6 +242,7 @@ def test_a_frozen_publisher_stops_new_releases_and_not_the_ones_here(
     _release(tmp_path, a, holder, "acme/tiny@1.0")
     _pinning(b, root, a)
     b.sovnet("fetch", "acme/tiny@1.0", check=True)
+    b.stop()  # off while 2.0 is released: A's hint would bring b the fresh timestamp
 
     cid2 = _publish(a, tmp_path, "2.0", seed=2)
     _release(tmp_path, a, holder, "acme/tiny@2.0")
@@ -254,18 +254,9 @@ def test_a_frozen_publisher_stops_new_releases_and_not_the_ones_here(
     # A would have signed it two days ago: the same version, with A's key.)
     a.stop()
     c.stop()
-    trusted = c.state / "roots" / "acme" / "timestamp.json"
-    signed = json.loads(trusted.read_bytes())["signed"]
-    _, expired = publisher_targets.online_metadata(
-        _newest(a, "targets").read_bytes(),
-        snapshot_version=signed["meta"]["snapshot.json"]["version"],
-        timestamp_version=signed["version"],
-        online=publisher_root.signer((a.state / "keys" / "publisher.pem").read_bytes()),
-        now=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2),
-    )
-    trusted.unlink()
-    trusted.write_bytes(expired)
+    expire_timestamp(c, a)
     c.start()
+    b.start()
     b.sovnet("peers", "add", c.control, check=True)
 
     fetched = b.sovnet("fetch", "acme/tiny@2.0")

@@ -6,11 +6,12 @@ own, so that nothing else writes to the disk measured)."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Runner
+from tests.conftest import SOVNET, Runner, cli_env
 from tests.e2e.conftest import Cluster, make_model, wait_for
 from tests.e2e.test_disk_full import small_disk
 from tests.e2e.test_mirror import _publisher_root, _release
@@ -102,3 +103,55 @@ def test_a_quota_smaller_than_one_model_refuses_its_fetch_before_any_download(
     assert "raise max_store_bytes" in refused.stderr  # the hint says what to do
     assert not b.has(cid)
     assert b.status()["recent_fetches"] == [] and not list((b.state / "blobs").iterdir())
+
+
+def test_sigterm_during_gc_loses_nothing_pinned_and_leaves_no_model_half_removed(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from sovnet.store.keyfiles import NodeFiles
+    from sovnet.store.publish import publish
+    from sovnet.store.store import Store
+
+    m = cluster.node("m")
+    # Many small models, published as `sovnet publish` would (in this process: 300
+    # CLI runs would take minutes): a gc long enough to stop in the middle of.
+    store, key = Store(m.state).init(), NodeFiles(m.state).load_key()
+    cids = []
+    for i in range(300):
+        model = tmp_path / f"m{i}"
+        model.mkdir()
+        (model / "config.json").write_text(f'{{"model_type": "llama", "seed": {i}}}')
+        cids.append(str(publish(store, key, model, name=f"acme/m{i}").cid))
+    pinned = cids[:3]
+    for cid in pinned:
+        m.sovnet("pin", cid, check=True)
+    # A budget nothing unpinned fits in: gc removes all but the pinned.
+    m.start(SOVNET_MAX_STORE_BYTES="1B")
+    gc = subprocess.Popen(
+        [str(SOVNET), "gc", "--json"],
+        env=cli_env(m.state),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for("gc to be removing", lambda: "gc: removing" in m.log_text(), every=0.01)
+        assert m.stop() == 0  # SIGTERM: a clean stop, in the middle of it
+        gc.communicate(timeout=60)  # the CLI says the daemon went away; it does not hang
+    finally:
+        gc.kill()
+    removed = m.log_text().count("gc: removing")
+    assert 0 < removed < 297, "the stop did not land in the middle of the gc"
+
+    m.start()
+    held = {row["cid"] for row in m.ls()}
+    assert set(pinned) <= held
+    assert 3 < len(held) < 300
+    checked = m.sovnet("verify", "--all", "--json")
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr
+    assert m.status()["damaged"] == {}
+    # Each model is whole or gone: every one left verifies, and a second gc ends the job
+    # (all but the pinned, which alone are over a budget of one byte).
+    m.sovnet("gc", check=True)
+    assert {row["cid"] for row in m.ls()} == set(pinned)
+    assert "gc: stopped after" in m.log_text()

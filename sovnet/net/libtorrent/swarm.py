@@ -58,6 +58,15 @@ _LISTEN_TIMEOUT = 10.0
 _LISTEN_RETRY = 5.0
 
 
+async def _answered(future: asyncio.Future[None], what: str) -> None:
+    """Wait for libtorrent's answer, at most 30 s; a silence is logged, not raised
+    (the torrent is gone from sovnet's view either way)."""
+    try:
+        await asyncio.wait_for(future, 30)
+    except TimeoutError:
+        log.warning("libtorrent did not %s", what)
+
+
 @dataclass
 class _Torrent:
     handle: Any
@@ -265,9 +274,7 @@ class LibtorrentSwarm:
             started = self._pending.started[key] = asyncio.get_running_loop().create_future()
             self._pending.waiting_to_start[key] = handle
             try:
-                await asyncio.wait_for(started, 30)
-            except TimeoutError:
-                log.warning("libtorrent did not start seeding %s", key.hex()[:16])
+                await _answered(started, f"start seeding {key.hex()[:16]}")
             finally:
                 self._pending.started.pop(key, None)
         else:
@@ -292,9 +299,7 @@ class LibtorrentSwarm:
         self._pending.removes[info_hash] = future
         self._session.remove_torrent(torrent.handle)
         try:
-            await asyncio.wait_for(future, 30)
-        except TimeoutError:
-            log.warning("libtorrent did not confirm removing %s", info_hash.hex()[:16])
+            await _answered(future, f"confirm removing {info_hash.hex()[:16]}")
         finally:
             self._pending.removes.pop(info_hash, None)
 
