@@ -107,6 +107,9 @@ class FakeSwarm:
             s.session_uploaded for s in statuses
         )
 
+    def class_totals(self) -> Mapping[str, tuple[int, int]]:
+        return {"local": self.totals(), "global": (0, 0)}  # every fake peer is on loopback
+
     async def start(self) -> None:
         self._port = self._network.port()
         self._network.swarms[self.address] = self

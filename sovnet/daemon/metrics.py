@@ -91,6 +91,17 @@ class NodeCollector(Collector):
             "sovnet_downloaded_bytes", "Payload bytes downloaded from peers.", downloaded
         )
         yield _counter("sovnet_uploaded_bytes", "Payload bytes uploaded to peers.", uploaded)
+        by_class = node.swarm.class_totals()
+        for index, way in enumerate(("downloaded", "uploaded")):
+            family = CounterMetricFamily(
+                f"sovnet_peer_class_{way}_bytes",
+                f"Payload bytes {way}, by peer class: local (loopback and local_networks) "
+                "or global (a torrent with peers of both shares by what each moved).",
+                labels=["peer_class"],
+            )
+            for name, pair in sorted(by_class.items()):
+                family.add_metric([name], pair[index])
+            yield family
         yield _gauge(
             "sovnet_download_rate_bytes",
             "Payload bytes a second downloaded now.",

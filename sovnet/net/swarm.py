@@ -132,6 +132,11 @@ class Swarm(Protocol):
         counted, those removed since too."""
         ...
 
+    def class_totals(self) -> Mapping[str, tuple[int, int]]:
+        """Payload bytes (downloaded, uploaded) since :meth:`start` by peer class,
+        ``local`` and ``global`` (net/peerbytes.py: sampled, at most the totals)."""
+        ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None:

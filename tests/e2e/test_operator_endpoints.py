@@ -81,6 +81,20 @@ def test_metrics_parse_and_their_counters_move_as_a_fetch_runs(
         lambda: a.scrape()[("sovnet_uploaded_bytes_total", ())] >= size * 0.9,
         timeout=10,
     )
+    # By peer class: loopback is local, and each torrent's bytes go to the classes
+    # of its peers, so here all of them, on both sides.
+    local, world = (("peer_class", "local"),), (("peer_class", "global"),)
+    assert (
+        after[("sovnet_peer_class_downloaded_bytes_total", local)]
+        == (after[("sovnet_downloaded_bytes_total", ())])
+    )
+    assert after[("sovnet_peer_class_downloaded_bytes_total", world)] == 0
+    seeder = a.scrape()
+    assert (
+        seeder[("sovnet_peer_class_uploaded_bytes_total", local)]
+        == (seeder[("sovnet_uploaded_bytes_total", ())])
+    )
+    assert seeder[("sovnet_peer_class_uploaded_bytes_total", world)] == 0
     # One line a fetch for the operator, as it starts and ends.
     log = b.log_text()
     assert f"fetch {cid} started" in log
@@ -146,6 +160,7 @@ def test_metrics_scraped_through_a_storm_of_fetches_answer_and_never_go_back(
         ("sovnet_fetches_started_total", ()),
         ("sovnet_downloaded_bytes_total", ()),
         ("sovnet_fetches_ended_total", (("result", "ok"),)),
+        ("sovnet_peer_class_downloaded_bytes_total", (("peer_class", "local"),)),
     ]
     scrapes: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = []
     stop = threading.Event()

@@ -21,6 +21,7 @@ ALERTS = (
     | lt.alert_category.storage
     | lt.alert_category.peer
     | lt.alert_category.ip_block
+    | lt.alert_category.connect  # peer_connect_alert: bytes by peer class (peerbytes.py)
 )
 
 

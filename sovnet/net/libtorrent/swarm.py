@@ -35,6 +35,7 @@ from sovnet.net.libtorrent.convert import (
     transfer_status,
 )
 from sovnet.net.libtorrent.settings import peer_class_filter, session_settings
+from sovnet.net.peerbytes import Connection, PeerBytes
 from sovnet.net.rejections import SWARM, Rejections, handshake_reason
 from sovnet.net.swarm import (
     Finished,
@@ -56,6 +57,24 @@ _LISTEN_TIMEOUT = 10.0
 # restart may still be saving resume data, and the node serves its API meanwhile,
 # saying why it is not ready (/readyz, `sovnet status`).
 _LISTEN_RETRY = 5.0
+# Connections' payload totals are sampled this often (and as their torrent leaves),
+# to share each torrent's bytes out among peer classes (net/peerbytes.py).
+_SAMPLE_EVERY = 0.5
+
+
+def _connections(busy: list[tuple[bytes, Any]]) -> list[Connection]:
+    found = []
+    for key, handle in busy:
+        try:
+            peers = handle.get_peer_info()
+        except RuntimeError:  # removed meanwhile
+            continue
+        for peer in peers:
+            host, port = peer.ip
+            found.append(
+                Connection(key, str(host), int(port), peer.total_download, peer.total_upload)
+            )
+    return found
 
 
 async def _answered(future: asyncio.Future[None], what: str) -> None:
@@ -111,6 +130,7 @@ class LibtorrentSwarm:
         self._retired = (0, 0)
         self._alert_fds: tuple[socket.socket, socket.socket] | None = None  # read, write
         self._ticker: asyncio.Task[None] | None = None
+        self._peer_bytes = PeerBytes(settings.local_networks)
 
     @property
     def port(self) -> int:
@@ -149,6 +169,19 @@ class LibtorrentSwarm:
                 down += torrent.status.session_downloaded
                 up += torrent.status.session_uploaded
         return down, up
+
+    def class_totals(self) -> Mapping[str, tuple[int, int]]:
+        self._share_bytes()  # up to the same statuses as totals()
+        return self._peer_bytes.totals()
+
+    def _share_bytes(self, only: bytes | None = None) -> None:
+        self._peer_bytes.update(
+            {
+                key: (t.status.session_downloaded, t.status.session_uploaded)
+                for key, t in self._torrents.items()
+                if t.status is not None and (only is None or key == only)
+            }
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -281,6 +314,9 @@ class LibtorrentSwarm:
             self._pending.waiting_to_start[key] = handle
 
     async def remove(self, info_hash: bytes) -> None:
+        if info_hash in self._torrents:
+            await self._sample_connections(only=info_hash)  # their last bytes
+        self._peer_bytes.forget(info_hash)
         torrent = self._torrents.pop(info_hash, None)
         self._pending.startable.discard(info_hash)
         self._pending.waiting_to_start.pop(info_hash, None)
@@ -362,7 +398,7 @@ class LibtorrentSwarm:
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
-        self._listen_tried = loop.time()
+        self._listen_tried = sampled = loop.time()
         while True:
             if self._session is not None:
                 self._session.post_torrent_updates()
@@ -370,10 +406,25 @@ class LibtorrentSwarm:
                 if self._listen_problem is not None and now - self._listen_tried >= _LISTEN_RETRY:
                     self._listen_tried = now
                     self._session.reopen_network_sockets(lt.session.reopen_map_ports)
+                if now - sampled >= _SAMPLE_EVERY:
+                    sampled = now
+                    await self._sample_connections()
             # Fresh figures while something downloads: a fetch asks for resume data
             # by the bytes it has, and 0.5 s can be a quarter of a model on a LAN.
             downloading = any(t.downloading for t in self._torrents.values())
             await asyncio.sleep(0.1 if downloading else 0.5)
+
+    async def _sample_connections(self, only: bytes | None = None) -> None:
+        """Sample the connections of the torrents that have peers, or of ``only``
+        (peer_info waits for libtorrent's network thread: not on the loop)."""
+        if only is not None:
+            busy = [(only, self._torrents[only].handle)] if only in self._torrents else []
+        else:
+            busy = [(k, t.handle) for k, t in self._torrents.items() if t.status and t.status.peers]
+        if busy:
+            found = await asyncio.to_thread(_connections, busy)
+            self._peer_bytes.sample(found, (key for key, _ in busy))
+        self._share_bytes(only)
 
     def _on_alerts(self) -> None:
         if self._alert_fds is not None:
@@ -449,6 +500,8 @@ class LibtorrentSwarm:
                     started.set_result(None)
             elif key in self._pending.adds:
                 self._pending.startable.add(key)
+        elif kind == "peer_connect_alert":  # incoming or outgoing: its peer's class
+            self._peer_bytes.connected(info_hash(alert.handle), str(alert.ip[0]))
         elif kind == "torrent_finished_alert":
             key = info_hash(alert.handle)
             torrent = self._torrents.get(key)
