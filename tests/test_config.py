@@ -41,6 +41,8 @@ def test_follow_names_publishers_and_optionally_models_and_channels() -> None:
     assert beta == config.FollowRule("beta", ("beta/tiny",), ("stable",))
     assert beta.wants("beta/tiny", ("stable", "latest")) and not beta.wants("beta/tiny", ())
     assert not beta.wants("beta/big", ("stable",)) and acme.wants("acme/x", ())
+    [gamma] = config.load(b'follow = [{publisher = "gamma", versions = 2}]', {}, HOME).follow
+    assert gamma == config.FollowRule("gamma", versions=2)
     from_env = config.load(None, {"SOVNET_FOLLOW": "acme, beta"}, HOME).follow
     assert [rule.publisher for rule in from_env] == ["acme", "beta"]
     for bad in (
@@ -48,6 +50,8 @@ def test_follow_names_publishers_and_optionally_models_and_channels() -> None:
         b'follow = [{publisher = "beta", models = ["acme/tiny"]}]',
         b'follow = [{publisher = "beta", channels = ["Not A Channel"]}]',
         b'follow = [{publisher = "beta", keep = 3}]',
+        b'follow = [{publisher = "beta", versions = 0}]',
+        b'follow = [{publisher = "beta", versions = "two"}]',
     ):
         with pytest.raises(ConfigError, match="'follow'"):
             config.load(bad, {}, HOME)
@@ -133,7 +137,7 @@ def test_only_the_settings_asked_for_are_read_and_checked() -> None:
 def test_the_mirror_example_config_loads() -> None:
     example = Path(__file__).parents[1] / "systemd" / "mirror.toml"
     loaded = config.load(example.read_bytes(), {}, HOME, source=str(example))
-    assert [rule.publisher for rule in loaded.follow] == ["acme", "beta"]
+    assert [rule.publisher for rule in loaded.follow] == ["acme", "beta", "gamma"]
     assert loaded.metrics_listen == PeerAddress("127.0.0.1", 9680)
     assert loaded.log_format == "json"
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sovnet.core.manifest import FileEntry, Manifest, piece_size_for
+from sovnet.core.manifest import VERSION_PATTERN, FileEntry, Manifest, piece_size_for, version_order
 from sovnet.errors import ManifestFormatError
 from sovnet.formats.fileformat import FileFormat
 from tests.strategies import manifests
@@ -185,3 +185,16 @@ def test_an_empty_files_root_must_be_zero() -> None:
 )
 def test_piece_size_rule(total: int, expected: int) -> None:
     assert piece_size_for(total) == expected
+
+
+def test_versions_order_number_by_number() -> None:
+    versions = ["2.0", "1.10", "1.9", "1.0", "10", "1.0.1", "v2", "1.10-rc1"]
+    assert sorted(versions, key=version_order) == [
+        "1.0", "1.0.1", "1.9", "1.10", "1.10-rc1", "2.0", "10", "v2"
+    ]  # fmt: skip
+
+
+@given(st.lists(st.from_regex(VERSION_PATTERN, fullmatch=True), max_size=8))
+def test_any_versions_have_an_order(versions: list[str]) -> None:
+    ordered = sorted(versions, key=version_order)  # never a TypeError between runs
+    assert sorted(ordered) == sorted(versions)

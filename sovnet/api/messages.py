@@ -300,6 +300,7 @@ class FollowedPublisher:
     missing: int  # wanted and not here: how far behind the newest it has seen
     failed: tuple[str, ...] = ()  # fetches that failed last round, "CID: why"
     stale: bool = False  # the last refresh failed: nothing new is fetched until one works
+    versions: int = 0  # of each model only the newest this many (0: all)
 
 
 @dataclass(frozen=True)

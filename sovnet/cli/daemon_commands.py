@@ -469,7 +469,8 @@ def mirror_status(ctx: Context, as_json: bool) -> None:
             [
                 f.publisher
                 + (f" ({', '.join(f.models)})" if f.models else "")
-                + (f" :{',:'.join(f.channels)}" if f.channels else ""),
+                + (f" :{',:'.join(f.channels)}" if f.channels else "")
+                + (f" newest {f.versions}" if f.versions else ""),
                 f"version {f.releases_version}" if f.releases_version else "-",
                 (f.refreshed or "not yet") + (" STALE" if f.stale else ""),
                 f"{f.held} of {f.wanted}",

@@ -51,6 +51,7 @@ The file (all keys optional)::
     # (SOVNET_FOLLOW: "acme,beta", every release of each), each optionally only some
     # models, or only what some channels point at:
     follow = ["acme", {publisher = "beta", models = ["beta/tiny"], channels = ["stable"]}]
+    # (a table's versions = N: of each model only the N newest, by version number)
 
 Pure: the caller passes the file's bytes, the environment and the home
 directory; nothing here reads files or ``os.environ`` (store/configfile.py reads
@@ -126,6 +127,7 @@ class FollowRule:
     publisher: str
     models: tuple[str, ...] = ()  # ORG/MODEL names; empty: all
     channels: tuple[str, ...] = ()  # empty: every release, not only channels' ones
+    versions: int = 0  # of each model, only the newest this many (version_order); 0: all
 
     def wants(self, name: str, channels: tuple[str, ...]) -> bool:
         """Whether a release of ``name``, which ``channels`` point at, is followed."""
@@ -267,12 +269,21 @@ def _log_format(value: object) -> str:
 def _follow(value: object) -> tuple[FollowRule, ...]:
     items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
     if not isinstance(items, list):
-        raise ValueError("expected a list of publishers (or tables of publisher, models, channels)")
+        raise ValueError(
+            "expected a list of publishers (or tables of publisher, models, channels, versions)"
+        )
     rules: dict[str, FollowRule] = {}
     for item in items:
         table = {"publisher": item} if isinstance(item, str) else item
-        if not isinstance(table, dict) or set(table) - {"publisher", "models", "channels"}:
-            raise ValueError("each is a publisher name, or a table of publisher, models, channels")
+        if not isinstance(table, dict) or set(table) - {
+            "publisher",
+            "models",
+            "channels",
+            "versions",
+        }:
+            raise ValueError(
+                "each is a publisher name, or a table of publisher, models, channels, versions"
+            )
         publisher = table.get("publisher")
         if not isinstance(publisher, str) or not ORG_PATTERN.fullmatch(publisher):
             raise ValueError(f"{publisher!r} is not a publisher name")
@@ -280,7 +291,8 @@ def _follow(value: object) -> tuple[FollowRule, ...]:
         if any(m.split("/")[0] != publisher for m in models):
             raise ValueError(f"models of {publisher} are named {publisher}/MODEL")
         channels = _names(table.get("channels", []), CHANNEL_PATTERN, "channels")
-        rules[publisher] = FollowRule(publisher, models, channels)
+        versions = _count(table["versions"]) if "versions" in table else 0
+        rules[publisher] = FollowRule(publisher, models, channels, versions)
     return tuple(rules.values())
 
 

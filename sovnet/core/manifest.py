@@ -63,6 +63,14 @@ def piece_size_for(total_size: int) -> int:
     return size
 
 
+def version_order(version: str) -> tuple[tuple[int, int | str], ...]:
+    """A key that orders versions number by number: 1.9 before 1.10 before 2.0 (runs
+    of digits compare as numbers, anything else as text, numbers first)."""
+    return tuple(
+        (0, int(run)) if run.isdigit() else (1, run) for run in re.findall(r"\d+|\D+", version)
+    )
+
+
 def check_identity(name: object, version: object, license: object) -> None:
     """The rules for a model's name, version and licence."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):

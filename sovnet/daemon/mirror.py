@@ -26,12 +26,14 @@ from pathlib import Path
 from sovnet.api.messages import FollowedPublisher, MirrorStatus
 from sovnet.core.cid import CID
 from sovnet.core.config import FollowRule
+from sovnet.core.manifest import version_order
 from sovnet.daemon.fetcher import Fetcher
 from sovnet.errors import SovnetError
 from sovnet.store.retention import Retention
 from sovnet.store.rootfiles import RootFiles
 from sovnet.store.store import Store
 from sovnet.trust import publisher_targets
+from sovnet.trust.publisher_targets import Release
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +107,25 @@ class Mirror:
             if a.kind == "revoked" and a.release.name.split("/")[0] == rule.publisher
         }
         retention = Retention(self._store)
-        wanted = []
+        followed: dict[str, list[Release]] = {}
         for item in publisher_targets.listing(files[1], root=files[0]):
             release = item.release
             if not rule.wants(release.name, item.channels):
                 continue
             if release.cid in revoked and not self._store.has(release.cid):
                 continue  # not fetched; what is here already stays
-            if retention.dropped(release.cid) and not self._store.has(release.cid):
-                # Removed here (`sovnet rm`, or collected for a newer one): fetched
-                # again, it would only push another out. `sovnet fetch` asks for it.
-                continue
-            wanted.append(release.cid)
+            followed.setdefault(release.name, []).append(release)
+        wanted = []
+        for releases in followed.values():
+            if rule.versions:  # the newest of each model only
+                releases.sort(key=lambda r: version_order(r.version), reverse=True)
+                del releases[rule.versions :]
+            for release in releases:
+                if retention.dropped(release.cid) and not self._store.has(release.cid):
+                    # Removed here (`sovnet rm`, or collected for a newer one): fetched
+                    # again, it would only push another out. `sovnet fetch` asks for it.
+                    continue
+                wanted.append(release.cid)
         return tuple(dict.fromkeys(wanted))
 
     async def _fetch(self, followed: _Followed, cid: CID) -> None:
@@ -156,6 +165,7 @@ class Mirror:
                     refreshed=followed.refreshed,
                     problem=problem,
                     stale=followed.stale,
+                    versions=followed.rule.versions,
                     wanted=len(followed.wanted),
                     held=len(held),
                     fetching=len(fetching),

@@ -237,3 +237,26 @@ def test_a_peer_hinting_in_a_loop_costs_one_refresh_per_gap(
     [followed] = m.sovnet.json("mirror", "status")["followed"]
     assert followed["releases_version"] == 1
     wait_for("the mirror to hold 1.0", lambda: m.has(first), timeout=30)
+
+
+def test_a_mirror_following_the_newest_versions_holds_only_those(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    p = cluster.node("p")
+    m = cluster.node("m", trust_first=False)
+    root = _publisher_root(p, tmp_path)
+    p.start()
+    cids = {v: _release(p, tmp_path, v, seed=k) for k, v in enumerate(["1.9", "1.10", "2.0"])}
+    m.sovnet("trust", "add", root, check=True)
+    config = tmp_path / "mirror.toml"
+    config.write_text('follow = [{publisher = "acme", versions = 2}]\nmetadata_interval = 1\n')
+    m.start(SOVNET_CONFIG=str(config))
+    m.sovnet("peers", "add", p.control, check=True)
+    wait_for("the mirror to hold 2.0", lambda: m.has(cids["2.0"]), timeout=60)
+    wait_for("the mirror to hold 1.10", lambda: m.has(cids["1.10"]), timeout=60)
+    time.sleep(2.5)  # two more rounds: 1.9, the third newest, is not fetched
+    assert not m.has(cids["1.9"])
+    [followed] = m.sovnet.json("mirror", "status")["followed"]
+    assert (followed["wanted"], followed["held"], followed["missing"]) == (2, 2, 0)
+    assert followed["versions"] == 2
+    assert "acme newest 2" in m.sovnet("mirror", "status", check=True).stdout
