@@ -423,3 +423,29 @@ async def test_over_active_seeds_the_least_recently_wanted_idle_torrent_leaves_t
     c = await cluster.start(cluster.prepare("c", owner=a_state, trusts=a_state), control(a))
     assert (await c.fetch(cids[-1], [], lambda event: None)).cid == str(cids[-1])
     assert a.seeder.joined() == 1
+
+
+async def test_a_model_whose_files_went_missing_before_it_joined_is_damaged_not_a_crash(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.active_seeds = 1
+    a_state = cluster.prepare("a")
+    b_state = cluster.prepare("b", owner=a_state, trusts=a_state)
+    # Over one piece (4 MiB): joining the swarm reads its piece layer, or its blob.
+    cids = [publish_model(a_state, tmp_path / str(i), size=5 * 1024 * 1024) for i in range(2)]
+    a = await cluster.start(a_state)
+    b = await cluster.start(b_state, control(a))
+    async with asyncio.timeout(30):
+        while a.seeder.joined() < 1:  # the first in store order joins as sovnetd starts
+            await asyncio.sleep(0.01)
+    [waiting] = [cid for cid in cids if not a.seeder.in_swarm(cid)]
+    manifest = a.store.manifest(waiting)
+    assert manifest is not None
+    for entry in manifest.files:  # gone behind sovnetd's back
+        a.store.blob_path(entry.blake3).unlink()
+        for layer in a.store.layers.glob(f"{entry.blake3.hex()}.*"):
+            layer.unlink()
+    with pytest.raises(TransferError, match="no peer in the swarm"):  # a says: not here
+        await b.fetch(waiting, [], lambda event: None)
+    assert "cannot be read" in a.status().damaged[str(waiting)]
+    assert not a.seeder.is_seeding(waiting)

@@ -69,6 +69,9 @@ class Seeder:
         """How many seeded models are in the swarm now."""
         return len(self._joined)
 
+    def in_swarm(self, cid: CID) -> bool:
+        return cid in self._joined
+
     async def seed(self, cid: CID, *, join: bool = True) -> None:
         """Seed a committed model (nothing to do if it is seeded already); in the
         swarm at once with ``join``, else when a peer asks for it."""
@@ -101,7 +104,13 @@ class Seeder:
             return cid in self._joined
         done = self._joining[cid] = asyncio.get_running_loop().create_future()
         try:
-            layers = await asyncio.to_thread(self._layers, spec.manifest)
+            try:
+                layers = await asyncio.to_thread(self._layers, spec.manifest)
+            except OSError as exc:  # a blob or layer gone or unreadable since it was seeded
+                raise IntegrityError(
+                    f"the stored files of {spec.manifest.name} cannot be read: "
+                    f"{exc.strerror or exc}"
+                ) from exc
             paths = {k: self._store.blob_path(f.blake3) for k, f in enumerate(spec.files)}
             await self._swarm.add(
                 spec, identity=self.identity, paths=paths, seeding=True, layers=layers
