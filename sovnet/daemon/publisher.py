@@ -103,10 +103,15 @@ async def publish(
         if task is not None:
             task.uncancel()  # committed before the stop came: seeded like any other
     finally:
-        if process.returncode is None:
+        # Its output ended: it is exiting. Killed only if it does not: Popen.kill()
+        # first polls, and a poll that reaps the exited worker before asyncio's child
+        # watcher does makes the watcher log "Unknown child process pid".
+        try:
+            await asyncio.wait_for(process.wait(), CANCEL_TIMEOUT)
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-        await process.wait()
+            await process.wait()
         if result is None:
             # A worker that published nothing leaves nothing behind, however it
             # ended (cancelled, killed at the timeout, crashed).

@@ -73,3 +73,15 @@ def test_ctrl_c_on_publish_cancels_it_in_the_daemon(cluster: Cluster, tmp_path: 
     # and the daemon publishes it when asked again
     assert a.sovnet("publish", model, "--name", "acme/big", check=True).stdout.strip()
     a.stop()
+
+
+def test_publishes_through_the_daemon_leave_no_warning_in_its_log(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    a = cluster.node("a")
+    a.start()
+    for i in range(6):  # each worker's exit raced its reaping: about 1 in 3 warned
+        model = make_model(tmp_path / f"m{i}", 1, seed=i)
+        a.sovnet("publish", model, "--name", f"acme/m{i}", check=True)
+    log = a.log_text()
+    assert "Unknown child process" not in log and "WARNING" not in log, log[-2000:]
