@@ -548,6 +548,7 @@ def test_ls_json_lists_models(sovnet: Runner, tiny_gguf_dir: Path) -> None:
                 }
             ],
             "released_as": None,  # no pinned publisher root released it
+            "pinned": False,  # garbage collection may remove it (`sovnet pin` keeps it)
         }
     ]
     table = sovnet("ls", check=True).stdout

@@ -149,6 +149,10 @@ def test_sizes_and_local_networks() -> None:
     assert loaded.local_networks == ("10.0.0.0/8",)
     env = {"SOVNET_LOCAL_NETWORKS": "192.168.1.7/24, fd00::/8"}
     assert config.load(None, env, HOME).local_networks == ("192.168.1.0/24", "fd00::/8")
+    assert config.parse_size("1.5GiB") == 3 * 2**29 and config.parse_size("0.5 kib") == 512
+    for text in ("1.5", "1.2.3GiB", "1e3MB", "-1MB"):  # half a byte; not one number
+        with pytest.raises(ValueError):
+            config.parse_size(text)
     for bad in (b'max_store_bytes = "2 parsecs"\n', b'local_networks = ["10.0.0.0/33"]\n'):
         with pytest.raises(ConfigError):
             config.load(bad, {}, HOME)

@@ -64,6 +64,10 @@ def status(ctx: Context, as_json: bool) -> None:
     for fetch in info.fetches:
         where = f"{human_size(fetch.done or 0)} of {human_size(fetch.total)}" if fetch.total else ""
         click.echo(f"fetching:    {fetch.cid} {fetch.state} {where}".rstrip())
+    for done in info.recent_fetches[-5:]:  # the latest, oldest first
+        named = done.name + (f"@{done.version}" if done.version else "")
+        how = "already here" if done.already_here else f"{human_size(done.downloaded)} downloaded"
+        click.echo(f"fetched:     {named} ({done.cid}), {how}, in {done.seconds:.1f} s")
     if info.hash_failures:
         click.echo(f"hash fails:  {info.hash_failures} piece(s) failed their hash check")
     for ban in info.banned_peers:

@@ -197,8 +197,11 @@ def ls(ctx: Context, remote: bool, as_json: bool) -> None:
     if remote:
         _ls_remote(ctx, as_json)
         return
+    from sovnet.store.retention import Retention
+
     store = ctx.store()
     trust_store = ctx.node_files().load_trust()
+    pinned = Retention(store).pinned()
     rows: list[dict[str, object]] = []
     for cid in store.cids():
         try:
@@ -217,6 +220,7 @@ def ls(ctx: Context, remote: bool, as_json: bool) -> None:
                 "trusted": opened.trusted,
                 "signers": _signers_json(opened),
                 "released_as": opened.released_as,
+                "pinned": cid in pinned,
             }
         )
     if as_json:
@@ -250,7 +254,7 @@ def ls(ctx: Context, remote: bool, as_json: bool) -> None:
         cells.append(
             [
                 str(row["name"]),
-                str(row["version"] or "-"),
+                str(row["version"] or "-") + (" (pinned)" if row["pinned"] else ""),
                 str(row["cid"]),
                 human_size(size),
                 str(row["files"]),
@@ -605,7 +609,11 @@ def _set_pinned(ctx: Context, cid_text: str, as_json: bool, *, pinned: bool) -> 
         emit_json({"cid": str(cid), "pinned": pinned, "changed": changed})
         return
     state = "pinned" if pinned else "not pinned"
-    say(f"{cid} is {state}{'' if changed else ' already'}.")
+    manifest = store.manifest(cid)
+    named = ""
+    if manifest is not None:
+        named = manifest.name + (f"@{manifest.version}" if manifest.version else "") + " "
+    say(f"{named}({cid}) is {state}{'' if changed else ' already'}.")
 
 
 @click.command()
@@ -630,7 +638,10 @@ def gc(ctx: Context, dry_run: bool, as_json: bool) -> None:
     if result.min_disk_free:
         budget.append(f"{human_size(result.min_disk_free)} kept free on its disk")
     if not budget:
-        say("This store has no budget (max_store_bytes, min_disk_free in sovnetd.toml): "
+        where = "in sovnetd.toml"
+        if daemon is None:  # the CLI read the budget itself: say from where
+            where = "as this command read them: $SOVNET_CONFIG, else ~/.config/sovnet/sovnetd.toml"
+        say(f"This store has no budget (max_store_bytes, min_disk_free {where}): "
             "nothing to collect.")  # fmt: skip
         return
     say(f"The store holds {human_size(result.store_bytes)}, with {' and '.join(budget)}.")

@@ -65,6 +65,7 @@ import re
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -222,13 +223,19 @@ def _networks(value: object) -> tuple[str, ...]:
 
 
 def parse_size(value: object) -> int:
-    """A size: a whole number of bytes, or text like "500GiB" or "2TB"."""
+    """A size: a whole number of bytes, or text like "500GiB", "1.5TB" (rounded down
+    to a byte)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", value) if isinstance(value, str) else None
-    if match is None or match.group(2).lower() not in _UNITS:
-        raise ValueError('expected a size: bytes, or a number and a unit ("500GiB", "2TB")')
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+    match = (
+        re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,12})?)\s*([A-Za-z]*)\s*", value)
+        if isinstance(value, str)
+        else None
+    )
+    unit = _UNITS.get(match.group(2).lower()) if match else None
+    if match is None or unit is None or (unit == 1 and "." in match.group(1)):
+        raise ValueError('expected a size: whole bytes, or a number and a unit ("500GiB", "1.5TB")')
+    return int(Decimal(match.group(1)) * unit)
 
 
 def _seconds(value: object) -> float:

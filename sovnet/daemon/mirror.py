@@ -61,6 +61,20 @@ class Mirror:
         self._fetcher = fetcher
         self._followed = {rule.publisher: _Followed(rule) for rule in rules}
         self._tasks: dict[CID, asyncio.Task[None]] = {}
+        for publisher, followed in self._followed.items():
+            if not self._roots.is_pinned(publisher):
+                log.warning(
+                    "mirror: follows %s, but no root of %s is pinned here: nothing of it "
+                    "is fetched until `sovnet trust add root.json` pins one",
+                    publisher, publisher,
+                )  # fmt: skip
+                continue
+            # What it holds and lacks by the metadata trusted before this start, for
+            # status until the first refresh (nothing is fetched before one).
+            try:
+                followed.wanted = self._wanted(followed.rule)
+            except SovnetError as exc:
+                followed.problem = exc.message
 
     def refreshed(self, publisher: str, problem: str | None) -> None:
         """Its metadata was just refreshed (``problem``: why that failed): follow it."""
@@ -151,7 +165,8 @@ class Mirror:
             held = [cid for cid in followed.wanted if self._store.has(cid)]
             fetching = [cid for cid in followed.wanted if cid in self._tasks]
             problem = followed.problem
-            if not self._roots.is_pinned(publisher):
+            pinned = self._roots.is_pinned(publisher)
+            if not pinned:
                 problem = (
                     f"no root of {publisher} is pinned here: `sovnet trust add root.json` "
                     "with the root its publisher gives"
@@ -164,7 +179,7 @@ class Mirror:
                     releases_version=version,
                     refreshed=followed.refreshed,
                     problem=problem,
-                    stale=followed.stale,
+                    stale=followed.stale or not pinned,
                     versions=followed.rule.versions,
                     wanted=len(followed.wanted),
                     held=len(held),

@@ -39,6 +39,7 @@ from sovnet.trust import publisher_root
 log = logging.getLogger(__name__)
 
 HINT_EVERY = 1.0  # s: how often this node looks whether what it hands on grew
+FIRST_REFRESH_AFTER = 5.0  # s after start
 HINT_GAP = 5.0  # s: at least this between two refreshes of a publisher hints start
 
 
@@ -68,13 +69,15 @@ class PublisherUpkeep:
 
     async def run(self) -> None:
         """Rounds until cancelled: renewals at once (a publisher's node that was off
-        for a day renews when it starts), refreshes from the first interval on (at
-        start, peers are still being reached)."""
+        for a day renews when it starts), the first refresh a few seconds after start
+        (its peers are being reached meanwhile; a mirror should not wait a whole
+        interval to follow), then both every interval."""
         await self.renew()
+        await asyncio.sleep(min(self._interval, FIRST_REFRESH_AFTER))
         while True:
+            await self.refresh()
             await asyncio.sleep(self._interval)
             await self.renew()
-            await self.refresh()
 
     async def renew(self) -> None:
         for publisher in PublisherFiles.served(self._state_dir):

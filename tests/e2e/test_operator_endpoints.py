@@ -95,6 +95,8 @@ def test_metrics_parse_and_their_counters_move_as_a_fetch_runs(
         == (seeder[("sovnet_uploaded_bytes_total", ())])
     )
     assert seeder[("sovnet_peer_class_uploaded_bytes_total", world)] == 0
+    shown = b.sovnet("status", check=True).stdout  # what ended recently, in words too
+    assert f"fetched:     acme/big ({cid}), " in shown and " downloaded, in " in shown
     # One line a fetch for the operator, as it starts and ends.
     log = b.log_text()
     assert f"fetch {cid} started" in log

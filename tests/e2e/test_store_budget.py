@@ -32,7 +32,12 @@ def test_a_mirror_over_its_quota_collects_the_oldest_unpinned_release_never_a_pi
     m.start(SOVNET_FOLLOW="acme", SOVNET_METADATA_INTERVAL="1", SOVNET_MAX_STORE_BYTES="5MiB")
     m.sovnet("peers", "add", p.control, check=True)
     wait_for("the mirror to hold 1.0", lambda: m.has(first), timeout=60)
-    assert "is pinned." in m.sovnet("pin", "acme/tiny@1.0", check=True).stderr
+    said = m.sovnet("pin", "acme/tiny@1.0", check=True).stderr
+    assert f"acme/tiny@1.0 ({first}) is pinned." in said
+    assert "acme/tiny" in m.sovnet("ls", check=True).stdout and "1.0 (pinned)" in (
+        m.sovnet("ls", check=True).stdout
+    )
+    assert [row["pinned"] for row in m.ls()] == [True]
     second = _release(p, tmp_path, "2.0", seed=2)
     wait_for("the mirror to hold 2.0", lambda: m.has(second), timeout=60)
     third = _release(p, tmp_path, "3.0", seed=3)
@@ -155,3 +160,18 @@ def test_sigterm_during_gc_loses_nothing_pinned_and_leaves_no_model_half_removed
     m.sovnet("gc", check=True)
     assert {row["cid"] for row in m.ls()} == set(pinned)
     assert "gc: stopped after" in m.log_text()
+
+
+def test_gc_without_sovnetd_says_where_it_read_the_budget_and_takes_decimal_sizes(
+    tmp_path: Path,
+) -> None:
+    node = Runner(tmp_path / "node")
+    node("key", "gen", check=True)
+    node("publish", make_model(tmp_path / "m", 1), "--name", "acme/tiny", check=True)
+    (tmp_path / "empty.toml").write_text("")
+    none = node("gc", "--dry-run", env={"SOVNET_CONFIG": str(tmp_path / "empty.toml")})
+    assert none.returncode == 0, none.stderr
+    assert "no budget" in none.stderr and "$SOVNET_CONFIG" in none.stderr
+    some = node("gc", "--dry-run", env={"SOVNET_MAX_STORE_BYTES": "0.5MiB"})
+    assert "with a quota of 512.0 KiB" in some.stderr, some.stderr
+    assert "would remove" in some.stderr
