@@ -260,3 +260,14 @@ def test_a_mirror_following_the_newest_versions_holds_only_those(
     assert (followed["wanted"], followed["held"], followed["missing"]) == (2, 2, 0)
     assert followed["versions"] == 2
     assert "acme newest 2" in m.sovnet("mirror", "status", check=True).stdout
+
+
+def test_following_a_publisher_whose_root_is_not_pinned_is_said_everywhere(
+    cluster: Cluster,
+) -> None:
+    m = cluster.node("m")
+    m.start(SOVNET_FOLLOW="beta")
+    assert "mirror: follows beta, but no root of beta is pinned here" in m.log_text()
+    [followed] = m.sovnet.json("mirror", "status")["followed"]
+    assert followed["stale"] and "no root of beta is pinned" in followed["problem"]
+    assert m.scrape()[("sovnet_followed_stale", (("publisher", "beta"),))] == 1
