@@ -76,7 +76,11 @@ def status(ctx: Context, as_json: bool) -> None:
         click.echo(f"DAMAGED:     {cid}: {problem}")
     for alert in info.publisher_alerts:
         click.echo(f"ALERT:       {alert}")
-    listeners = {"control": "the control plane", "swarm": "the swarm"}
+    listeners = {
+        "control": "the control plane",
+        "swarm": "the swarm",
+        "metrics": "the metrics listener",
+    }
     for refused in info.rejected:
         listener = listeners.get(refused.plane, refused.plane)
         click.echo(

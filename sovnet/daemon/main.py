@@ -78,10 +78,10 @@ async def serve(config_overrides: dict[str, object], config_path: str | None) ->
         loop.add_signal_handler(sig, stop.set)
     claim_socket(config.socket)  # before anything else: one daemon per state
     supervisor = Supervisor()
-    # First, so that /readyz says "starting" while the store and its models open.
-    endpoints = OperatorEndpoints(config.metrics_listen)
-    await endpoints.start()
     rejections = Rejections(config.rejection_log_interval)
+    # First, so that /readyz says "starting" while the store and its models open.
+    endpoints = OperatorEndpoints(config.metrics_listen, rejections)
+    await endpoints.start()
     swarm = LibtorrentSwarm(swarm_settings(config), rejections)
     try:
         node = await Node.start(config, swarm, supervisor, rejections=rejections)

@@ -39,6 +39,8 @@ from prometheus_client.registry import Collector
 from sovnet.core.address import PeerAddress
 from sovnet.core.config import DEFAULT_METRICS_LISTEN, MetricsListen
 from sovnet.errors import LocalStateError
+from sovnet.net.control_listener import GatedListener, ServerLimits, request_deadline
+from sovnet.net.rejections import METRICS, Rejections
 from sovnet.store import diskspace
 
 if TYPE_CHECKING:
@@ -207,14 +209,24 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
     return CounterMetricFamily(name, documentation, value=float(value))
 
 
+# Plain HTTP for a scraper and probes: few connections, each brief. Without limits,
+# idle connections held open took sovnetd's every file descriptor (hostile tester).
+METRICS_LIMITS = ServerLimits(
+    header_timeout=10.0, request_timeout=30.0, max_connections=64, max_connections_per_peer=32
+)
+
+
 class OperatorEndpoints:
     """The metrics listener: started before the node, given it once it runs."""
 
-    def __init__(self, listen: MetricsListen) -> None:
+    def __init__(self, listen: MetricsListen, rejections: Rejections | None = None) -> None:
         self.node: Node | None = None
         self.address: PeerAddress | None = None  # where it listens, once it does
         self._listen = listen
         self._runner: web.AppRunner | None = None
+        self._listener = GatedListener(
+            None, METRICS_LIMITS, rejections or Rejections(), plane=METRICS
+        )
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -227,15 +239,23 @@ class OperatorEndpoints:
         if self._listen == "off":
             return
         address = self._listen or DEFAULT_METRICS_LISTEN
-        app = web.Application()
+        app = web.Application(middlewares=[request_deadline(self._listener)])
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            keepalive_timeout=METRICS_LIMITS.header_timeout,  # see control_listener.py
+            handler_cancellation=True,
+            lingering_time=1.0,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, address.host, address.port, backlog=16)
+        assert runner.server is not None
         try:
-            await site.start()
+            port = await self._listener.start(runner.server, address.host, address.port)
         except OSError as exc:
             await runner.cleanup()
             if self._listen is None and exc.errno == errno.EADDRINUSE:
@@ -250,12 +270,11 @@ class OperatorEndpoints:
                 hint='choose another metrics_listen address, or "off"',
             ) from exc
         self._runner = runner
-        sockets = runner.addresses
-        port = int(sockets[0][1]) if sockets else address.port
         self.address = PeerAddress(address.host, port)
         log.info("metrics on http://%s/metrics (and /healthz, /readyz)", self.address)
 
     async def close(self) -> None:
+        await self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -1,5 +1,6 @@
 """The control plane's listening socket: TLS handshakes, connection limits and slow
-clients are dealt with here, before aiohttp sees a connection.
+clients are dealt with here, before aiohttp sees a connection. (The metrics
+listener uses it without TLS, for its limits: plain HTTP, plane ``metrics``.)
 
 aiohttp's own listener (``TCPSite``) hands TLS to asyncio, which drops a failed
 handshake without a word and waits up to a minute for one that never ends; and
@@ -65,7 +66,7 @@ def request_deadline(listener: GatedListener) -> Middleware:
                 return await handler(request)
         except TimeoutError:
             listener.rejections.record(
-                CONTROL,
+                listener.plane,
                 request.remote or "?",
                 f"request not complete within {listener.limits.request_timeout:g} s",
             )
@@ -83,10 +84,15 @@ class GatedListener:
     ``handler_factory`` (an aiohttp ``web.Server``)."""
 
     def __init__(
-        self, context: ssl.SSLContext, limits: ServerLimits, rejections: Rejections
+        self,
+        context: ssl.SSLContext | None,
+        limits: ServerLimits,
+        rejections: Rejections,
+        plane: str = CONTROL,
     ) -> None:
         self.handler_factory: Callable[[], asyncio.Protocol] | None = None  # set by start()
-        self.context = context
+        self.context = context  # None: plain TCP, no handshake
+        self.plane = plane  # what refusals are counted under
         self.limits = limits
         self.rejections = rejections
         self.per_peer: dict[str, int] = {}
@@ -125,10 +131,10 @@ class GatedListener:
 
     def admit(self, source: str) -> bool:
         if self.total >= self.limits.max_connections:
-            self.rejections.record(CONTROL, source, "too many connections in total")
+            self.rejections.record(self.plane, source, "too many connections in total")
             return False
         if self.per_peer.get(source, 0) >= self.limits.max_connections_per_peer:
-            self.rejections.record(CONTROL, source, "too many connections from one address")
+            self.rejections.record(self.plane, source, "too many connections from one address")
             return False
         self.total += 1
         self.per_peer[source] = self.per_peer.get(source, 0) + 1
@@ -180,18 +186,22 @@ class _Gate(asyncio.Protocol):
         assert self._raw is not None
         listener = self._listener
         loop = asyncio.get_running_loop()
-        try:
-            tls = await loop.start_tls(
-                self._raw,
-                self,
-                listener.context,
-                server_side=True,
-                ssl_handshake_timeout=listener.limits.handshake_timeout,
-            )
-        except (OSError, ssl.SSLError, TimeoutError) as exc:
-            listener.rejections.record(CONTROL, self._source, _reason(exc))
-            self.abort()
-            return
+        if listener.context is None:  # plain: this relay stays the socket's protocol
+            tls: asyncio.Transport | None = self._raw
+            self._raw.resume_reading()
+        else:
+            try:
+                tls = await loop.start_tls(
+                    self._raw,
+                    self,
+                    listener.context,
+                    server_side=True,
+                    ssl_handshake_timeout=listener.limits.handshake_timeout,
+                )
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                listener.rejections.record(listener.plane, self._source, _reason(exc))
+                self.abort()
+                return
         if tls is None or tls.is_closing():
             self.abort()
             return
@@ -237,7 +247,7 @@ class _Gate(asyncio.Protocol):
                 # aiohttp's keep-alive timer closed it while a request's headers
                 # were still arriving: a slow (or hostile) client cut off.
                 self._listener.rejections.record(
-                    CONTROL,
+                    self._listener.plane,
                     self._source,
                     "request headers not complete within "
                     f"{self._listener.limits.header_timeout:g} s",

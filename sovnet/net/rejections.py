@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 CONTROL = "control"
 SWARM = "swarm"
-_WHERE = {CONTROL: "the control plane", SWARM: "the swarm"}
+METRICS = "metrics"
+_WHERE = {CONTROL: "the control plane", SWARM: "the swarm", METRICS: "the metrics listener"}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ not ready, and why, while the swarm cannot listen, and ready once it does."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -203,3 +204,40 @@ def test_metrics_scraped_through_a_storm_of_fetches_answer_and_never_go_back(
     assert last[("sovnet_fetches_ended_total", (("result", "ok"),))] == 10
     assert last[("sovnet_fetches_under_way", ())] == 0
     assert last[("sovnet_models_seeded", ())] == 10
+
+
+def test_idle_connections_to_the_metrics_listener_cannot_take_sovnetd_down(
+    cluster: Cluster,
+) -> None:
+    a = cluster.node("a")
+    a.start()
+    host, port = a.status()["metrics"].rsplit(":", 1)
+    assert a.process is not None
+    fds = Path(f"/proc/{a.process.pid}/fd")
+    before = len(list(fds.iterdir()))
+    idle = []
+    try:
+        for _ in range(200):  # more than it admits; none sends a byte
+            with contextlib.suppress(OSError):  # refused: what the limit is for
+                idle.append(socket.create_connection((host, int(port)), timeout=5))
+        # Admitted at most its limit of 64: its descriptors stay bounded, and the
+        # node goes on answering everywhere else.
+        assert len(list(fds.iterdir())) <= before + 64 + 8
+        assert a.status()["seeding"] == 0
+        refused = [r for r in a.status()["rejected"] if r["plane"] == "metrics"]
+        assert refused and "too many connections" in refused[0]["reason"], refused
+        # Idle connections are closed after the header timeout (10 s): room again.
+        wait_for("/healthz to answer again", lambda: _healthz_answers(host, int(port)), timeout=30)
+    finally:
+        for connection in idle:
+            connection.close()
+    assert a.process.poll() is None  # alive all along
+
+
+def _healthz_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2) as connection:
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return connection.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
