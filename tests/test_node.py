@@ -408,6 +408,7 @@ async def test_over_active_seeds_the_least_recently_wanted_idle_torrent_leaves_t
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sovnet.daemon.seeder.STAY", 0.0)  # idle at once, not in 2 minutes
+    monkeypatch.setattr("sovnet.daemon.seeder.JOIN_GRACE", 0.0)
     cluster.active_seeds = 1
     a_state = cluster.prepare("a")
     b_state = cluster.prepare("b", owner=a_state, trusts=a_state)
@@ -449,3 +450,20 @@ async def test_a_model_whose_files_went_missing_before_it_joined_is_damaged_not_
         await b.fetch(waiting, [], lambda event: None)
     assert "cannot be read" in a.status().damaged[str(waiting)]
     assert not a.seeder.is_seeding(waiting)
+
+
+async def test_a_member_announcing_every_model_cannot_keep_them_all_in_the_swarm(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sovnet.daemon.seeder.JOIN_GRACE", 0.0)  # not 30 s for a peer
+    cluster.active_seeds = 2
+    a_state = cluster.prepare("a")
+    cids = [publish_model(a_state, tmp_path / str(i), size=64 * 1024) for i in range(6)]
+    a = await cluster.start(a_state)
+    member = PeerAddress("127.0.0.1", 40000)
+    for _ in range(3):  # again and again, connecting to none
+        for cid in cids:
+            reply = await a.announce(cid, member)
+            assert reply is not None and reply.complete  # answered: it is seeded
+            assert a.seeder.joined() <= 3  # the limit, and the one just asked for
+    assert a.status().seeding == 6

@@ -1,11 +1,23 @@
 """The models this node seeds: one torrent each, in the swarm, from the store.
 
 :meth:`Seeder.seed` derives a committed model's torrent (core/torrent.py: every
-node derives the same one), reads its piece layers from the store (made again
-from the blob if missing or wrong), and adds it to the swarm as complete.
-:meth:`Seeder.unseed` takes it out. The seeder knows which info-hash is which
-model, for routing the swarm's events; a model that cannot be seeded (its stored
-blob is damaged, the swarm refused it) is listed as damaged, not seeded.
+node derives the same one); from then on the model is seeded. :meth:`Seeder.join`
+reads its piece layers from the store (made again from the blob if missing or
+wrong) and adds the torrent to the swarm as complete. :meth:`Seeder.unseed` takes
+it out. The seeder knows which info-hash is which model, for routing the swarm's
+events; a model that cannot be seeded (its stored blob is damaged, the swarm
+refused it) is listed as damaged, not seeded.
+
+A seeded model is not always in the swarm. libtorrent gives each SSL torrent its
+own TLS context, about 35 KiB (measured: 5,000 seeded torrents took 118 MiB more
+than the same torrents without the network's CA), so a node keeps at most
+``active_seeds`` in the swarm. Every fetch announces to its holders on the
+control plane before it connects to their swarm ports (fetcher.py), and the
+announce joins the model (:meth:`Seeder.join`) before it is answered, so a peer
+never finds a seeded model missing. Beyond the limit, torrents with no peer for
+:data:`STAY` seconds leave the swarm, least recently wanted first; one that no
+peer came to within :data:`JOIN_GRACE` of joining, sooner (an announce alone, which
+any member may send for every CID, keeps nothing in).
 """
 
 from __future__ import annotations
@@ -25,9 +37,12 @@ from sovnet.store.store import Store
 
 log = logging.getLogger(__name__)
 
-# Seconds a joined torrent stays in the swarm after it was last wanted (joined, or
-# a peer connected), however many there are: a fetch's peers may come and go.
+# Seconds a torrent stays in the swarm after a peer was last seen on it, however
+# many there are: a fetch's peers may come and go. One just joined has JOIN_GRACE
+# for its first peer: an announce alone (a member may announce every CID) does not
+# keep it in.
 STAY = 120.0
+JOIN_GRACE = 30.0
 
 
 class Seeder:
@@ -47,6 +62,7 @@ class Seeder:
         self._seeding: dict[CID, torrent.TorrentSpec] = {}
         self._joined: dict[CID, float] = {}  # in the swarm: when last wanted (monotonic)
         self._joining: dict[CID, asyncio.Future[None]] = {}
+        self._leaving: dict[CID, asyncio.Future[None]] = {}  # being taken out of the swarm
         self._by_hash: dict[bytes, CID] = {}
         self.damaged: dict[str, str] = {}  # CID: why it is not seeded
 
@@ -94,8 +110,13 @@ class Seeder:
         spec = self._seeding.get(cid)
         if spec is None:
             return False
+        leaving = self._leaving.get(cid)
+        if leaving is not None:  # out first, then in again: never both at once
+            await asyncio.shield(leaving)
         now = asyncio.get_running_loop().time()
-        if cid in self._joined or not spec.has_payload:  # (no torrent can carry nothing)
+        if cid in self._joined:
+            return True
+        if not spec.has_payload:  # no torrent can carry nothing: seeded as it is
             self._joined[cid] = now
             return True
         joining = self._joining.get(cid)
@@ -125,7 +146,7 @@ class Seeder:
         if cid not in self._seeding:  # unseeded while it was being added
             await self._swarm.remove(spec.info_hash)
             return False
-        self._joined[cid] = now
+        self._joined[cid] = now - STAY + JOIN_GRACE  # idle soon unless a peer comes
         await self.leave_idle()
         return True
 
@@ -153,9 +174,15 @@ class Seeder:
                 self._joined[cid] = now
         idle = sorted((t, c) for c, t in self._joined.items() if now - t >= STAY)
         for _, cid in idle[: len(self._joined) - self._active_seeds]:
-            leaving = self._seeding.get(cid)
-            if self._joined.pop(cid, None) is not None and leaving is not None:
-                await self._swarm.remove(leaving.info_hash)
+            spec = self._seeding.get(cid)
+            if self._joined.pop(cid, None) is None or spec is None or cid in self._leaving:
+                continue
+            done = self._leaving[cid] = asyncio.get_running_loop().create_future()
+            try:
+                await self._swarm.remove(spec.info_hash)
+            finally:
+                del self._leaving[cid]
+                done.set_result(None)
 
     async def check(self, cid: CID) -> dict[bytes, str]:
         """Re-check a held model's blobs whose stat changed since they were verified;
