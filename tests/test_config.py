@@ -52,6 +52,7 @@ def test_follow_names_publishers_and_optionally_models_and_channels() -> None:
         b'follow = [{publisher = "beta", keep = 3}]',
         b'follow = [{publisher = "beta", versions = 0}]',
         b'follow = [{publisher = "beta", versions = "two"}]',
+        b'follow = [{publisher = "acme", versions = 1}, "acme"]',
     ):
         with pytest.raises(ConfigError, match="'follow'"):
             config.load(bad, {}, HOME)

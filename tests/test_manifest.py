@@ -188,9 +188,11 @@ def test_piece_size_rule(total: int, expected: int) -> None:
 
 
 def test_versions_order_number_by_number() -> None:
-    versions = ["2.0", "1.10", "1.9", "1.0", "10", "1.0.1", "v2", "1.10-rc1"]
+    versions = ["2.0", "1.10", "1.9", "1.0", "10", "1.0.1", "v3", "1.10-rc1", "1.0-rc.2",
+                "1.0-rc.10", "1.10+build.7"]  # fmt: skip
     assert sorted(versions, key=version_order) == [
-        "1.0", "1.0.1", "1.9", "1.10", "1.10-rc1", "2.0", "10", "v2"
+        "1.0-rc.2", "1.0-rc.10", "1.0", "1.0.1", "1.9", "1.10-rc1", "1.10", "1.10+build.7",
+        "2.0", "v3", "10",
     ]  # fmt: skip
 
 

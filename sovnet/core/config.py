@@ -255,7 +255,7 @@ def _count(value: object) -> int:
     except ValueError:
         count = 0
     if not 0 < count <= 1_000_000:
-        raise ValueError("expected a whole number above 0")
+        raise ValueError("expected a whole number from 1 to 1000000")
     return count
 
 
@@ -299,6 +299,8 @@ def _follow(value: object) -> tuple[FollowRule, ...]:
             raise ValueError(f"models of {publisher} are named {publisher}/MODEL")
         channels = _names(table.get("channels", []), CHANNEL_PATTERN, "channels")
         versions = _count(table["versions"]) if "versions" in table else 0
+        if publisher in rules:  # which one was meant is not for sovnet to guess
+            raise ValueError(f"{publisher} is followed twice: one entry each")
         rules[publisher] = FollowRule(publisher, models, channels, versions)
     return tuple(rules.values())
 

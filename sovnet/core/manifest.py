@@ -63,12 +63,19 @@ def piece_size_for(total_size: int) -> int:
     return size
 
 
-def version_order(version: str) -> tuple[tuple[int, int | str], ...]:
-    """A key that orders versions number by number: 1.9 before 1.10 before 2.0 (runs
-    of digits compare as numbers, anything else as text, numbers first)."""
-    return tuple(
-        (0, int(run)) if run.isdigit() else (1, run) for run in re.findall(r"\d+|\D+", version)
-    )
+def version_order(version: str) -> tuple[object, ...]:
+    """A key that orders versions as semantic versioning does, number by number:
+    1.9 before 1.10 before 2.0 (runs of digits compare as numbers, anything else as
+    text, numbers first); a pre-release (after "-") before its release, 1.0-rc1
+    before 1.0; build metadata (after "+") and a leading "v" ignored."""
+    if version[:1] in ("v", "V") and version[1:2].isdigit():
+        version = version[1:]
+    release, _, pre = version.split("+", 1)[0].partition("-")
+    return (_runs(release), (1,) if not pre else (0, _runs(pre)))
+
+
+def _runs(text: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, int(r)) if r.isdigit() else (1, r) for r in re.findall(r"\d+|\D+", text))
 
 
 def check_identity(name: object, version: object, license: object) -> None:
