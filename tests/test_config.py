@@ -151,7 +151,7 @@ def test_sizes_and_local_networks() -> None:
     env = {"SOVNET_LOCAL_NETWORKS": "192.168.1.7/24, fd00::/8"}
     assert config.load(None, env, HOME).local_networks == ("192.168.1.0/24", "fd00::/8")
     assert config.parse_size("1.5GiB") == 3 * 2**29 and config.parse_size("0.5 kib") == 512
-    for text in ("1.5", "1.2.3GiB", "1e3MB", "-1MB"):  # half a byte; not one number
+    for text in ("1.5", "1.2.3GiB", "1e3MB", "-1MB", "\u0663GiB"):  # half a byte; not a number
         with pytest.raises(ValueError):
             config.parse_size(text)
     for bad in (b'max_store_bytes = "2 parsecs"\n', b'local_networks = ["10.0.0.0/33"]\n'):

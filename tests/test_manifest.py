@@ -200,3 +200,9 @@ def test_versions_order_number_by_number() -> None:
 def test_any_versions_have_an_order(versions: list[str]) -> None:
     ordered = sorted(versions, key=version_order)  # never a TypeError between runs
     assert sorted(ordered) == sorted(versions)
+
+
+def test_versions_equal_by_number_still_have_one_order() -> None:
+    for one, other in (("1.01", "1.1"), ("v1.0", "1.0"), ("1.0+a", "1.0+b")):
+        assert version_order(one) != version_order(other)
+        assert sorted([one, other], key=version_order) == sorted([other, one], key=version_order)

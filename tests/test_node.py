@@ -452,18 +452,36 @@ async def test_a_model_whose_files_went_missing_before_it_joined_is_damaged_not_
     assert not a.seeder.is_seeding(waiting)
 
 
-async def test_a_member_announcing_every_model_cannot_keep_them_all_in_the_swarm(
+async def test_a_burst_of_announces_leaves_the_swarm_once_its_grace_is_over(
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("sovnet.daemon.seeder.JOIN_GRACE", 0.0)  # not 30 s for a peer
+    monkeypatch.setattr("sovnet.daemon.seeder.JOIN_GRACE", 0.3)  # not 30 s for a peer
     cluster.active_seeds = 2
     a_state = cluster.prepare("a")
     cids = [publish_model(a_state, tmp_path / str(i), size=64 * 1024) for i in range(6)]
     a = await cluster.start(a_state)
     member = PeerAddress("127.0.0.1", 40000)
-    for _ in range(3):  # again and again, connecting to none
-        for cid in cids:
-            reply = await a.announce(cid, member)
-            assert reply is not None and reply.complete  # answered: it is seeded
-            assert a.seeder.joined() <= 3  # the limit, and the one just asked for
+    for cid in cids:  # a member announces every model, and connects to none
+        reply = await a.announce(cid, member)
+        assert reply is not None and reply.complete  # answered: it is seeded
+    async with asyncio.timeout(10):
+        while a.seeder.joined() > 2:  # back within the limit, unasked
+            await asyncio.sleep(0.05)
     assert a.status().seeding == 6
+
+
+async def test_a_model_answered_complete_stays_in_the_swarm_for_its_asker(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sovnet.daemon.seeder.JOIN_GRACE", 0.5)
+    cluster.active_seeds = 1
+    a_state = cluster.prepare("a")
+    x, y = [publish_model(a_state, tmp_path / str(i), size=64 * 1024) for i in range(2)]
+    a = await cluster.start(a_state)
+    member = PeerAddress("127.0.0.1", 40000)
+    await a.announce(x, member)
+    await asyncio.sleep(1.0)  # x idle past its grace
+    reply = await a.announce(x, member)  # asked again: "complete", so the asker connects
+    assert reply is not None and reply.complete
+    await a.announce(y, member)  # another join, over the limit: not x, just promised
+    assert a.seeder.in_swarm(x)

@@ -228,7 +228,7 @@ def parse_size(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     match = (
-        re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,12})?)\s*([A-Za-z]*)\s*", value)
+        re.fullmatch(r"\s*([0-9]{1,20}(?:\.[0-9]{1,12})?)\s*([A-Za-z]*)\s*", value)
         if isinstance(value, str)
         else None
     )

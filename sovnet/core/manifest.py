@@ -68,10 +68,10 @@ def version_order(version: str) -> tuple[object, ...]:
     1.9 before 1.10 before 2.0 (runs of digits compare as numbers, anything else as
     text, numbers first); a pre-release (after "-") before its release, 1.0-rc1
     before 1.0; build metadata (after "+") and a leading "v" ignored."""
-    if version[:1] in ("v", "V") and version[1:2].isdigit():
-        version = version[1:]
-    release, _, pre = version.split("+", 1)[0].partition("-")
-    return (_runs(release), (1,) if not pre else (0, _runs(pre)))
+    text = version[1:] if version[:1] in ("v", "V") and version[1:2].isdigit() else version
+    release, _, pre = text.split("+", 1)[0].partition("-")
+    # Last, the text itself: versions equal by number (1.01, 1.1) still have one order.
+    return (_runs(release), (1,) if not pre else (0, _runs(pre)), version)
 
 
 def _runs(text: str) -> tuple[tuple[int, int | str], ...]:

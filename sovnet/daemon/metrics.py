@@ -16,7 +16,7 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -205,6 +205,17 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=float(value))
 
 
+@web.middleware
+async def _one_request(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """One request a connection: a client that kept connections alive with a request
+    every few seconds held all of them, and no scrape got in (hostile tester)."""
+    response = await handler(request)
+    response.force_close()
+    return response
+
+
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=float(value))
 
@@ -239,7 +250,7 @@ class OperatorEndpoints:
         if self._listen == "off":
             return
         address = self._listen or DEFAULT_METRICS_LISTEN
-        app = web.Application(middlewares=[request_deadline(self._listener)])
+        app = web.Application(middlewares=[request_deadline(self._listener), _one_request])
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)

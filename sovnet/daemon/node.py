@@ -240,6 +240,7 @@ class Node:
             checker = PeerChecker(book, control.client, config.peer_timeout)
             supervisor.spawn(checker.run(), "checks of learned peers")
             supervisor.spawn(seeder.watch(config.check_interval), "checks of seeded files")
+            supervisor.spawn(seeder.keep_within(), "seeds leaving the swarm")
             supervisor.spawn(node.upkeep.run(), "publishers' metadata")
             supervisor.spawn(node.upkeep.hint_peers(), "hints to peers")
             node.fetcher.resume_all()

@@ -17,7 +17,8 @@ announce joins the model (:meth:`Seeder.join`) before it is answered, so a peer
 never finds a seeded model missing. Beyond the limit, torrents with no peer for
 :data:`STAY` seconds leave the swarm, least recently wanted first; one that no
 peer came to within :data:`JOIN_GRACE` of joining, sooner (an announce alone, which
-any member may send for every CID, keeps nothing in).
+any member may send for every CID, keeps nothing in for long; a member that goes
+on announcing every CID keeps them in, which costs what seeding them all did).
 """
 
 from __future__ import annotations
@@ -115,6 +116,9 @@ class Seeder:
             await asyncio.shield(leaving)
         now = asyncio.get_running_loop().time()
         if cid in self._joined:
+            # Answered "complete": the asker connects next, so it stays JOIN_GRACE at
+            # least (a member can keep a torrent in by announcing it: see the module).
+            self._joined[cid] = max(self._joined[cid], now - STAY + JOIN_GRACE)
             return True
         if not spec.has_payload:  # no torrent can carry nothing: seeded as it is
             self._joined[cid] = now
@@ -126,7 +130,7 @@ class Seeder:
         done = self._joining[cid] = asyncio.get_running_loop().create_future()
         try:
             try:
-                layers = await asyncio.to_thread(self._layers, spec.manifest)
+                layers = await asyncio.to_thread(self._layers, cid, spec.manifest)
             except OSError as exc:  # a blob or layer gone or unreadable since it was seeded
                 raise IntegrityError(
                     f"the stored files of {spec.manifest.name} cannot be read: "
@@ -209,6 +213,14 @@ class Seeder:
             self.damaged[str(cid)] = why
         return found
 
+    async def keep_within(self) -> None:
+        """Take idle torrents out of the swarm while there are more than allowed
+        (runs until cancelled): after a burst of announces, within a few seconds of
+        their grace, not at the next check of the files."""
+        while True:
+            await asyncio.sleep(JOIN_GRACE / 3)
+            await self.leave_idle()
+
     async def watch(self, interval: float) -> None:
         """Check every seeded or damaged model every ``interval`` seconds (runs until
         cancelled): BitTorrent never tells an uploader that a peer found its bytes
@@ -224,8 +236,9 @@ class Seeder:
         if spec is not None and self._joined.pop(cid, None) is not None:
             await self._swarm.remove(spec.info_hash)
 
-    def _layers(self, manifest: Manifest) -> dict[bytes, bytes]:
-        """Every stored piece layer of a model, made again from its blob if missing."""
+    def _layers(self, cid: CID, manifest: Manifest) -> dict[bytes, bytes]:
+        """Every stored piece layer of a model, made again from its blob if missing
+        (and kept, unless the model was removed meanwhile)."""
         layers: dict[bytes, bytes] = {}
         for entry in manifest.files:
             if entry.size <= manifest.piece_size:
@@ -244,6 +257,7 @@ class Seeder:
                     raise IntegrityError(f"the stored blob of {entry.path} is damaged")
                 layer = digest.piece_layer
                 with self._store.locked():
-                    self._store.put_layer(entry.blake3, manifest.piece_size, layer)
+                    if self._store.has(cid):  # not a layer of a blob `rm` just removed
+                        self._store.put_layer(entry.blake3, manifest.piece_size, layer)
             layers[entry.pieces_root] = layer
         return layers

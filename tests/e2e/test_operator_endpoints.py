@@ -241,3 +241,16 @@ def _healthz_answers(host: str, port: int) -> bool:
             return connection.recv(64).startswith(b"HTTP/1.1 200")
     except OSError:
         return False
+
+
+def test_the_metrics_listener_answers_one_request_a_connection(cluster: Cluster) -> None:
+    a = cluster.node("a")
+    a.start()
+    host, port = a.status()["metrics"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"  # asks to keep it alive
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(4096):  # to EOF: closed after the one answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1
