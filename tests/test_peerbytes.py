@@ -98,3 +98,17 @@ def test_the_classes_add_up_to_the_exact_totals_and_never_go_back(
                 e[way] for e in exact.values()
             )
         before = now
+
+
+def test_what_was_sampled_before_the_exact_count_caught_up_still_weighs() -> None:
+    tally = PeerBytes(LOOPBACK_NETWORKS)
+    tally.sample(
+        [
+            Connection(TORRENT, "127.0.0.1", 7000, 0, 300),
+            Connection(TORRENT, "192.0.2.7", 7001, 0, 100),
+        ],
+        [TORRENT],
+    )
+    tally.update({TORRENT: (0, 0)})  # libtorrent has not added them up yet
+    tally.update({TORRENT: (0, 800)})
+    assert tally.totals() == {LOCAL: (0, 600), GLOBAL: (0, 200)}

@@ -94,21 +94,27 @@ class PeerBytes:
         """Share out what each torrent's exact (downloaded, uploaded) grew by since
         the last update (see the module)."""
         for info_hash, totals in exact.items():
-            torrent = self._torrents.setdefault(info_hash, _Torrent())
+            torrent = self._torrents.get(info_hash)
+            if torrent is None:
+                if not any(totals):
+                    continue  # nothing moved yet: no state kept for it
+                torrent = self._torrents[info_hash] = _Torrent()
             for way in (0, 1):
                 grown = totals[way] - torrent.given_exact[way]
                 if grown <= 0:
+                    # The exact count lags the samples (libtorrent adds a torrent's
+                    # bytes up once a second): what was sampled weighs the next growth.
                     continue
                 torrent.given_exact[way] = totals[way]
-                weights = {
-                    name: moved[way] - torrent.given_sampled.get(name, [0, 0])[way]
-                    for name, moved in torrent.sampled.items()
-                }
-                weights = {name: w for name, w in weights.items() if w > 0}
+                weights = {}
+                for name, moved in torrent.sampled.items():
+                    given = torrent.given_sampled.setdefault(name, [0, 0])
+                    if moved[way] > given[way]:
+                        weights[name] = moved[way] - given[way]
+                    given[way] = moved[way]
                 if not weights:
                     weights = dict.fromkeys(torrent.seen or {GLOBAL}, 1)
                 self._share(grown, weights, way)
-            torrent.given_sampled = {name: list(m) for name, m in torrent.sampled.items()}
 
     def _share(self, grown: int, weights: Mapping[str, int], way: int) -> None:
         total = sum(weights.values())

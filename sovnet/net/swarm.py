@@ -134,7 +134,7 @@ class Swarm(Protocol):
 
     def class_totals(self) -> Mapping[str, tuple[int, int]]:
         """Payload bytes (downloaded, uploaded) since :meth:`start` by peer class,
-        ``local`` and ``global`` (net/peerbytes.py: sampled, at most the totals)."""
+        ``local`` and ``global``: :meth:`totals` shared out (net/peerbytes.py)."""
         ...
 
     async def start(self) -> None: ...
