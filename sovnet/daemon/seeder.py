@@ -193,8 +193,10 @@ class Seeder:
         a damaged one stops its model's seeding (peers would ban this node for its
         bytes) and lists it as damaged. The damaged blobs, by BLAKE3."""
         try:
-            manifest = Manifest.from_bytes(self._store.manifest_bytes(cid))
+            manifest = self._store.manifest(cid)  # parsed once, not at every check
         except (SovnetError, OSError):  # removed meanwhile
+            return {}
+        if manifest is None:  # its bytes are not the CID's: repair's business
             return {}
         found = await asyncio.to_thread(blobcheck.damaged, self._store, manifest.files)
         if not found and str(cid) in self.damaged and cid not in self._seeding:
@@ -229,7 +231,6 @@ class Seeder:
             await asyncio.sleep(interval)
             for cid in [*self._seeding, *map(CID.parse, self.damaged)]:
                 await self.check(cid)
-            await self.leave_idle()
 
     async def unseed(self, cid: CID) -> None:
         spec = self._seeding.pop(cid, None)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from sovnet.core.cid import CID
 from sovnet.core.manifest import Manifest
+from sovnet.core.sizes import human_size
 from sovnet.errors import LocalStateError, SovnetError
 from sovnet.store import diskspace
 from sovnet.store.atomicfile import write_atomic
@@ -190,21 +191,25 @@ class Retention:
         problem = None
         if not enough:
             problem = (
-                f"{_size(needed)} more do not fit: the store holds {_size(store_bytes)}"
+                f"{human_size(needed)} more do not fit: the store holds {human_size(store_bytes)}"
                 + (
-                    f" of its quota of {_size(limits.max_store_bytes)}"
+                    f" of its quota of {human_size(limits.max_store_bytes)}"
                     if limits.max_store_bytes
                     else ""
                 )
-                + f", the disk has {_size(free)} free"
-                + (f" and keeps {_size(limits.min_disk_free)} free" if limits.min_disk_free else "")
-                + f", and removing every model not pinned or in use frees {_size(freed)}"
+                + f", the disk has {human_size(free)} free"
+                + (
+                    f" and keeps {human_size(limits.min_disk_free)} free"
+                    if limits.min_disk_free
+                    else ""
+                )
+                + f", and removing every model not pinned or in use frees {human_size(freed)}"
             )
         return Plan(tuple(victims), store_bytes, free, enough, problem)
 
     def _manifest(self, cid: CID) -> Manifest | None:
         try:
-            return Manifest.from_bytes(self._store.manifest_bytes(cid))
+            return self._store.manifest(cid)  # parsed once: a plan reads every model
         except (SovnetError, OSError):
             return None
 
@@ -224,9 +229,3 @@ class Retention:
 
 def _blobs(manifest: Manifest) -> set[bytes]:
     return {f.blake3 for f in manifest.files}
-
-
-def _size(size: int) -> str:
-    from sovnet.core.sizes import human_size
-
-    return human_size(size)
