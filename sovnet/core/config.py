@@ -17,6 +17,7 @@ The file (all keys optional)::
                                          # goes without), set, it must listen
     peers = ["192.0.2.7:6880"]           # SOVNET_PEERS (comma-separated): control addresses
     upload_rate_limit = 0                # SOVNET_UPLOAD_RATE_LIMIT: bytes/s, 0 = none
+    download_rate_limit = 0              # SOVNET_DOWNLOAD_RATE_LIMIT
     local_upload_rate_limit = 0          # bytes/s to peers on local_networks, a budget of their
     local_download_rate_limit = 0        # own (left out: the same as upload/download_rate_limit)
     local_networks = ["10.0.0.0/8"]      # CIDRs whose peers are local; loopback always is
@@ -24,7 +25,6 @@ The file (all keys optional)::
     min_disk_free = "20GiB"              # SOVNET_MIN_DISK_FREE: left free on its disk, 0 = none
                                          # (garbage collection removes unpinned models, least
                                          # recently used first, to keep both)
-    download_rate_limit = 0              # SOVNET_DOWNLOAD_RATE_LIMIT
     stall_timeout = 120                  # SOVNET_STALL_TIMEOUT: s without progress -> fail
     peer_timeout = 10                    # SOVNET_PEER_TIMEOUT: s per control-plane request
     refresh_interval = 5                 # SOVNET_REFRESH_INTERVAL: s between peer rounds

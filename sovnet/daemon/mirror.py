@@ -121,16 +121,16 @@ class Mirror:
             if a.kind == "revoked" and a.release.name.split("/")[0] == rule.publisher
         }
         retention = Retention(self._store)
-        followed: dict[str, list[Release]] = {}
+        by_model: dict[str, list[Release]] = {}
         for item in publisher_targets.listing(files[1], root=files[0]):
             release = item.release
             if not rule.wants(release.name, item.channels):
                 continue
             if release.cid in revoked and not self._store.has(release.cid):
                 continue  # not fetched; what is here already stays
-            followed.setdefault(release.name, []).append(release)
+            by_model.setdefault(release.name, []).append(release)
         wanted = []
-        for releases in followed.values():
+        for releases in by_model.values():
             if rule.versions:  # the newest of each model only
                 releases.sort(key=lambda r: version_order(r.version), reverse=True)
                 del releases[rule.versions :]

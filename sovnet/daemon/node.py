@@ -83,7 +83,7 @@ from sovnet.store.atomicfile import write_atomic
 from sovnet.store.keyfiles import NodeFiles
 from sovnet.store.networkfiles import NetworkFiles
 from sovnet.store.partial import PartialDownload
-from sovnet.store.publisherfiles import PublisherFiles
+from sovnet.store.publisherfiles import served_file
 from sovnet.store.retention import Limits as Budget
 from sovnet.store.retention import Retention
 from sovnet.store.rootfiles import RootFiles
@@ -393,10 +393,7 @@ class Node:
     def publisher_file(self, publisher: str, name: str) -> bytes | None:
         """The publisher's own repository if this node publishes for it, else what it
         trusted of a root it pinned."""
-        found = PublisherFiles(self.config.state_dir, publisher).file(name)
-        if found is None:
-            found = RootFiles(self.config.state_dir).file(publisher, name)
-        return found
+        return served_file(self.config.state_dir, publisher, name)
 
     # -- the local API (NodeService) ------------------------------------------------------
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from sovnet.daemon.publisher_metadata import PublisherMetadata
 from sovnet.errors import SovnetError
 from sovnet.store.keyfiles import NodeFiles
-from sovnet.store.publisherfiles import PublisherFiles
+from sovnet.store.publisherfiles import PublisherFiles, served_file
 from sovnet.store.rootfiles import RootFiles
 from sovnet.trust import publisher_root
 
@@ -108,9 +108,7 @@ class PublisherUpkeep:
     def handed_on(self, publisher: str) -> int | None:
         """The timestamp version this node serves of ``publisher`` (its own
         repository's, else the one its TUF client trusted); None if none."""
-        data = PublisherFiles(self._state_dir, publisher).file("timestamp.json")
-        if data is None:
-            data = RootFiles(self._state_dir).file(publisher, "timestamp.json")
+        data = served_file(self._state_dir, publisher, "timestamp.json")
         try:
             version = json.loads(data or b"")["signed"]["version"]
         except (ValueError, KeyError, TypeError, RecursionError):
@@ -141,7 +139,7 @@ class PublisherUpkeep:
     def hinted(self, publisher: str, version: int) -> None:
         """A peer says it hands on ``version`` of ``publisher``'s timestamp: refresh
         it soon if pinned here and newer than what is trusted (see the module)."""
-        if publisher not in RootFiles(self._state_dir).names():
+        if not RootFiles(self._state_dir).is_pinned(publisher):
             return
         if version <= (self.handed_on(publisher) or 0):
             return

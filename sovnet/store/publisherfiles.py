@@ -27,9 +27,18 @@ from tuf.api.metadata import Metadata, Snapshot, Timestamp
 from sovnet.errors import InvalidInputError, LocalStateError, TrustError
 from sovnet.store.atomicfile import write_atomic
 from sovnet.store.lockfile import exclusive_lock
+from sovnet.store.rootfiles import RootFiles
 from sovnet.trust import publisher_advisories, publisher_root, publisher_targets
 
 _FILE_NAME = re.compile(r"(?:(\d{1,9})\.(root|targets|advisories|snapshot)|timestamp)\.json")
+
+
+def served_file(state_dir: Path, publisher: str, name: str) -> bytes | None:
+    """A file of ``publisher``'s TUF metadata as this node hands it to peers: its own
+    repository's if it publishes for the publisher, else what its TUF client trusted
+    of the root it pinned; None if neither."""
+    found = PublisherFiles(state_dir, publisher).file(name)
+    return found if found is not None else RootFiles(state_dir).file(publisher, name)
 
 
 class PublisherFiles:
